@@ -1,0 +1,195 @@
+"""Command line: every job of the dashboard, headless.
+
+    python -m lib demo                    build the demo cohort (data/demo)
+    python -m lib init --table T [DIR]    make a workspace from a cohort table, BIDS folder or ADNIMERGE file
+    python -m lib validate [TABLE]        check a cohort table and its scans; exit 1 on any error
+    python -m lib split                   recompute the subject-level split
+    python -m lib means                   mean AD / HC images for the dataset overview
+    python -m lib jobs | cancel ID        background jobs of the workspace
+
+``--workspace DIR`` (or $RELEVANCE_ATLAS_WORKSPACE) picks the workspace; the
+default is the demo workspace under ``data/demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import atomic, jobs
+from .workspace import Workspace, default_workspace_path
+
+
+def _cmd_demo(args, ws: Workspace) -> int:
+    from . import demo
+
+    if demo.is_complete(ws) and not args.force:
+        print(f"demo cohort already complete at {ws.root} ({ws.config.get('n_scans')} scans); --force rebuilds it")
+        return 0
+    cfg = demo.DemoConfig(n_subjects=args.subjects, resolution=args.resolution, seed=args.seed,
+                          max_visits=args.visits)
+    if args.workers:
+        cfg.workers = args.workers
+
+    def work(progress):
+        built = demo.generate(ws.root, cfg, progress=progress)
+        _validate_into(built, built.cohort_csv, check_images=True, progress=progress)
+        return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
+
+    return jobs.run_as_job(ws, args.job_id, work, desc="demo cohort")
+
+
+def _validate_into(ws: Workspace, table, *, check_images: bool, progress=None):
+    from .validation import validate_table
+
+    report = validate_table(table, ws, check_images=check_images, progress=progress)
+    if ws.exists:
+        atomic.write_csv(ws.qc_csv, report.qc)
+        atomic.write_text(ws.validation_json, report.to_json())
+    return report
+
+
+def _cmd_validate(args, ws: Workspace) -> int:
+    from .validation import format_report
+
+    table = Path(args.table).resolve() if args.table else ws.cohort_csv
+    if not ws.exists:
+        # a bare table: relative paths are relative to its folder
+        ws = Workspace.open(table.parent if table.is_file() else table)
+    result = {}
+
+    def work(progress):
+        result["report"] = _validate_into(ws, table, check_images=not args.no_images, progress=progress)
+        return result["report"].summary()
+
+    code = jobs.run_as_job(ws, args.job_id, work, desc="validate")
+    if code:
+        return code
+    report = result["report"]
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _cmd_init(args, _ws: Workspace) -> int:
+    from .cohort import CohortError, read_table
+    from .splits import make_splits, save_splits
+    from .validation import format_report, validate_table
+
+    table = Path(args.table).expanduser().resolve()
+    root = Path(args.directory).expanduser().resolve() if args.directory else (
+        table if table.is_dir() else table.parent)
+    ws = Workspace.create(root, kind="study", resolution=args.resolution, data_roots=args.data_root or [])
+    try:
+        cohort = read_table(table)
+    except CohortError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    base = table if table.is_dir() else table.parent
+    cohort["path"] = [str(p if Path(p).is_absolute() else (base / p).resolve()) for p in cohort["path"]]
+    cohort["path"] = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else p for p in cohort["path"]]
+    report = validate_table(cohort, ws, check_images=not args.no_images)
+    print(format_report(report))
+    if not report.ok:
+        print(f"\nnot initialised: fix the errors above in {table}", file=sys.stderr)
+        return 1
+    atomic.write_csv(ws.qc_csv, report.qc)
+    atomic.write_text(ws.validation_json, report.to_json())
+    save_splits(ws, make_splits(cohort))
+    atomic.write_csv(ws.cohort_csv, cohort.drop(columns=[c for c in ("row",) if c in cohort]))
+    ws.update_config(complete=True, n_scans=len(cohort))
+    print(f"workspace ready at {root}")
+    return 0
+
+
+def _cmd_split(args, ws: Workspace) -> int:
+    import pandas as pd
+
+    from .splits import assign, check_leakage, make_splits, save_splits
+
+    cohort = pd.read_csv(ws.cohort_csv)
+    splits = make_splits(cohort, test_fraction=args.test_fraction, validation_fraction=args.validation_fraction,
+                         k_folds=args.k_folds, seed=args.seed)
+    check_leakage(cohort, splits)
+    save_splits(ws, splits)
+    table = assign(cohort, splits).groupby(["split", "diagnosis"])["subject_id"].nunique().unstack(fill_value=0)
+    print(table.to_string())
+    return 0
+
+
+def _cmd_means(args, ws: Workspace) -> int:
+    from .overview import compute_group_means
+
+    return jobs.run_as_job(ws, args.job_id, lambda progress: str(compute_group_means(ws, progress)),
+                           desc="group means")
+
+
+def _cmd_jobs(args, ws: Workspace) -> int:
+    for job in jobs.list_jobs(ws):
+        r = job.record
+        print(f"{job.id}  {job.state:<9}  {r.get('command'):<10} {job.fraction:6.1%}  {job.error or job.message}")
+    return 0
+
+
+def _cmd_cancel(args, ws: Workspace) -> int:
+    ok = jobs.cancel(ws, args.id)
+    print("cancel requested" if ok else f"job {args.id} is not running")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lib", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workspace", help=f"workspace folder (default {default_workspace_path()})")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_):
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(fn=fn)
+        sp.add_argument("--job-id", help=argparse.SUPPRESS)
+        return sp
+
+    sp = add("demo", _cmd_demo, "build the synthetic demo cohort")
+    sp.add_argument("--subjects", type=int, default=80)
+    sp.add_argument("--resolution", type=float, default=2.0, help="voxel size in mm (1 = the paper's grid)")
+    sp.add_argument("--visits", type=int, default=3, help="maximum visits per subject")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--workers", type=int, default=0, help="processes (default: up to 2)")
+    sp.add_argument("--force", action="store_true", help="rebuild even if complete")
+
+    sp = add("validate", _cmd_validate, "validate a cohort table and its scans")
+    sp.add_argument("table", nargs="?", help="CSV/TSV table, ADNIMERGE file or BIDS folder (default: the workspace's)")
+    sp.add_argument("--no-images", action="store_true", help="check the table only")
+
+    sp = add("init", _cmd_init, "create a workspace from a cohort table")
+    sp.add_argument("directory", nargs="?", help="workspace folder (default: the table's folder)")
+    sp.add_argument("--table", required=True)
+    sp.add_argument("--resolution", type=float, default=2.0)
+    sp.add_argument("--data-root", action="append", help="extra folder scans may live in (repeatable)")
+    sp.add_argument("--no-images", action="store_true")
+
+    sp = add("split", _cmd_split, "recompute the subject-level train/validation/test split")
+    sp.add_argument("--test-fraction", type=float, default=0.2)
+    sp.add_argument("--validation-fraction", type=float, default=0.15)
+    sp.add_argument("--k-folds", type=int, default=5)
+    sp.add_argument("--seed", type=int, default=0)
+
+    add("means", _cmd_means, "mean AD and HC images of the cohort (dataset overview)")
+    add("jobs", _cmd_jobs, "list background jobs")
+    sp = add("cancel", _cmd_cancel, "cancel a background job")
+    sp.add_argument("id")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ws = Workspace.open(args.workspace)
+    try:
+        return args.fn(args, ws)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Orthogonal slice views rendered to compact PNG images.
+
+Slices reach the browser as small PNGs rather than as volumes or large plotly
+figures. Orientation follows nilearn's neurological convention: the subject's
+left on the left of coronal and axial panels, superior up, anterior up in the
+axial panel and to the right in the sagittal one.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+AXES = ("sagittal", "coronal", "axial")
+
+
+def slice_2d(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """One slice of an ``(X, Y, Z)`` RAS+ volume as a display array (rows top→bottom)."""
+    index = int(np.clip(index, 0, volume.shape[axis] - 1))
+    plane = np.take(volume, index, axis=axis)
+    return plane.T[::-1, :]
+
+
+def label_outlines(labels_2d: np.ndarray) -> np.ndarray:
+    """Boolean mask of pixels where the label differs from a 4-neighbour (region borders)."""
+    edge = np.zeros(labels_2d.shape, bool)
+    edge[:-1, :] |= labels_2d[:-1, :] != labels_2d[1:, :]
+    edge[:, :-1] |= labels_2d[:, :-1] != labels_2d[:, 1:]
+    return edge & (labels_2d > 0)
+
+
+def _colormap(name: str) -> np.ndarray:
+    import matplotlib
+
+    return (matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+
+
+@dataclass
+class Overlay:
+    """A map drawn over the anatomy. Values in ``[vmin, vmax]`` go through ``cmap``;
+    values with ``|v| < threshold`` stay transparent."""
+
+    volume: np.ndarray
+    vmin: float
+    vmax: float
+    cmap: str = "hot"
+    alpha: float = 0.7
+    threshold: float | None = None
+
+
+def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float, float],
+           overlay: Overlay | None, labels: np.ndarray | None, crosshair: tuple[int, int, int] | None,
+           scale: int) -> Image.Image:
+    bg = slice_2d(background, axis, index).astype(np.float32)
+    lo, hi = bg_range
+    gray = np.clip((bg - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2).astype(np.float32)
+    if overlay is not None:
+        ov = slice_2d(overlay.volume, axis, index).astype(np.float32)
+        t = np.clip((ov - overlay.vmin) / max(overlay.vmax - overlay.vmin, 1e-12), 0, 1)
+        colors = _colormap(overlay.cmap)[(t * 255).astype(int)].astype(np.float32)
+        visible = np.isfinite(ov)
+        if overlay.threshold is not None:
+            visible &= np.abs(ov) >= overlay.threshold
+        a = overlay.alpha * visible[..., None]
+        rgb = rgb * (1 - a) + colors * a
+    if labels is not None:
+        edge = label_outlines(slice_2d(labels, axis, index))
+        rgb[edge] = (0.35 * rgb[edge] + 0.65 * np.array([80, 200, 255])).astype(np.float32)
+    img = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    if crosshair is not None:
+        # (row, col) in display coordinates of the two in-plane axes
+        others = [a for a in range(3) if a != axis]
+        col = (crosshair[others[0]] + 0.5) * scale
+        row = (background.shape[others[1]] - 1 - crosshair[others[1]] + 0.5) * scale
+        draw = ImageDraw.Draw(img)
+        draw.line([(col, 0), (col, img.height)], fill=(0, 255, 120), width=1)
+        draw.line([(0, row), (img.width, row)], fill=(0, 255, 120), width=1)
+    return img
+
+
+def ortho_image(background: np.ndarray, ijk: tuple[int, int, int], *, overlay: Overlay | None = None,
+                labels: np.ndarray | None = None, crosshair: bool = True, height: int = 260,
+                bg_range: tuple[float, float] | None = None) -> Image.Image:
+    """Sagittal, coronal and axial panels through voxel ``ijk`` side by side.
+
+    Parameters
+    ----------
+    background : (X, Y, Z) array, anatomy in RAS+ voxel order
+    ijk : voxel indices of the crosshair
+    overlay : optional map drawn in colour on top
+    labels : optional (X, Y, Z) integer atlas whose region borders are outlined
+    height : target panel height in pixels (an integer upscale of the slice)
+    """
+    if bg_range is None:
+        nz = background[background > 0]
+        bg_range = (0.0, float(np.percentile(nz, 99.5)) if nz.size else 1.0)
+    scale = max(1, int(round(height / background.shape[2])))
+    panels = [_panel(background, axis, ijk[axis], bg_range, overlay, labels,
+                     tuple(ijk) if crosshair else None, scale) for axis in range(3)]
+    gap = 6
+    out = Image.new("RGB", (sum(p.width for p in panels) + gap * 2, max(p.height for p in panels)), (14, 17, 23))
+    x = 0
+    for p in panels:
+        out.paste(p, (x, (out.height - p.height) // 2))
+        x += p.width + gap
+    _annotate(out, panels, gap)
+    return out
+
+
+def _annotate(img: Image.Image, panels: list[Image.Image], gap: int) -> None:
+    """Orientation letters: L/R on coronal and axial (neurological), A/P on sagittal."""
+    draw = ImageDraw.Draw(img)
+    x0 = 0
+    letters = [("P", "A"), ("L", "R"), ("L", "R")]
+    for p, (left, right) in zip(panels, letters):
+        draw.text((x0 + 4, 4), left, fill=(230, 230, 230))
+        draw.text((x0 + p.width - 12, 4), right, fill=(230, 230, 230))
+        x0 += p.width + gap
+
+
+def to_png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
