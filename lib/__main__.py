@@ -54,14 +54,21 @@ def _cmd_validate(args, ws: Workspace) -> int:
     from .validation import format_report
 
     table = Path(args.table).resolve() if args.table else ws.cohort_csv
-    if not ws.exists:
+    if not ws.exists and not args.report:
         # a bare table: relative paths are relative to its folder
         ws = Workspace.open(table.parent if table.is_file() else table)
     result = {}
 
     def work(progress):
-        result["report"] = _validate_into(ws, table, check_images=not args.no_images, progress=progress)
-        return result["report"].summary()
+        from .validation import validate_table
+
+        if args.report:  # a table outside the workspace: report to the given file only
+            report = validate_table(table, ws, check_images=not args.no_images, progress=progress)
+            atomic.write_text(args.report, report.to_json())
+        else:
+            report = _validate_into(ws, table, check_images=not args.no_images, progress=progress)
+        result["report"] = report
+        return report.summary()
 
     code = jobs.run_as_job(ws, args.job_id, work, desc="validate")
     if code:
@@ -160,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("validate", _cmd_validate, "validate a cohort table and its scans")
     sp.add_argument("table", nargs="?", help="CSV/TSV table, ADNIMERGE file or BIDS folder (default: the workspace's)")
     sp.add_argument("--no-images", action="store_true", help="check the table only")
+    sp.add_argument("--report", help="write the report (JSON) here instead of into the workspace")
 
     sp = add("init", _cmd_init, "create a workspace from a cohort table")
     sp.add_argument("directory", nargs="?", help="workspace folder (default: the table's folder)")

@@ -84,6 +84,8 @@ class DemoConfig:
     mild_ad_fraction: float = 0.15
     atrophic_hc_fraction: float = 0.15
     anatomy_mm: float = 1.5
+    # SD of individual region size, as a boundary displacement in mm (HC hippocampus ≈ ±10 %)
+    individual_mm: float = 0.6
     workers: int = field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)))
 
 
@@ -181,27 +183,35 @@ def _draw_subjects(cfg: DemoConfig) -> list[dict]:
 
 
 def _unit_severities(subject: dict, visit: int, fields: _Fields, cfg: DemoConfig,
-                     rng: np.random.Generator) -> dict[str, float]:
-    """Boundary displacement in mm applied to every unit at this visit (negative = expansion)."""
+                     rng: np.random.Generator) -> tuple[dict[str, float], dict[str, float]]:
+    """Boundary displacement in mm per unit: (disease atrophy, individual size + ageing).
+
+    The first dict is the ground truth (what the classifier should find); the
+    second is normal anatomy: region sizes that vary between healthy people
+    (fixed across visits; negative = larger) and ventricles that grow with age.
+    """
     years = visit
     sev = subject["severity"] * (1.0 + subject["progression"] * years) if subject["severity"] > 0 else 0.0
     weights = SUBTYPES[subject["subtype"]]
-    out = {}
+    indiv_rng = np.random.default_rng([cfg.seed, subject["subject_index"], 20_000])
     age = subject["age"] + years
+    disease, normal = {}, {}
     for unit, group in fields.unit_group.items():
         hemi = unit.split("_", 1)[0]
         lateral = subject["asymmetry"] if hemi == "Left" else 1.0 / subject["asymmetry"]
+        size = cfg.individual_mm * float(indiv_rng.normal())
         if group == "ventricles":
-            # ventricles grow with age and with disease
-            out[unit] = -(0.04 * max(age - 60.0, 0.0) + 1.2 * sev) * lateral ** 0.5
+            # ventricles grow with age and with disease (both count as normal-looking anatomy here)
+            normal[unit] = -(0.04 * max(age - 60.0, 0.0) + 1.2 * sev) * lateral ** 0.5 + 2 * size
         else:
-            jitter = float(np.exp(rng.normal(0.0, 0.15)))  # region-level individuality
-            out[unit] = cfg.atrophy_mm * sev * weights[group] * lateral * jitter
-    return out
+            jitter = float(np.exp(rng.normal(0.0, 0.15)))  # region-level individuality of the disease
+            disease[unit] = cfg.atrophy_mm * sev * weights[group] * lateral * jitter
+            normal[unit] = size
+    return disease, normal
 
 
-def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
-    subject, visit, cfg = task
+def _deformation(subject: dict, visit: int, cfg: DemoConfig):
+    """Sampling coordinates of one scan, its disease-only displacement, unit severities and its RNG."""
     fields = _fields(cfg.resolution)
     grid = fields.grid
     r = float(cfg.resolution)
@@ -209,14 +219,15 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
     # individual anatomy stays fixed across visits: its generator ignores the visit
     anat_rng = np.random.default_rng([cfg.seed, subject["subject_index"], 10_000])
 
-    severities = _unit_severities(subject, visit, fields, cfg, rng)
-    # φ of the disease-specific units (the ground truth) and of ageing (ventricles, whole brain)
+    severities, normal = _unit_severities(subject, visit, fields, cfg, rng)
+    # φ of the disease-specific atrophy (the ground truth) and of normal anatomy and ageing
     phi_disease = np.zeros(grid.shape, np.float32)
     phi_ageing = np.zeros(grid.shape, np.float32)
     for unit, s_mm in severities.items():
         if s_mm:
-            target = phi_ageing if fields.unit_group[unit] == "ventricles" else phi_disease
-            target += (s_mm / r) * fields.units[unit]
+            phi_disease += (s_mm / r) * fields.units[unit]
+    for unit, s_mm in normal.items():
+        phi_ageing += (s_mm / r) * fields.units[unit]
     age = subject["age"] + visit
     phi_ageing += (0.02 * max(age - 60.0, 0.0) / r) * fields.brain_phi
     # displacement in voxels; sampling the template at x − ∇φ shrinks tissue where φ peaks
@@ -224,6 +235,20 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
     ageing = [-g for g in np.gradient(phi_ageing)]
     anatomy = [_smooth_noise(anat_rng, grid.shape, 6, cfg.anatomy_mm / r) for _ in range(3)]
     coords = [fields.coords[a] + disease[a] + ageing[a] + anatomy[a] for a in range(3)]
+    return coords, disease, severities, rng
+
+
+def _deformed_labels(subject: dict, visit: int, cfg: DemoConfig) -> np.ndarray:
+    coords, *_ = _deformation(subject, visit, cfg)
+    return ndimage.map_coordinates(_fields(cfg.resolution).labels, coords, order=0, mode="constant", cval=0)
+
+
+def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
+    subject, visit, cfg = task
+    fields = _fields(cfg.resolution)
+    grid = fields.grid
+    coords, disease, severities, rng = _deformation(subject, visit, cfg)
+    age = subject["age"] + visit
 
     image = ndimage.map_coordinates(fields.template, coords, order=1, mode="constant", cval=0.0)
     labels = ndimage.map_coordinates(fields.labels, coords, order=0, mode="constant", cval=0)
@@ -245,6 +270,7 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
     scan_id = f"{subject['subject_id']}_ses-{visit + 1}"
     scan_rel = Path("scans") / f"{scan_id}_T1w.nii.gz"
     atrophy_rel = Path("ground_truth") / "atrophy" / f"{scan_id}_atrophy.nii.gz"
+    labels_rel = Path("ground_truth") / "labels" / f"{scan_id}_labels.nii.gz"
     img = nib.Nifti1Image(np.rint(image).clip(0, 32767).astype(np.int16), grid.affine)
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = b"relevance-atlas synthetic demo scan"
@@ -252,6 +278,8 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
     amap = nib.Nifti1Image(atrophy_map, grid.affine)
     amap.set_data_dtype(np.int16)  # nibabel chooses scl_slope: ≈1e-5 precision, a quarter of the bytes
     atomic.write_nifti(cfg_root(cfg) / atrophy_rel, amap)
+    # the deformed Neuromorphometrics labels: a per-scan segmentation with exact region volumes
+    atomic.write_nifti(cfg_root(cfg) / labels_rel, nib.Nifti1Image(labels.astype(np.uint8), grid.affine))
 
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=int(fields.labels.max()) + 1)
     volumes = {name: float(counts[idx]) * grid.voxel_volume
@@ -267,6 +295,7 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
         "volumes": {"scan_id": scan_id, **volumes},
         "atrophy": {"scan_id": scan_id, "subtype": subject["subtype"], "severity": round(sev_now, 4),
                     "atypical": subject["atypical"], "atrophy_map": str(atrophy_rel),
+                    "labels": str(labels_rel),
                     **{f"mm_{u}": round(v, 4) for u, v in severities.items()}},
         "intracranial_volume": float(np.count_nonzero(labels)) * grid.voxel_volume,
     }

@@ -1,0 +1,74 @@
+"""Cohort & validation: the workspace's validation report, and checking or importing another table."""
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from lib import jobs
+from pages.common import current_workspace, job_progress, require_ready_workspace
+
+ws = current_workspace()
+st.title("Cohort & validation")
+
+
+def show_report(path: Path, *, key: str) -> None:
+    from lib.validation import ValidationReport
+
+    report = ValidationReport.from_json(path.read_text())
+    (st.success if report.ok and not report.warnings else st.warning if report.ok else st.error)(
+        report.summary())
+    frame = report.to_frame()
+    if frame.empty:
+        return
+    kinds = st.multiselect("Show", ["error", "warning"], default=["error", "warning"], key=f"sev-{key}")
+    frame = frame[frame["severity"].isin(kinds)]
+    st.dataframe(frame, hide_index=True, use_container_width=True,
+                 column_config={"message": st.column_config.TextColumn("message", width="large")})
+    st.download_button("Download report (CSV)", frame.to_csv(index=False), file_name="validation.csv",
+                       key=f"dl-{key}")
+
+
+st.subheader("This workspace")
+if ws.exists and ws.cohort_csv.exists():
+    st.caption(f"`{ws.cohort_csv}`")
+    running = jobs.find_active(ws, "validate")
+    if ws.validation_json.exists() and running is None:
+        show_report(ws.validation_json, key="ws")
+    elif running is None:
+        st.info("This workspace has not been validated yet.")
+    if running is None and st.button("Validate again"):
+        running = jobs.submit(ws, "validate", [], key="validate")
+    if running is not None:
+        job_progress(running.id, ws, rerun_when_done=True, key="validate")
+else:
+    require_ready_workspace(ws)
+
+st.divider()
+st.subheader("Check another cohort")
+st.markdown(
+    "A CSV/TSV table with one row per scan (`subject_id`, `scan_id`, `path`, `diagnosis`, optional `session`, "
+    "`age`, `sex`, `mmse`, `cdr`, `site`, `hippocampal_volume`), an ADNIMERGE-style table with a `path` column, "
+    "or a BIDS folder. Relative paths are relative to the table's folder. Every problem is listed at once.")
+table = st.text_input("Table or BIDS folder on the server", placeholder="/data/study/cohort.csv")
+if table:
+    table_path = Path(table).expanduser().resolve()
+    report_path = ws.cache_dir / "validation" / (hashlib.sha256(str(table_path).encode()).hexdigest()[:16] + ".json")
+    key = f"validate {table_path}"
+    c1, c2 = st.columns(2)
+    if not table_path.exists():
+        st.error(f"{table_path} does not exist on the server.")
+    else:
+        running = jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
+        if c1.button("Validate", type="primary") and running is None:
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            running = jobs.submit(ws, "validate", [str(table_path), "--report", str(report_path)], key=key)
+        if running is not None:
+            job_progress(running.id, ws, rerun_when_done=True, key="other")
+        elif report_path.exists():
+            show_report(report_path, key="other")
+            target = table_path if table_path.is_dir() else table_path.parent
+            if c2.button(f"Create a workspace in {target}"):
+                init = jobs.submit(ws, "init", [str(target), "--table", str(table_path)], key=f"init {target}")
+                job_progress(init.id, ws, key="init")
+                st.caption(f"When it finishes, open `{target}` as the workspace in the sidebar.")

@@ -1,0 +1,160 @@
+"""Widgets shared by the pages: the workspace picker, job progress, cached loaders.
+
+Loaders are cached by file path and modification time (never by hashing
+arrays); the computations themselves live in ``lib``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from lib import demo, jobs
+from lib.templates import DataFilesMissing
+from lib.workspace import DEFAULT_WORKSPACE, Workspace, default_workspace_path
+
+
+def sidebar_workspace() -> Workspace:
+    """Workspace picker in the sidebar; the choice is kept in the URL (``?workspace=``)."""
+    default = str(default_workspace_path())
+    current = st.query_params.get("workspace", st.session_state.get("workspace_path", default))
+    with st.sidebar:
+        st.markdown("### relevance-atlas")
+        path = st.text_input("Workspace folder", value=current,
+                             help="A folder with workspace.json, created by `python -m lib init` or the "
+                                  "Cohort & validation page. The default is the demo cohort.")
+        if st.button("Open demo workspace", use_container_width=True, disabled=path == default):
+            path = default
+    path = str(Path(path).expanduser())
+    st.session_state["workspace_path"] = path
+    if path != default:
+        st.query_params["workspace"] = path
+    elif "workspace" in st.query_params:
+        del st.query_params["workspace"]
+    ws = Workspace.open(path)
+    st.session_state["ws"] = ws
+    with st.sidebar:
+        if ws.exists:
+            st.caption(f"**{ws.name}** · {ws.kind} · {ws.config.get('n_scans', '?')} scans · "
+                       f"{ws.grid.resolution:g} mm grid {ws.grid.shape}")
+        else:
+            st.caption("No workspace in this folder yet.")
+    return ws
+
+
+def current_workspace() -> Workspace:
+    return st.session_state["ws"]
+
+
+def is_default_demo(ws: Workspace) -> bool:
+    return ws.root == Path(DEFAULT_WORKSPACE).resolve() or ws.root == default_workspace_path()
+
+
+def require_ready_workspace(ws: Workspace) -> bool:
+    """True when the workspace has a cohort. Otherwise explains why (and builds the demo if it is the default)."""
+    if ws.exists and ws.cohort_csv.exists() and ws.config.get("complete", True):
+        return True
+    if is_default_demo(ws):
+        job = jobs.find_active(ws, "demo") if ws.jobs_dir.exists() else None
+        if job is None:
+            previous = jobs.list_jobs(ws, "demo")
+            if previous and previous[0].state == "failed" and not st.session_state.get("retry_demo"):
+                st.error(f"Building the demo cohort failed: {previous[0].error}")
+                with st.expander("Log"):
+                    st.code(previous[0].log_tail(40))
+                if st.button("Try again"):
+                    st.session_state["retry_demo"] = True
+                    st.rerun()
+                return False
+            try:
+                from lib.templates import data_dir
+
+                data_dir()
+            except DataFilesMissing as exc:
+                st.error(str(exc))
+                return False
+            job = jobs.submit(ws, "demo", [], key="demo")
+        st.info("**Building the demo cohort** — synthetic scans made from the ICBM152 template and the "
+                "Neuromorphometrics atlas, with known atrophy. This happens once and takes about a minute; "
+                "you can reload the page or switch pages meanwhile.")
+        job_progress(job.id, ws, rerun_when_done=True)
+        return False
+    st.warning(f"`{ws.root}` is not a workspace yet. Create one from a cohort table on the "
+               "**Cohort & validation** page, or `python -m lib init --table TABLE`.")
+    return False
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f" · about {seconds:.0f} s left" if seconds < 120 else f" · about {seconds / 60:.0f} min left"
+
+
+def job_progress(job_id: str, ws: Workspace, *, rerun_when_done: bool = False, key: str = "") -> None:
+    """Live progress of one job, refreshed every second while it runs."""
+
+    @st.fragment(run_every=1.0)
+    def _view():
+        job = jobs.get(ws, job_id)
+        if job is None:
+            st.warning(f"job {job_id} not found")
+            return
+        label = f"{job.record.get('command')}: {job.message}{_fmt_eta(job.eta_seconds)}"
+        if job.active:
+            st.progress(job.fraction, text=label)
+            if st.button("Cancel", key=f"cancel-{job_id}-{key}"):
+                jobs.cancel(ws, job_id)
+        elif job.state == "done":
+            st.success(f"{job.record.get('command')} finished: {job.message}")
+            if rerun_when_done and not st.session_state.get(f"reran-{job_id}"):
+                st.session_state[f"reran-{job_id}"] = True
+                st.rerun(scope="app")
+        elif job.state == "cancelled":
+            st.warning(f"{job.record.get('command')} was cancelled")
+        else:
+            st.error(f"{job.record.get('command')} failed: {job.error}")
+            with st.expander("Log"):
+                st.code(job.log_tail(40) or "(empty)")
+
+    _view()
+
+
+# --------------------------------------------------------------------------- cached loaders
+@st.cache_data(max_entries=16, show_spinner=False)
+def _volume(path: str, mtime_ns: int, resolution: float) -> np.ndarray:
+    from lib.templates import Grid
+    from lib.validation import load_on_grid
+
+    img, _ = load_on_grid(path, Grid(resolution))
+    return np.asarray(img.dataobj, dtype=np.float32)
+
+
+def volume(ws: Workspace, path: str) -> np.ndarray:
+    """A scan on the workspace grid, cached by its path and modification time."""
+    p = ws.resolve(path)
+    return _volume(str(p), p.stat().st_mtime_ns, ws.grid.resolution)
+
+
+@st.cache_resource(show_spinner=False)
+def atlas_labels(name: str, resolution: float):
+    from lib.templates import atlas
+
+    img, table = atlas(name, resolution)
+    return np.asarray(img.dataobj), table
+
+
+@st.cache_resource(show_spinner=False)
+def template_volume(resolution: float) -> np.ndarray:
+    from lib.templates import template
+
+    return np.asarray(template(resolution).dataobj, dtype=np.float32)
+
+
+def since(ts: float | None) -> str:
+    if not ts:
+        return ""
+    d = time.time() - ts
+    return f"{d:.0f} s ago" if d < 90 else f"{d / 60:.0f} min ago" if d < 5400 else f"{d / 3600:.1f} h ago"

@@ -1,0 +1,37 @@
+"""Jobs: every background job of the workspace, its progress, log and a cancel button."""
+
+import streamlit as st
+
+from lib import jobs
+from pages.common import current_workspace, since
+
+ws = current_workspace()
+st.title("Jobs")
+st.caption("Long work (building the demo cohort, validation, group means; later training and heatmaps) runs in "
+           "its own process: it keeps going when you reload the page or close the browser.")
+
+
+@st.fragment(run_every=2.0)
+def job_table():
+    all_jobs = jobs.list_jobs(ws)
+    if not all_jobs:
+        st.info("No jobs have run in this workspace yet.")
+        return
+    for job in all_jobs[:30]:
+        r = job.record
+        icon = {"running": "⏳", "queued": "⏳", "done": "✅", "failed": "❌", "cancelled": "⏹"}.get(job.state, "")
+        with st.expander(f"{icon} {r.get('command')} {' '.join(r.get('args', []))} · {job.state} · "
+                         f"started {since(r.get('started') or r.get('created'))}", expanded=job.active):
+            if job.active:
+                st.progress(job.fraction, text=job.message)
+                if st.button("Cancel", key=f"cancel-{job.id}"):
+                    jobs.cancel(ws, job.id)
+            elif job.state == "failed":
+                st.error(job.error)
+            else:
+                st.write(job.message)
+            st.code(job.log_tail(20) or "(no output)", language=None)
+            st.caption(f"job {job.id} · pid {r.get('pid')} · record {job.path / 'status.json'}")
+
+
+job_table()

@@ -1,0 +1,140 @@
+"""Dataset overview: who is in the cohort, how good the scans are, and what one scan looks like."""
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from lib import jobs, overview
+from lib.render import Overlay, ortho_image
+from pages.common import atlas_labels, current_workspace, job_progress, require_ready_workspace, volume
+
+GROUP_COLORS = {"AD": "#f28e2b", "HC": "#59a14f"}  # the paper's orange (AD) and green (HC)
+
+ws = current_workspace()
+st.title("Dataset overview")
+if not require_ready_workspace(ws):
+    st.stop()
+
+cohort = overview.load_cohort(ws)
+n_ad, n_hc = (cohort["diagnosis"] == "AD").sum(), (cohort["diagnosis"] == "HC").sum()
+c = st.columns(5)
+c[0].metric("Scans", len(cohort))
+c[1].metric("Subjects", cohort["subject_id"].nunique())
+c[2].metric("AD scans", int(n_ad))
+c[3].metric("HC scans", int(n_hc))
+c[4].metric("Grid", f"{ws.grid.resolution:g} mm", help=f"{ws.grid.shape} voxels, MNI (ICBM152 2009c)")
+if ws.is_demo:
+    st.caption("Synthetic demo cohort: the ICBM152 2009c template deformed per subject, with known "
+               "temporal-lobe atrophy in AD (see the ground truth in the scan viewer).")
+
+tab_counts, tab_demo, tab_qc, tab_view, tab_mean = st.tabs(
+    ["Counts", "Demographics", "Quality control", "Scan viewer", "Mean AD − HC"])
+
+with tab_counts:
+    tables = overview.counts(cohort)
+    cols = st.columns(len(tables))
+    for col, (name, table) in zip(cols, tables.items()):
+        with col:
+            st.markdown(f"**By {name}**")
+            st.dataframe(table, use_container_width=True)
+    if "split" in cohort:
+        st.caption("Splits are by subject (all visits of a subject stay in one part) and stratified by "
+                   "diagnosis; the test set holds equally many AD and HC subjects.")
+
+with tab_demo:
+    st.dataframe(overview.demographics(cohort), use_container_width=True)
+    first = cohort.sort_values(["subject_id", "session"] if "session" in cohort else ["subject_id"]) \
+        .groupby("subject_id").head(1)
+    plots = [c for c in ("age", "mmse", "hippocampal_volume") if c in first and first[c].notna().any()]
+    cols = st.columns(max(len(plots), 1))
+    for col, name in zip(cols, plots):
+        fig = px.histogram(first, x=name, color="diagnosis", barmode="overlay", opacity=0.65,
+                           color_discrete_map=GROUP_COLORS, height=280,
+                           labels={"mmse": "MMSE", "age": "age (years)",
+                                   "hippocampal_volume": "hippocampal volume (mm³)"})
+        fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), legend_title_text="")
+        col.plotly_chart(fig, use_container_width=True)
+    st.caption("One row per subject (first visit).")
+
+with tab_qc:
+    qc_cols = [c for c in ("scan_id", "diagnosis", "split", "site", "mean", "std", "nonzero_fraction",
+                           "template_corr", "on_grid", "n_errors", "n_warnings", "flags") if c in cohort]
+    if "template_corr" not in cohort:
+        st.info("No quality-control table yet: run the validation on the **Cohort & validation** page.")
+    else:
+        low = cohort["template_corr"] < 0.5
+        st.markdown(f"Sort by any column. **{int(low.sum())}** scans correlate below 0.5 with the template; "
+                    f"**{int((cohort.get('n_warnings', 0) > 0).sum())}** have warnings.")
+        st.dataframe(cohort[qc_cols], use_container_width=True, hide_index=True, height=360,
+                     column_config={"template_corr": st.column_config.ProgressColumn(
+                         "corr. with template", min_value=0.0, max_value=1.0, format="%.3f")})
+
+with tab_view:
+    labels = cohort["scan_id"] + "  ·  " + cohort["diagnosis"]
+    left, right = st.columns([1, 2.6])
+    with left:
+        pick = st.selectbox("Scan", range(len(cohort)), format_func=lambda i: labels.iat[i])
+        row = cohort.iloc[pick]
+        data = volume(ws, row["path"])
+        shape = data.shape
+        i = st.slider("x (sagittal)", 0, shape[0] - 1, shape[0] // 2 - int(12 / ws.grid.resolution))
+        j = st.slider("y (coronal)", 0, shape[1] - 1, int(shape[1] * 0.45))
+        k = st.slider("z (axial)", 0, shape[2] - 1, int(shape[2] * 0.35))
+        outlines = st.toggle("Atlas outlines (Neuromorphometrics)", value=False)
+        gt = overview.ground_truth(ws, row["scan_id"]) if ws.is_demo else None
+        show_gt = st.toggle("Ground-truth atrophy", value=gt is not None, disabled=gt is None,
+                            help="Demo cohort only: local volume loss applied by the generator.")
+    atlas, atlas_table = atlas_labels("neuromorphometrics", ws.grid.resolution)
+    overlay = None
+    if show_gt and gt is not None:
+        amap = volume(ws, str(gt["atrophy_map"]))
+        overlay = Overlay(amap, 0.0, max(float(amap.max()), 1e-3), cmap="YlOrRd", alpha=0.75, threshold=0.03)
+    with right:
+        st.image(ortho_image(brain := data, (i, j, k), overlay=overlay, labels=atlas if outlines else None),
+                 use_container_width=True)
+        mni = ws.grid.voxel_to_mni((i, j, k))
+        st.markdown(f"MNI **({mni[0]:.0f}, {mni[1]:.0f}, {mni[2]:.0f}) mm** · voxel ({i}, {j}, {k}) · "
+                    f"intensity {brain[i, j, k]:.0f} · region **{overview.region_at(atlas, atlas_table, (i, j, k))}**")
+        facts = {k_: row[k_] for k_ in ("subject_id", "session", "diagnosis", "age", "sex", "mmse", "cdr", "site",
+                                        "hippocampal_volume", "split") if k_ in row and pd.notna(row[k_])}
+        st.dataframe(pd.DataFrame([facts]), hide_index=True, use_container_width=True)
+        if gt is not None:
+            units = pd.Series(gt["units_mm"])
+            units = units[~units.index.str.contains("Vent")].sort_values(ascending=False)
+            st.markdown(f"**Ground truth** · subtype *{gt['subtype']}* · severity {gt['severity']:.2f}"
+                        + (" · atypical (mild AD or atrophic control)" if gt["atypical"] else ""))
+            if units.max() > 0:
+                fig = px.bar(units.head(12)[::-1], orientation="h", height=300,
+                             labels={"value": "boundary displacement (mm)", "index": ""})
+                fig.update_layout(showlegend=False, margin=dict(l=10, r=10, t=10, b=10))
+                st.plotly_chart(fig, use_container_width=True)
+            else:
+                st.caption("No disease atrophy applied to this scan (only ageing and individual anatomy).")
+
+with tab_mean:
+    means = overview.group_means(ws)
+    if means is None:
+        running = jobs.find_active(ws, "means")
+        if running is None:
+            st.info("The mean images of AD and HC scans are computed once in the background (one pass over "
+                    "all scans) and then cached.")
+            if st.button("Compute mean AD and HC images"):
+                running = jobs.submit(ws, "means", [], key="means")
+        if running is not None:
+            job_progress(running.id, ws, rerun_when_done=True, key="means")
+    else:
+        diff = means["AD - HC"]
+        lim = float(np.percentile(np.abs(diff[means["HC"] > 0.2]), 99.5))
+        cols = st.columns([1, 2.6])
+        with cols[0]:
+            mi = st.slider("x", 0, diff.shape[0] - 1, diff.shape[0] // 2 - int(12 / ws.grid.resolution), key="mx")
+            mj = st.slider("y", 0, diff.shape[1] - 1, int(diff.shape[1] * 0.45), key="my")
+            mk = st.slider("z", 0, diff.shape[2] - 1, int(diff.shape[2] * 0.35), key="mz")
+            thr = st.slider("hide |difference| below", 0.0, lim, lim * 0.25, format="%.3f")
+        with cols[1]:
+            st.image(ortho_image(means["HC"], (mi, mj, mk),
+                                 overlay=Overlay(diff, -lim, lim, cmap="RdBu_r", alpha=0.8, threshold=thr)),
+                     use_container_width=True)
+            st.caption("Mean brain-normalised intensity, AD minus HC, over the mean HC image. Blue: darker in AD "
+                       "(tissue loss, larger CSF spaces); red: brighter in AD.")

@@ -1,0 +1,18 @@
+"""Shared fixtures: one small demo workspace built once per test session through the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from lib.__main__ import main
+from lib.workspace import Workspace
+
+SMALL_DEMO = ["--subjects", "16", "--resolution", "3", "--visits", "2", "--seed", "1"]
+
+
+@pytest.fixture(scope="session")
+def demo_ws(tmp_path_factory) -> Workspace:
+    """A 16-subject demo cohort on a 3 mm grid, built with ``python -m lib demo`` (validation included)."""
+    root = tmp_path_factory.mktemp("demo_ws")
+    assert main(["--workspace", str(root), "demo", *SMALL_DEMO]) == 0
+    return Workspace.open(root)
