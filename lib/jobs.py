@@ -239,7 +239,9 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[Callable[[int, i
     from tqdm import tqdm
 
     reporter = JobReporter(ws, job_id) if job_id else None
-    bar = tqdm(total=0, desc=desc, unit="item", dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+    # in a terminal a live bar; in a log file (cluster jobs, CI) a line every 10 s at most
+    bar = tqdm(total=0, desc=desc, unit="item", dynamic_ncols=True, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
 
     def on_term(signum, frame):
         raise Cancelled()

@@ -27,8 +27,12 @@ def slice_2d(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
 def label_outlines(labels_2d: np.ndarray) -> np.ndarray:
     """Boolean mask of pixels where the label differs from a 4-neighbour (region borders)."""
     edge = np.zeros(labels_2d.shape, bool)
-    edge[:-1, :] |= labels_2d[:-1, :] != labels_2d[1:, :]
-    edge[:, :-1] |= labels_2d[:, :-1] != labels_2d[:, 1:]
+    down = labels_2d[:-1, :] != labels_2d[1:, :]
+    right = labels_2d[:, :-1] != labels_2d[:, 1:]
+    edge[:-1, :] |= down
+    edge[1:, :] |= down
+    edge[:, :-1] |= right
+    edge[:, 1:] |= right
     return edge & (labels_2d > 0)
 
 

@@ -69,17 +69,25 @@ def save_splits(ws: Workspace, splits: dict) -> None:
     atomic.write_json(ws.splits_json, splits)
 
 
-def check_leakage(cohort: pd.DataFrame, splits: dict) -> None:
-    """Raise ``LeakageError`` if a subject's scans fall into two parts or a subject has no part."""
-    assigned = cohort["subject_id"].astype(str).map(splits["parts"])
-    missing = sorted(cohort.loc[assigned.isna(), "subject_id"].astype(str).unique())
+def check_leakage(cohort: pd.DataFrame, splits: dict | None = None) -> None:
+    """Raise ``LeakageError`` if a subject's scans fall into two parts or a scan has no part.
+
+    With ``splits`` the parts come from the saved split; without, from the
+    cohort's own ``split`` column (a lab's predefined split).
+    """
+    subjects = cohort["subject_id"].astype(str)
+    assigned = subjects.map(splits["parts"]) if splits is not None else cohort["split"]
+    missing = sorted(subjects[assigned.isna()].unique())
     if missing:
         raise LeakageError(f"subjects without a split: {', '.join(missing[:10])}"
                            f"{' …' if len(missing) > 10 else ''}; recompute the split")
-    per_subject = assigned.groupby(cohort["subject_id"].astype(str)).nunique()
+    unknown = sorted(set(assigned.dropna()) - set(PARTS))
+    if unknown:
+        raise LeakageError(f"unknown split names {unknown}; use {', '.join(PARTS)}")
+    per_subject = assigned.groupby(subjects).nunique()
     leaking = per_subject[per_subject > 1].index.tolist()
     if leaking:
-        raise LeakageError(f"subjects in more than one part: {', '.join(leaking)}")
+        raise LeakageError(f"subjects in more than one part: {', '.join(leaking[:10])}")
 
 
 def load_splits(ws: Workspace, cohort: pd.DataFrame) -> dict:

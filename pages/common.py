@@ -61,11 +61,14 @@ def require_ready_workspace(ws: Workspace) -> bool:
         job = jobs.find_active(ws, "demo") if ws.jobs_dir.exists() else None
         if job is None:
             previous = jobs.list_jobs(ws, "demo")
-            if previous and previous[0].state == "failed" and not st.session_state.get("retry_demo"):
-                st.error(f"Building the demo cohort failed: {previous[0].error}")
-                with st.expander("Log"):
-                    st.code(previous[0].log_tail(40))
-                if st.button("Try again"):
+            if previous and previous[0].state in ("failed", "cancelled") and not st.session_state.get("retry_demo"):
+                if previous[0].state == "failed":
+                    st.error(f"Building the demo cohort failed: {previous[0].error}")
+                    with st.expander("Log"):
+                        st.code(previous[0].log_tail(40))
+                else:
+                    st.warning("Building the demo cohort was cancelled.")
+                if st.button("Build the demo cohort"):
                     st.session_state["retry_demo"] = True
                     st.rerun()
                 return False

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create or update the project's virtual environment (.venv).
+#   ./setup.sh          what the app needs
+#   ./setup.sh --test   plus the test tools: pytest, Playwright, Debian's chromium and
+#                       mricron-data (a real T1 used by the ingestion tests)
+# Re-running is cheap: pip runs only when a requirements file changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+want_tests=0
+[[ "${1:-}" == "--test" ]] && want_tests=1
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+  || { echo "setup.sh: Python 3.11 is required (found $("$PY" --version 2>&1))" >&2; exit 1; }
+
+[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+
+reqs=requirements.txt
+(( want_tests )) && reqs=requirements-test.txt
+stamp=.venv/.installed-$(cat requirements.txt "$reqs" | sha256sum | cut -c1-16)
+if [[ ! -f $stamp ]]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r "$reqs"
+  touch "$stamp"
+fi
+
+if (( want_tests )); then
+  missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  [[ -f /usr/share/mricron/templates/ch2.nii.gz ]] || missing+=(mricron-data)
+  if (( ${#missing[@]} )); then
+    SUDO=""
+    (( EUID != 0 )) && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi

@@ -1,0 +1,84 @@
+import os
+import signal
+import time
+
+import pytest
+
+from lib import jobs
+from lib.workspace import Workspace
+
+
+def _wait(ws, job_id, states=("done", "failed", "cancelled"), timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = jobs.get(ws, job_id)
+        if job.state in states:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job.state} after {timeout} s")
+
+
+def _wait_running(ws, job_id, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = jobs.get(ws, job_id)
+        if job.state == "running" and job.record.get("total"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError("job never reported progress")
+
+
+SLOW_DEMO = ["--subjects", "60", "--resolution", "2", "--workers", "1"]
+
+
+def test_job_runs_in_background_and_records_progress(demo_ws):
+    job = jobs.submit(demo_ws, "means", [])
+    done = _wait(demo_ws, job.id)
+    assert done.state == "done", done.error
+    assert done.fraction == 1.0
+    assert done.record["total"] > 0 and done.record["pid"]
+    assert "group_means" in done.message
+    assert any(j.id == job.id for j in jobs.list_jobs(demo_ws, "means"))
+
+
+def test_same_request_while_running_is_not_duplicated(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", kind="demo")
+    first = jobs.submit(ws, "demo", SLOW_DEMO, key="demo")
+    second = jobs.submit(ws, "demo", SLOW_DEMO, key="demo")
+    assert second.id == first.id
+    assert jobs.cancel(ws, first.id)
+    _wait(ws, first.id)
+
+
+def test_cancel_leaves_no_half_written_results(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", kind="demo")
+    job = jobs.submit(ws, "demo", SLOW_DEMO)
+    _wait_running(ws, job.id)
+    assert jobs.cancel(ws, job.id)
+    final = _wait(ws, job.id)
+    assert final.state == "cancelled"
+    # the cohort table is written last: a cancelled build has none, and no temporary files remain
+    assert not (ws.root / "cohort.csv").exists()
+    leftovers = [p for p in ws.root.rglob(".*") if p.is_file() and p.name.startswith(".") and "tmp" not in p.parts]
+    assert not [p for p in leftovers if p.suffix in (".gz", ".csv", ".json")], leftovers
+    assert not jobs.cancel(ws, job.id)  # nothing left to cancel
+
+
+def test_killed_job_is_reported_failed_not_running(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", kind="demo")
+    job = jobs.submit(ws, "demo", SLOW_DEMO)
+    running = _wait_running(ws, job.id)
+    os.killpg(os.getpgid(running.record["pid"]), signal.SIGKILL)
+    time.sleep(0.5)
+    final = _wait(ws, job.id, timeout=30)
+    assert final.state == "failed"
+    assert "ended without finishing" in final.error
+
+
+def test_failure_is_recorded_with_message(tmp_path):
+    ws = Workspace.create(tmp_path / "ws")
+    job = jobs.submit(ws, "means", [])  # no cohort table in this workspace
+    final = _wait(ws, job.id)
+    assert final.state == "failed"
+    assert "cohort.csv" in final.error
+    assert "Traceback" in final.log_tail(50)
