@@ -51,22 +51,22 @@ def _validate_into(ws: Workspace, table, *, check_images: bool, progress=None):
 
 
 def _cmd_validate(args, ws: Workspace) -> int:
-    from .validation import format_report
+    from .validation import format_report, validate_table
 
-    table = Path(args.table).resolve() if args.table else ws.cohort_csv
-    if not ws.exists and not args.report:
-        # a bare table: relative paths are relative to its folder
-        ws = Workspace.open(table.parent if table.is_file() else table)
+    table = Path(args.table).expanduser().resolve() if args.table else ws.cohort_csv
+    own_table = table == ws.cohort_csv
+    # a table outside the workspace is checked against its own folder (relative paths, path escapes)
+    base = table if table.is_dir() else table.parent
+    check_ws = ws if ws.exists and (own_table or base.is_relative_to(ws.root)) else Workspace.open(base)
     result = {}
 
     def work(progress):
-        from .validation import validate_table
-
-        if args.report:  # a table outside the workspace: report to the given file only
-            report = validate_table(table, ws, check_images=not args.no_images, progress=progress)
+        report = validate_table(table, check_ws, check_images=not args.no_images, progress=progress)
+        if args.report:
             atomic.write_text(args.report, report.to_json())
-        else:
-            report = _validate_into(ws, table, check_images=not args.no_images, progress=progress)
+        elif own_table and ws.exists:
+            atomic.write_csv(ws.qc_csv, report.qc)
+            atomic.write_text(ws.validation_json, report.to_json())
         result["report"] = report
         return report.summary()
 
