@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -301,6 +300,14 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
     }
 
 
+def _worker_init() -> None:
+    # workers die on SIGTERM (cancel) instead of inheriting the job's "cancelled" handler
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def cfg_root(cfg: DemoConfig) -> Path:
     return Path(cfg._root)  # type: ignore[attr-defined]
 
@@ -354,8 +361,9 @@ def generate(root: str | os.PathLike, cfg: DemoConfig | None = None,
     if cfg.workers > 1:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("fork")) as pool:
-            for i, res in enumerate(pool.map(_make_scan, tasks, chunksize=2)):
+        # Pool.__exit__ terminates the workers, so a cancelled build stops at once
+        with mp.get_context("fork").Pool(cfg.workers, initializer=_worker_init) as pool:
+            for i, res in enumerate(pool.imap(_make_scan, tasks, chunksize=2)):
                 results.append(res)
                 progress(i + 1, total, f"scan {res['scan']['scan_id']}")
     else:

@@ -121,9 +121,12 @@ def test_overview_page_every_tab(browser, app_url, demo_ws):
     slider.focus()
     for _ in range(4):
         page.keyboard.press("ArrowRight")
-    _settle(page)
+        time.sleep(0.1)
+    page.wait_for_function(
+        "(before) => [...document.querySelectorAll('p')].some(p => p.innerText.startsWith('MNI (')"
+        " && p.innerText !== before)", arg=before, timeout=30_000)
     after = page.get_by_text("MNI (").first.inner_text()
-    assert after != before
+    assert after != before and "region" in after
     page.get_by_text("Atlas outlines").click()
     _settle(page)
     _no_exception(page)

@@ -28,7 +28,7 @@ def _wait_running(ws, job_id, timeout=60):
     raise AssertionError("job never reported progress")
 
 
-SLOW_DEMO = ["--subjects", "60", "--resolution", "2", "--workers", "1"]
+SLOW_DEMO = ["--subjects", "60", "--resolution", "2", "--workers", "2"]
 
 
 def test_job_runs_in_background_and_records_progress(demo_ws):
@@ -55,7 +55,7 @@ def test_cancel_leaves_no_half_written_results(tmp_path):
     job = jobs.submit(ws, "demo", SLOW_DEMO)
     _wait_running(ws, job.id)
     assert jobs.cancel(ws, job.id)
-    final = _wait(ws, job.id)
+    final = _wait(ws, job.id, timeout=15)  # promptly, worker processes included
     assert final.state == "cancelled"
     # the cohort table is written last: a cancelled build has none, and no temporary files remain
     assert not (ws.root / "cohort.csv").exists()
