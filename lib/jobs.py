@@ -33,6 +33,7 @@ from . import atomic
 from .workspace import REPO_ROOT, Workspace
 
 ACTIVE = ("queued", "running")
+CANCEL_MARKER = "cancel-requested"
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Job:
 
     @property
     def fraction(self) -> float:
+        if self.state == "done":
+            return 1.0
         total = self.record.get("total") or 0
         return min(1.0, (self.record.get("done") or 0) / total) if total else 0.0
 
@@ -105,9 +108,14 @@ def _load(path: Path) -> Job | None:
     if record is None:
         return None
     job = Job(path, record)
-    if job.active and not _pid_alive(record.get("pid")) and time.time() - record.get("created", 0) > 5:
-        record = {**record, "state": "failed", "error": record.get("error")
-                  or "the job's process ended without finishing (killed or crashed); see its log"}
+    if job.active and not _pid_alive(record.get("pid")) and (
+            time.time() - record.get("created", 0) > 5 or (path / CANCEL_MARKER).exists()):
+        if (path / CANCEL_MARKER).exists():
+            # cancelled before its process could record it (e.g. while still importing)
+            record = {**record, "state": "cancelled", "message": "cancelled"}
+        else:
+            record = {**record, "state": "failed", "error": record.get("error")
+                      or "the job's process ended without finishing (killed or crashed); see its log"}
         job = Job(path, record)
     return job
 
@@ -169,6 +177,7 @@ def cancel(ws: Workspace, job_id: str) -> bool:
     job = get(ws, job_id)
     if job is None or not job.active:
         return False
+    (job.path / CANCEL_MARKER).touch()
     pid = job.record.get("pid")
     if pid and _pid_alive(pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):

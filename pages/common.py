@@ -108,8 +108,6 @@ def job_progress(job_id: str, ws: Workspace, *, rerun_when_done: bool = False, k
         label = f"{job.record.get('command')}: {job.message}{_fmt_eta(job.eta_seconds)}"
         if job.active:
             st.progress(job.fraction, text=label)
-            if st.button("Cancel", key=f"cancel-{job_id}-{key}"):
-                jobs.cancel(ws, job_id)
         elif job.state == "done":
             st.success(f"{job.record.get('command')} finished: {job.message}")
             if rerun_when_done and not st.session_state.get(f"reran-{job_id}"):
@@ -123,6 +121,12 @@ def job_progress(job_id: str, ws: Workspace, *, rerun_when_done: bool = False, k
                 st.code(job.log_tail(40) or "(empty)")
 
     _view()
+    # outside the fragment: a click must not race the fragment's timed reruns
+    job = jobs.get(ws, job_id)
+    if job is not None and job.active and st.button("Cancel", key=f"cancel-{job_id}-{key}"):
+        jobs.cancel(ws, job_id)
+        time.sleep(0.5)
+        st.rerun()
 
 
 # --------------------------------------------------------------------------- cached loaders

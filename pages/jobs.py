@@ -1,5 +1,7 @@
 """Jobs: every background job of the workspace, its progress, log and a cancel button."""
 
+import time
+
 import streamlit as st
 
 from lib import jobs
@@ -24,8 +26,6 @@ def job_table():
                          f"started {since(r.get('started') or r.get('created'))}", expanded=job.active):
             if job.active:
                 st.progress(job.fraction, text=job.message)
-                if st.button("Cancel", key=f"cancel-{job.id}"):
-                    jobs.cancel(ws, job.id)
             elif job.state == "failed":
                 st.error(job.error)
             else:
@@ -33,5 +33,12 @@ def job_table():
             st.code(job.log_tail(20) or "(no output)", language=None)
             st.caption(f"job {job.id} · pid {r.get('pid')} · record {job.path / 'status.json'}")
 
+
+# cancel buttons stay outside the live fragment so a click never races its timed reruns
+for active in [j for j in jobs.list_jobs(ws) if j.active]:
+    if st.button(f"Cancel {active.record.get('command')} ({active.id})", key=f"cancel-{active.id}"):
+        jobs.cancel(ws, active.id)
+        time.sleep(0.5)
+        st.rerun()
 
 job_table()

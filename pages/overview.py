@@ -37,13 +37,13 @@ with tab_counts:
     for col, (name, table) in zip(cols, tables.items()):
         with col:
             st.markdown(f"**By {name}**")
-            st.dataframe(table, use_container_width=True)
+            st.table(table)
     if "split" in cohort:
         st.caption("Splits are by subject (all visits of a subject stay in one part) and stratified by "
                    "diagnosis; the test set holds equally many AD and HC subjects.")
 
 with tab_demo:
-    st.dataframe(overview.demographics(cohort), use_container_width=True)
+    st.table(overview.demographics(cohort))
     first = cohort.sort_values(["subject_id", "session"] if "session" in cohort else ["subject_id"]) \
         .groupby("subject_id").head(1)
     plots = [c for c in ("age", "mmse", "hippocampal_volume") if c in first and first[c].notna().any()]
@@ -66,9 +66,17 @@ with tab_qc:
         low = cohort["template_corr"] < 0.5
         st.markdown(f"Sort by any column. **{int(low.sum())}** scans correlate below 0.5 with the template; "
                     f"**{int((cohort.get('n_warnings', 0) > 0).sum())}** have warnings.")
-        st.dataframe(cohort[qc_cols], use_container_width=True, hide_index=True, height=360,
+        qc_view = cohort[qc_cols].copy()
+        if "flags" in qc_view:
+            qc_view["flags"] = qc_view["flags"].fillna("")
+        number = st.column_config.NumberColumn
+        st.dataframe(qc_view, use_container_width=True, hide_index=True, height=360,
                      column_config={"template_corr": st.column_config.ProgressColumn(
-                         "corr. with template", min_value=0.0, max_value=1.0, format="%.3f")})
+                         "corr. with template", min_value=0.0, max_value=1.0, format="%.3f"),
+                         "mean": number("mean", format="%.1f"), "std": number("std", format="%.1f"),
+                         "nonzero_fraction": number("non-zero", format="%.3f"),
+                         "on_grid": st.column_config.CheckboxColumn("on grid"),
+                         "n_errors": number("errors"), "n_warnings": number("warnings")})
 
 with tab_view:
     labels = cohort["scan_id"] + "  ·  " + cohort["diagnosis"]

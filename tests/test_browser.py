@@ -187,7 +187,11 @@ def test_first_start_builds_demo_with_progress_and_cancel(browser, tmp_path):
         _no_exception(page)
         _shot(page, "first_start_building")
         page.get_by_role("button", name="Cancel").click()
-        page.get_by_text("cancelled").first.wait_for(timeout=60_000)
+        try:
+            page.get_by_text("cancelled").first.wait_for(timeout=60_000)
+        except Exception:
+            _shot(page, "first_start_cancel_failed")
+            raise
         # a reload keeps the state: the cancelled build is reported, nothing restarts by itself
         page.reload()
         page.get_by_role("button", name="Build the demo cohort").wait_for(timeout=30_000)

@@ -32,13 +32,15 @@ SLOW_DEMO = ["--subjects", "60", "--resolution", "2", "--workers", "2"]
 
 
 def test_job_runs_in_background_and_records_progress(demo_ws):
-    job = jobs.submit(demo_ws, "means", [])
+    import pandas as pd
+
+    job = jobs.submit(demo_ws, "validate", [])
     done = _wait(demo_ws, job.id)
     assert done.state == "done", done.error
     assert done.fraction == 1.0
-    assert done.record["total"] > 0 and done.record["pid"]
-    assert "group_means" in done.message
-    assert any(j.id == job.id for j in jobs.list_jobs(demo_ws, "means"))
+    assert done.record["total"] == len(pd.read_csv(demo_ws.cohort_csv)) and done.record["pid"]
+    assert done.message.startswith("0 errors")
+    assert any(j.id == job.id for j in jobs.list_jobs(demo_ws, "validate"))
 
 
 def test_same_request_while_running_is_not_duplicated(tmp_path):
@@ -82,3 +84,11 @@ def test_failure_is_recorded_with_message(tmp_path):
     assert final.state == "failed"
     assert "cohort.csv" in final.error
     assert "Traceback" in final.log_tail(50)
+
+
+def test_cancel_while_the_process_is_still_starting_reads_cancelled(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", kind="demo")
+    job = jobs.submit(ws, "demo", SLOW_DEMO)
+    assert jobs.cancel(ws, job.id)  # at once: the child is still importing its libraries
+    final = _wait(ws, job.id, timeout=30)
+    assert final.state == "cancelled"
