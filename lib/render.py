@@ -71,11 +71,16 @@ def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float,
             visible &= np.abs(ov) >= overlay.threshold
         a = overlay.alpha * visible[..., None]
         rgb = rgb * (1 - a) + colors * a
+    rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
     if labels is not None:
-        edge = label_outlines(slice_2d(labels, axis, index))
-        rgb[edge] = (0.35 * rgb[edge] + 0.65 * np.array([80, 200, 255])).astype(np.float32)
+        # borders drawn at display resolution: one-pixel lines instead of whole border voxels
+        lab = slice_2d(labels, axis, index)
+        edge = label_outlines(np.repeat(np.repeat(lab, scale, axis=0), scale, axis=1))
+        if scale > 1:  # keep one side of each border only
+            edge &= np.pad(label_outlines(np.repeat(np.repeat(lab, scale, axis=0), scale, axis=1))[1:, 1:],
+                           ((0, 1), (0, 1)))
+        rgb[edge] = (0.3 * rgb[edge] + 0.7 * np.array([60, 190, 255])).astype(np.float32)
     img = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     if crosshair is not None:
         # (row, col) in display coordinates of the two in-plane axes
         others = [a for a in range(3) if a != axis]
