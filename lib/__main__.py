@@ -33,9 +33,19 @@ def _cmd_demo(args, ws: Workspace) -> int:
         cfg.workers = args.workers
 
     def work(progress):
-        built = demo.generate(ws.root, cfg, progress=progress)
-        _validate_into(built, built.cohort_csv, check_images=True, progress=progress)
+        # one bar for both phases: generating n scans, then validating them (much faster)
+        built = demo.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
+        n = built.config["n_scans"]
+        _validate_into(built, built.cohort_csv, check_images=True,
+                       progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
         return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
+
+    if ws.cohort_csv.exists():
+        # an outdated or partial build: remove what the generator owns so no stale file survives
+        import shutil
+
+        for owned in ("scans", "ground_truth", "cache"):
+            shutil.rmtree(ws.root / owned, ignore_errors=True)
 
     return jobs.run_as_job(ws, args.job_id, work, desc="demo cohort")
 

@@ -43,6 +43,9 @@ from .workspace import Workspace
 
 ProgressFn = Callable[[int, int, str], None]
 
+# Bumped whenever the generator's output changes, so an older demo workspace is rebuilt.
+DEMO_VERSION = 2
+
 # Units of atrophy: (name, atlas labels). Left and right are separate units so
 # that severity can be asymmetric, as in real patients.
 TEMPORAL_CORE = ["Hippocampus", "Amygdala", "Ent_entorhinal_area", "PHG_parahippocampal_gyrus"]
@@ -383,10 +386,11 @@ def generate(root: str | os.PathLike, cfg: DemoConfig | None = None,
     atomic.write_csv(ws.ground_truth_dir / "atrophy.csv", atrophy)
     save_splits(ws, make_splits(cohort, seed=cfg.seed))
     atomic.write_csv(ws.cohort_csv, cohort)
-    ws.update_config(complete=True, n_scans=len(cohort), n_subjects=cfg.n_subjects)
+    ws.update_config(complete=True, n_scans=len(cohort), n_subjects=cfg.n_subjects, demo_version=DEMO_VERSION)
     progress(total, total, f"done: {len(cohort)} scans of {cfg.n_subjects} subjects")
     return ws
 
 
 def is_complete(ws: Workspace) -> bool:
-    return ws.exists and bool(ws.config.get("complete")) and ws.cohort_csv.exists()
+    return (ws.exists and bool(ws.config.get("complete")) and ws.cohort_csv.exists()
+            and ws.config.get("demo_version") == DEMO_VERSION)

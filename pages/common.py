@@ -55,9 +55,12 @@ def is_default_demo(ws: Workspace) -> bool:
 
 def require_ready_workspace(ws: Workspace) -> bool:
     """True when the workspace has a cohort. Otherwise explains why (and builds the demo if it is the default)."""
-    if ws.exists and ws.cohort_csv.exists() and ws.config.get("complete", True):
+    if ws.is_demo:
+        if demo.is_complete(ws):
+            return True
+    elif ws.exists and ws.cohort_csv.exists() and ws.config.get("complete", True):
         return True
-    if is_default_demo(ws):
+    if is_default_demo(ws) or ws.is_demo:
         job = jobs.find_active(ws, "demo") if ws.jobs_dir.exists() else None
         if job is None:
             previous = jobs.list_jobs(ws, "demo")
@@ -80,6 +83,8 @@ def require_ready_workspace(ws: Workspace) -> bool:
                 st.error(str(exc))
                 return False
             job = jobs.submit(ws, "demo", [], key="demo")
+        if ws.cohort_csv.exists():
+            st.caption("The demo generator has changed since this demo cohort was built; it is rebuilt.")
         st.info("**Building the demo cohort** — synthetic scans made from the ICBM152 template and the "
                 "Neuromorphometrics atlas, with known atrophy. This happens once and takes about a minute; "
                 "you can reload the page or switch pages meanwhile.")

@@ -17,6 +17,8 @@ if not require_ready_workspace(ws):
     st.stop()
 
 cohort = overview.load_cohort(ws)
+# slices open through the left hippocampus, where AD atrophy is expected first
+HIPPOCAMPUS = ws.grid.mni_to_voxel((-26, -22, -14))
 n_ad, n_hc = (cohort["diagnosis"] == "AD").sum(), (cohort["diagnosis"] == "HC").sum()
 c = st.columns(5)
 c[0].metric("Scans", len(cohort))
@@ -86,9 +88,9 @@ with tab_view:
         row = cohort.iloc[pick]
         data = volume(ws, row["path"])
         shape = data.shape
-        i = st.slider("x (sagittal)", 0, shape[0] - 1, shape[0] // 2 - int(12 / ws.grid.resolution))
-        j = st.slider("y (coronal)", 0, shape[1] - 1, int(shape[1] * 0.45))
-        k = st.slider("z (axial)", 0, shape[2] - 1, int(shape[2] * 0.35))
+        i = st.slider("x (sagittal)", 0, shape[0] - 1, int(HIPPOCAMPUS[0]))
+        j = st.slider("y (coronal)", 0, shape[1] - 1, int(HIPPOCAMPUS[1]))
+        k = st.slider("z (axial)", 0, shape[2] - 1, int(HIPPOCAMPUS[2]))
         outlines = st.toggle("Atlas outlines (Neuromorphometrics)", value=False)
         gt = overview.ground_truth(ws, row["scan_id"]) if ws.is_demo else None
         show_gt = st.toggle("Ground-truth atrophy", value=gt is not None, disabled=gt is None,
@@ -110,7 +112,8 @@ with tab_view:
         if gt is not None:
             units = pd.Series(gt["units_mm"])
             units = units[~units.index.str.contains("Vent")].sort_values(ascending=False)
-            st.markdown(f"**Ground truth** · subtype *{gt['subtype']}* · severity {gt['severity']:.2f}"
+            subtype = f" · subtype *{gt['subtype']}*" if gt["severity"] > 0 else ""
+            st.markdown(f"**Ground truth**{subtype} · severity {gt['severity']:.2f}"
                         + (" · atypical (mild AD or atrophic control)" if gt["atypical"] else ""))
             if units.max() > 0:
                 fig = px.bar(units.head(12)[::-1], orientation="h", height=300,
@@ -136,9 +139,9 @@ with tab_mean:
         lim = float(np.percentile(np.abs(diff[means["HC"] > 0.2]), 99.5))
         cols = st.columns([1, 2.6])
         with cols[0]:
-            mi = st.slider("x", 0, diff.shape[0] - 1, diff.shape[0] // 2 - int(12 / ws.grid.resolution), key="mx")
-            mj = st.slider("y", 0, diff.shape[1] - 1, int(diff.shape[1] * 0.45), key="my")
-            mk = st.slider("z", 0, diff.shape[2] - 1, int(diff.shape[2] * 0.35), key="mz")
+            mi = st.slider("x", 0, diff.shape[0] - 1, int(HIPPOCAMPUS[0]), key="mx")
+            mj = st.slider("y", 0, diff.shape[1] - 1, int(HIPPOCAMPUS[1]), key="my")
+            mk = st.slider("z", 0, diff.shape[2] - 1, int(HIPPOCAMPUS[2]), key="mz")
             thr = st.slider("hide |difference| below", 0.0, lim, lim * 0.25, format="%.3f")
         with cols[1]:
             st.image(ortho_image(means["HC"], (mi, mj, mk),

@@ -72,3 +72,16 @@ def test_atrophy_lowers_ad_hippocampus_with_overlap():
     ad, hc = np.array(vols["AD"]), np.array(vols["HC"])
     assert ad.mean() < 0.88 * hc.mean()  # clearly lower (real cohorts: about 20 %)
     assert ad.max() > hc.min()  # overlapping: some AD have little atrophy, some HC some
+
+
+def test_outdated_demo_workspace_is_not_complete(demo_ws, tmp_path):
+    import shutil
+
+    from lib.workspace import Workspace
+
+    copy = tmp_path / "old"
+    shutil.copytree(demo_ws.root, copy)
+    ws = Workspace.open(copy)
+    assert demo.is_complete(ws)
+    ws.update_config(demo_version=demo.DEMO_VERSION - 1)
+    assert not demo.is_complete(Workspace.open(copy))
