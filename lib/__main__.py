@@ -50,13 +50,18 @@ def _cmd_demo(args, ws: Workspace) -> int:
     return jobs.run_as_job(ws, args.job_id, work, desc="demo cohort")
 
 
+def _save_report(ws: Workspace, report) -> None:
+    """The workspace's last validation: per-scan QC table and the report."""
+    atomic.write_csv(ws.qc_csv, report.qc)
+    atomic.write_text(ws.validation_json, report.to_json())
+
+
 def _validate_into(ws: Workspace, table, *, check_images: bool, progress=None):
     from .validation import validate_table
 
     report = validate_table(table, ws, check_images=check_images, progress=progress)
     if ws.exists:
-        atomic.write_csv(ws.qc_csv, report.qc)
-        atomic.write_text(ws.validation_json, report.to_json())
+        _save_report(ws, report)
     return report
 
 
@@ -75,8 +80,7 @@ def _cmd_validate(args, ws: Workspace) -> int:
         if args.report:
             atomic.write_text(args.report, report.to_json())
         elif own_table and ws.exists:
-            atomic.write_csv(ws.qc_csv, report.qc)
-            atomic.write_text(ws.validation_json, report.to_json())
+            _save_report(ws, report)
         result["report"] = report
         return report.summary()
 
@@ -96,7 +100,9 @@ def _cmd_init(args, _ws: Workspace) -> int:
     table = Path(args.table).expanduser().resolve()
     root = Path(args.directory).expanduser().resolve() if args.directory else (
         table if table.is_dir() else table.parent)
-    ws = Workspace.create(root, kind="study", resolution=args.resolution, data_roots=args.data_root or [])
+    # validated in memory first: a refused table leaves no workspace.json behind
+    ws = Workspace(root=root, config={"kind": "study", "resolution": float(args.resolution),
+                                      "data_roots": list(args.data_root or [])})
     try:
         cohort = read_table(table)
     except CohortError as exc:
@@ -110,8 +116,8 @@ def _cmd_init(args, _ws: Workspace) -> int:
     if not report.ok:
         print(f"\nnot initialised: fix the errors above in {table}", file=sys.stderr)
         return 1
-    atomic.write_csv(ws.qc_csv, report.qc)
-    atomic.write_text(ws.validation_json, report.to_json())
+    ws = Workspace.create(root, kind="study", resolution=args.resolution, data_roots=args.data_root or [])
+    _save_report(ws, report)
     save_splits(ws, make_splits(cohort))
     atomic.write_csv(ws.cohort_csv, cohort.drop(columns=[c for c in ("row",) if c in cohort]))
     ws.update_config(complete=True, n_scans=len(cohort))

@@ -51,41 +51,31 @@ def _conv_blocks(in_shape: tuple[int, int, int]) -> tuple[nn.Sequential, tuple[i
     return nn.Sequential(*layers), tuple(shape)
 
 
-class Boehle2019(nn.Sequential):
+class _GridCNN(nn.Sequential):
+    """The four convolution blocks followed by ``head(n_flat)``, sized for ``input_shape``."""
+
+    def __init__(self, input_shape: tuple[int, int, int], head: Callable[[int], list[nn.Module]]):
+        features, out = _conv_blocks(tuple(input_shape))
+        super().__init__(features, nn.Flatten(), *head(FILTERS[-1] * out[0] * out[1] * out[2]))
+        self.input_shape = tuple(input_shape)
+
+
+class Boehle2019(_GridCNN):
     """Böhle et al. 2019 §2.2. Input ``(N, 1, X, Y, Z)``; output logits ``(N, 2)`` = (HC, AD)."""
 
     def __init__(self, input_shape: tuple[int, int, int], dropout: float = 0.4):
-        features, out = _conv_blocks(tuple(input_shape))
-        n_flat = FILTERS[-1] * out[0] * out[1] * out[2]
-        super().__init__(
-            features,
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(n_flat, 128),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(128, 2),
-        )
-        self.input_shape = tuple(input_shape)
+        super().__init__(input_shape, lambda n_flat: [
+            nn.Dropout(dropout), nn.Linear(n_flat, 128), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(128, 2)])
 
 
-class Rieke2018(nn.Sequential):
+class Rieke2018(_GridCNN):
     """Rieke et al. 2018 §3.2. Input ``(N, 1, X, Y, Z)``; output logits ``(N, 2)`` = (HC, AD)."""
 
     def __init__(self, input_shape: tuple[int, int, int], dropout: float = 0.8):
-        features, out = _conv_blocks(tuple(input_shape))
-        n_flat = FILTERS[-1] * out[0] * out[1] * out[2]
-        super().__init__(
-            features,
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(n_flat, 128),
-            nn.ReLU(),
-            nn.Linear(128, 64),
-            nn.ReLU(),
-            nn.Linear(64, 2),
-        )
-        self.input_shape = tuple(input_shape)
+        super().__init__(input_shape, lambda n_flat: [
+            nn.Dropout(dropout), nn.Linear(n_flat, 128), nn.ReLU(),
+            nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 2)])
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ def test_init_refuses_a_bad_table_and_writes_no_cohort(tmp_path):
     assert res.returncode == 1
     assert "missing_file" in res.stdout and "not initialised" in res.stderr
     assert not (tmp_path / "cohort.csv").exists()
+    assert not (tmp_path / "workspace.json").exists()
 
 
 def test_unknown_table_is_one_clear_error(tmp_path):
