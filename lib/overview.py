@@ -118,13 +118,16 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
     return target
 
 
-def group_means(ws: Workspace) -> dict[str, np.ndarray] | None:
-    """The cached group means, or None if they have not been computed for the current cohort."""
-    target = group_means_path(ws, load_cohort(ws))
-    if not target.exists():
-        return None
-    data = np.asarray(nib.load(target).dataobj, dtype=np.float32)
+def read_group_means(path: str | Path) -> dict[str, np.ndarray]:
+    """The three volumes of a group-means file: AD, HC and AD − HC."""
+    data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
     return {"AD": data[..., 0], "HC": data[..., 1], "AD - HC": data[..., 2]}
+
+
+def group_means(ws: Workspace, cohort: pd.DataFrame | None = None) -> dict[str, np.ndarray] | None:
+    """The cached group means, or None if they have not been computed for the current cohort."""
+    target = group_means_path(ws, load_cohort(ws) if cohort is None else cohort)
+    return read_group_means(target) if target.exists() else None
 
 
 def ground_truth(ws: Workspace, scan_id: str) -> dict | None:

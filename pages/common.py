@@ -150,6 +150,14 @@ def volume(ws: Workspace, path: str) -> np.ndarray:
     return _volume(str(p), p.stat().st_mtime_ns, ws.grid.resolution)
 
 
+@st.cache_data(max_entries=2, show_spinner=False)
+def group_means(path: str) -> dict[str, np.ndarray]:
+    """Group means by file path (the name carries the cohort's content key, so it never goes stale)."""
+    from lib.overview import read_group_means
+
+    return read_group_means(path)
+
+
 @st.cache_resource(show_spinner=False)
 def atlas_labels(name: str, resolution: float):
     from lib.templates import atlas

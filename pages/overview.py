@@ -7,7 +7,8 @@ import streamlit as st
 
 from lib import jobs, overview
 from lib.render import Overlay, ortho_image
-from pages.common import atlas_labels, current_workspace, job_progress, require_ready_workspace, volume
+from pages.common import (atlas_labels, current_workspace, group_means, job_progress,
+                          require_ready_workspace, volume)
 
 GROUP_COLORS = {"AD": "#f28e2b", "HC": "#59a14f"}  # the paper's orange (AD) and green (HC)
 
@@ -124,7 +125,8 @@ with tab_view:
                 st.caption("No disease atrophy applied to this scan (only ageing and individual anatomy).")
 
 with tab_mean:
-    means = overview.group_means(ws)
+    means_file = overview.group_means_path(ws, cohort)
+    means = group_means(str(means_file)) if means_file.exists() else None
     if means is None:
         running = jobs.find_active(ws, "means")
         if running is None:
