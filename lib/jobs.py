@@ -197,8 +197,9 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-class Cancelled(Exception):
-    pass
+class Cancelled(BaseException):
+    """Raised by SIGTERM in a job. A BaseException, like KeyboardInterrupt, so that library code's
+    ``except Exception`` handlers cannot swallow or re-wrap it."""
 
 
 class JobReporter:
@@ -278,6 +279,11 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[Callable[[int, i
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure is recorded for the page
         bar.close()
+        if reporter and (reporter.path.parent / CANCEL_MARKER).exists():
+            # the stop was asked for; whatever it broke on the way out is not a failure
+            reporter.cancelled()
+            traceback.print_exc()
+            return 130
         if reporter:
             reporter.fail(f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
