@@ -279,14 +279,15 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[Callable[[int, i
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure is recorded for the page
         bar.close()
+        # the log is complete before the record says the job ended, so a page never shows a short log
+        traceback.print_exc()
+        sys.stderr.flush()
         if reporter and (reporter.path.parent / CANCEL_MARKER).exists():
             # the stop was asked for; whatever it broke on the way out is not a failure
             reporter.cancelled()
-            traceback.print_exc()
             return 130
         if reporter:
             reporter.fail(f"{type(exc).__name__}: {exc}")
-        traceback.print_exc()
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
