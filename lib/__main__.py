@@ -5,6 +5,10 @@
     python -m lib validate [TABLE]        check a cohort table and its scans; exit 1 on any error
     python -m lib split                   recompute the subject-level split
     python -m lib means                   mean AD / HC images for the dataset overview
+    python -m lib train [--seeds 0 1 2 --folds 0 1 2 3 4]   train the CNN (one run per fold × seed)
+    python -m lib train --resume RUN      continue an interrupted run from its last finished epoch
+    python -m lib evaluate --run RUN      test metrics of a run's best checkpoint as JSON (or --checkpoint FILE)
+    python -m lib runs                    list training runs
     python -m lib jobs | cancel ID        background jobs of the workspace
 
 ``--workspace DIR`` (or $RELEVANCE_ATLAS_WORKSPACE) picks the workspace; the
@@ -147,6 +151,87 @@ def _cmd_means(args, ws: Workspace) -> int:
                            desc="group means")
 
 
+def _train_config(args):
+    from .training import TrainConfig
+
+    return TrainConfig(model=args.model, resolution=args.resolution, max_epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       patience=args.patience, flip_p=args.flip_p, shift_voxels=args.shift,
+                       normalisation=args.normalisation, seed=args.seeds[0] if args.seeds else 0,
+                       class_weighted=not args.no_class_weights)
+
+
+def _cmd_train(args, ws: Workspace) -> int:
+    from .training import TrainingError, create_run, load_run, plan, train_many
+
+    try:
+        if args.resume:
+            runs = [load_run(ws, args.resume)]
+            if runs[0].status == "done":
+                print(f"run {runs[0].id} already finished", file=sys.stderr)
+                return 0
+        else:
+            configs = plan(_train_config(args), seeds=args.seeds, folds=args.folds)
+            group = args.run_id or None
+            runs = [create_run(ws, c, run_id=(args.run_id if args.run_id and len(configs) == 1 else None),
+                               group=group if len(configs) > 1 else None) for c in configs]
+    except (TrainingError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for run in runs:
+        print(f"run {run.id}", file=sys.stderr)
+        if args.job_id:
+            run.config["job_id"] = args.job_id
+            atomic.write_json(run.dir / "config.json", run.config)
+
+    def work(progress):
+        summaries = train_many(ws, runs, progress)
+        return "; ".join(f"{s['run']}: test balanced accuracy {s.get('test', {}).get('balanced_accuracy', float('nan')):.3f}"
+                         for s in summaries)
+
+    return jobs.run_as_job(ws, args.job_id, work, desc="train")
+
+
+def _cmd_evaluate(args, ws: Workspace) -> int:
+    import json
+
+    from .training import TrainingError, evaluate, load_run
+
+    try:
+        run = load_run(ws, args.run) if args.run else None
+        print(json.dumps(evaluate(ws, run=run, checkpoint=args.checkpoint, split=args.split), indent=2))
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_predict(args, ws: Workspace) -> int:
+    from .training import finish_run, load_run
+
+    run = load_run(ws, args.run)
+
+    def work(progress):
+        progress(0, 1, "predicting every scan")
+        summary = finish_run(ws, run)
+        atomic.write_json(run.dir / "summary.json", {**(run.summary() or {}), **summary})
+        return f"predictions for {run.id}"
+
+    return jobs.run_as_job(ws, args.job_id, work, desc="predict")
+
+
+def _cmd_runs(args, ws: Workspace) -> int:
+    from .training import list_runs
+
+    for run in list_runs(ws):
+        st = run.state
+        test = (run.summary() or {}).get("test", {})
+        bacc = f"test bacc {test['balanced_accuracy']:.3f}" if "balanced_accuracy" in test else ""
+        print(f"{run.id}  {run.status:<11} epoch {st.get('epoch', -1) + 1}/{st.get('max_epochs', '?')}  "
+              f"best {st.get('best_epoch')}  {bacc}")
+    return 0
+
+
 def _cmd_jobs(args, ws: Workspace) -> int:
     for job in jobs.list_jobs(ws):
         r = job.record
@@ -197,6 +282,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--validation-fraction", type=float, default=0.15)
     sp.add_argument("--k-folds", type=int, default=5)
     sp.add_argument("--seed", type=int, default=0)
+
+    sp = add("train", _cmd_train, "train the CNN (one run per fold × seed) or resume a run")
+    sp.add_argument("--resume", metavar="RUN", help="continue this run from its last finished epoch")
+    sp.add_argument("--run-id", help="name of the run (default: date-model-seed)")
+    sp.add_argument("--model", default="boehle2019", help="boehle2019 (default) or rieke2018")
+    sp.add_argument("--resolution", type=float, default=None, help="grid in mm (default: the workspace's)")
+    sp.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--lr", type=float, default=1e-4)
+    sp.add_argument("--weight-decay", type=float, default=1e-4)
+    sp.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs")
+    sp.add_argument("--flip-p", type=float, default=0.5)
+    sp.add_argument("--shift", type=int, default=2, help="left-right translation range in voxels")
+    sp.add_argument("--normalisation", default="zscore", choices=["zscore", "none"])
+    sp.add_argument("--no-class-weights", action="store_true")
+    sp.add_argument("--seeds", type=int, nargs="+", help="one run per seed (default 0)")
+    sp.add_argument("--folds", type=int, nargs="+", help="cross-validation folds to run (fold k validates)")
+
+    sp = add("evaluate", _cmd_evaluate, "metrics of a run's best checkpoint on the test split, as JSON")
+    sp.add_argument("--run")
+    sp.add_argument("--checkpoint", help="a checkpoint file instead of a run (uses the workspace split)")
+    sp.add_argument("--split", default="test", choices=["train", "validation", "test"])
+
+    sp = add("predict", _cmd_predict, "recompute a run's predictions for every scan")
+    sp.add_argument("--run", required=True)
+    add("runs", _cmd_runs, "list training runs")
 
     add("means", _cmd_means, "mean AD and HC images of the cohort (dataset overview)")
     add("jobs", _cmd_jobs, "list background jobs")
