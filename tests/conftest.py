@@ -7,6 +7,8 @@ import pytest
 from lib.__main__ import main
 from lib.workspace import Workspace
 
+from conftest_reviews import postgres, review_url  # noqa: F401  (review databases: SQLite and PostgreSQL)
+
 SMALL_DEMO = ["--subjects", "16", "--resolution", "3", "--visits", "2", "--seed", "1"]
 
 

@@ -1,0 +1,144 @@
+"""Where reviews are stored and how a connection is made: SQLite by default, PostgreSQL by URL.
+
+The database of a workspace is, first match wins:
+
+1. ``$RELEVANCE_ATLAS_DB`` (a team server points every workspace at one PostgreSQL database),
+2. ``reviews_db`` in ``workspace.json``,
+3. ``sqlite:///<workspace>/reviews.db``.
+
+``postgresql://user:pass@host/db`` URLs are served by psycopg 3. The schema is brought to the newest
+Alembic revision whenever a database is opened, under a lock so two processes opening a fresh database
+at once do not both create it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+
+DB_ENV = "RELEVANCE_ATLAS_DB"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# an arbitrary constant: the advisory lock PostgreSQL holds while one process migrates
+_PG_MIGRATION_LOCK = 7_243_511
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The review database cannot be reached (server down or restarting, file locked too long).
+
+    The message says which database and that nothing was saved; the next call tries again.
+    """
+
+
+def database_url(ws=None) -> str:
+    """The SQLAlchemy URL of a workspace's review database (see the module docstring)."""
+    url = os.environ.get(DB_ENV) or (ws.config.get("reviews_db") if ws is not None else None)
+    if not url:
+        if ws is None:
+            raise ValueError(f"no workspace and no ${DB_ENV}: cannot tell where reviews are stored")
+        return f"sqlite:///{Path(ws.root) / 'reviews.db'}"
+    return normalise_url(url)
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3; a bare path means a SQLite file."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def describe(url: str | URL) -> str:
+    """The URL as shown to people: no password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str, *, busy_timeout: float = 30.0) -> Engine:
+    """An engine with the settings this project relies on.
+
+    SQLite: WAL (readers never wait for the writer), ``synchronous=NORMAL`` (durable at checkpoints,
+    never corrupt), a busy timeout, and write transactions that take the write lock when they start
+    (``BEGIN IMMEDIATE``): pysqlite's own deferred BEGIN lets two writers deadlock on the lock upgrade.
+    PostgreSQL: connections are pinged before use, so a restarted server is reconnected to silently.
+    """
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(u, connect_args={"timeout": busy_timeout, "check_same_thread": False},
+                               pool_size=8, max_overflow=24, pool_timeout=busy_timeout)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # BEGIN is ours (see _on_begin)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+        return engine
+    connect_args = {}
+    if u.get_backend_name() == "postgresql":
+        connect_args = {"connect_timeout": 5, "application_name": "relevance-atlas"}
+    return create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=20, pool_timeout=busy_timeout,
+                         connect_args=connect_args)
+
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the newest revision (once per database and process)."""
+    key = engine.url.render_as_string(hide_password=False)
+    with _migrate_lock:
+        if key in _migrated:
+            return
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with engine.connect() as conn:
+            conn.execution_options(write=True)  # SQLite: hold the write lock for the whole migration
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        _migrated.add(key)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for errors that mean "the database is not there right now" rather than a bug.
+
+    Lost or refused connections, a server shutting down, SQLite's "database is locked" after the busy
+    timeout, and PostgreSQL's serialization failures and deadlocks (all worth one retry).
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def unavailable_message(url: str, exc: BaseException) -> str:
+    detail = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+    detail = detail[0] if detail else type(exc).__name__
+    if "locked" in detail or "busy" in detail:
+        what = "is busy (another process holds its write lock)"
+    else:
+        what = "cannot be reached (restarting or down?)"
+    return (f"The review database {describe(url)} {what}: {detail}. Nothing was saved; "
+            "try again in a moment — the app reconnects by itself.")
