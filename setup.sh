@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create or update the project's virtual environment (.venv).
 #   ./setup.sh          what the app needs
-#   ./setup.sh --test   plus the test tools: pytest, Playwright, Debian's chromium and
-#                       mricron-data (a real T1 used by the ingestion tests)
+#   ./setup.sh --test   plus the test tools: pytest, Playwright, Debian's chromium,
+#                       mricron-data (a real T1 used by the ingestion tests) and postgresql
+#                       (the review tests run against SQLite and PostgreSQL)
 # Re-running is cheap: pip runs only when a requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +31,8 @@ if (( want_tests )); then
   missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   [[ -f /usr/share/mricron/templates/ch2.nii.gz ]] || missing+=(mricron-data)
+  # the review tests start their own throwaway PostgreSQL cluster (initdb/pg_ctl)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
   if (( ${#missing[@]} )); then
     SUDO=""
     (( EUID != 0 )) && SUDO=sudo
