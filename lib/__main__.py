@@ -10,6 +10,8 @@
     python -m lib evaluate --run RUN      test metrics of a run's best checkpoint as JSON (or --checkpoint FILE)
     python -m lib runs                    list training runs
     python -m lib jobs | cancel ID        background jobs of the workspace
+    python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME
+                                          accounts of the review database (roles viewer, reviewer, admin)
 
 ``--workspace DIR`` (or $RELEVANCE_ATLAS_WORKSPACE) picks the workspace; the
 default is the demo workspace under ``data/demo``.
@@ -245,6 +247,50 @@ def _cmd_cancel(args, ws: Workspace) -> int:
     return 0 if ok else 1
 
 
+def _read_password(args, username: str) -> str:
+    """From stdin (``--password-stdin``, for scripts) or typed twice at a prompt; never from argv."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass(f"password for {username}: ")
+    if first != getpass.getpass("again: "):
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def _cmd_users(args, ws: Workspace) -> int:
+    from . import auth
+    from .reviews import DatabaseUnavailable, ReviewStore
+
+    try:
+        store = ReviewStore.for_workspace(ws)
+        if args.action == "list":
+            users = auth.list_users(store)
+            for u in users:
+                state = "" if u["active"] else "  (deactivated)"
+                print(f"{u['username']:<30} {u['role']:<9} {u['login']}{state}")
+            if not users:
+                print(f"no accounts in {store.display_url}: the app is open to everyone (names typed in)")
+        elif args.action == "add":
+            password = None if args.no_password else _read_password(args, args.username)
+            auth.add_user(store, args.username, args.role, password, email=args.email)
+            print(f"added {args.username} ({args.role}) to {store.display_url}")
+        elif args.action == "passwd":
+            auth.set_password(store, args.username, _read_password(args, args.username))
+            print(f"password of {args.username} changed")
+        elif args.action == "role":
+            auth.set_role(store, args.username, args.role)
+            print(f"{args.username} is now {args.role}")
+        elif args.action in ("deactivate", "activate"):
+            getattr(auth, args.action)(store, args.username)
+            print(f"{args.username} {args.action}d")
+    except (auth.AccountError, ValueError, DatabaseUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -313,6 +359,25 @@ def build_parser() -> argparse.ArgumentParser:
     add("jobs", _cmd_jobs, "list background jobs")
     sp = add("cancel", _cmd_cancel, "cancel a background job")
     sp.add_argument("id")
+
+    sp = add("users", _cmd_users, "accounts and roles for the review database")
+    users = sp.add_subparsers(dest="action", required=True)
+    users.add_parser("list", help="list accounts")
+    u = users.add_parser("add", help="add an account (password prompted, or --password-stdin)")
+    u.add_argument("username")
+    u.add_argument("--role", choices=["viewer", "reviewer", "admin"], default="reviewer")
+    u.add_argument("--email")
+    u.add_argument("--no-password", action="store_true",
+                   help="no local login: only a role for this OpenID Connect user name or e-mail")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    u = users.add_parser("passwd", help="set an account's password")
+    u.add_argument("username")
+    u.add_argument("--password-stdin", action="store_true")
+    u = users.add_parser("role", help="change an account's role")
+    u.add_argument("username")
+    u.add_argument("role", choices=["viewer", "reviewer", "admin"])
+    for name in ("deactivate", "activate"):
+        users.add_parser(name, help=f"{name} an account (accounts are never deleted)").add_argument("username")
     return p
 
 
