@@ -42,3 +42,22 @@ def classification_metrics(y_true_ad, score_ad, threshold: float = 0.5) -> dict[
         "sensitivity": sens, "specificity": spec,
         "tp": tp, "fp": fp, "tn": tn, "fn": fn,
     }
+
+
+def roc_curve(y_true_ad, score_ad) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC points ``(fpr, tpr, thresholds)`` from (1, 1) down to (0, 0), one point per distinct score."""
+    t = np.asarray(y_true_ad, bool)
+    s = np.asarray(score_ad, float)
+    thresholds = np.r_[-np.inf, np.unique(s), np.inf]
+    n_pos, n_neg = max(int(t.sum()), 1), max(int((~t).sum()), 1)
+    tpr = np.array([(s[t] >= th).sum() / n_pos for th in thresholds])
+    fpr = np.array([(s[~t] >= th).sum() / n_neg for th in thresholds])
+    return fpr, tpr, thresholds
+
+
+def confusion_matrix(y_true_ad, y_pred_ad) -> np.ndarray:
+    """2×2 counts, rows = true (HC, AD), columns = predicted (HC, AD), the class order of the model."""
+    t = np.asarray(y_true_ad, bool)
+    p = np.asarray(y_pred_ad, bool)
+    return np.array([[int((~t & ~p).sum()), int((~t & p).sum())],
+                     [int((t & ~p).sum()), int((t & p).sum())]])
