@@ -17,6 +17,7 @@ ws = sidebar_workspace()
 pages = [
     st.Page("pages/overview.py", title="Dataset overview", icon=":material/dataset:", default=True),
     st.Page("pages/cohort.py", title="Cohort & validation", icon=":material/fact_check:"),
+    st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
 ]
 st.navigation(pages).run()
