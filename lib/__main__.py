@@ -9,6 +9,7 @@
     python -m lib train --resume RUN      continue an interrupted run from its last finished epoch
     python -m lib evaluate --run RUN      test metrics of a run's best checkpoint as JSON (or --checkpoint FILE)
     python -m lib runs                    list training runs
+    python -m lib explain --run RUN --method lrp --beta 0   heatmaps of every scan, cached on disk
     python -m lib jobs | cancel ID        background jobs of the workspace
     python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME
                                           accounts of the review database (roles viewer, reviewer, admin)
@@ -234,6 +235,50 @@ def _cmd_runs(args, ws: Workspace) -> int:
     return 0
 
 
+def _cmd_explain(args, ws: Workspace) -> int:
+    from . import heatmaps
+    from .training import TrainingError, load_run
+
+    try:
+        run = load_run(ws, args.run)
+        params = heatmaps.parse_params(args.param)
+        if args.beta is not None:
+            params["beta"] = args.beta
+        if args.atlas:
+            params["atlas"] = args.atlas
+    except (TrainingError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result = {}
+
+    def work(progress):
+        store = heatmaps.compute_store(ws, run, args.method, target=args.target, batch_size=args.batch_size,
+                                       progress=progress, **params)
+        result["store"] = store
+        return f"{len(store)} heatmaps in {store.folder}"
+
+    code = jobs.run_as_job(ws, args.job_id, work, desc=f"explain {args.method}")
+    if code == 0 and args.export:
+        store = result["store"]
+        scan = args.export
+        if scan not in store:
+            print(f"error: scan {scan!r} is not in run {run.id}'s cohort", file=sys.stderr)
+            return 1
+        out = Path(args.out or f"{scan}_{args.method}.nii.gz")
+        if args.native:
+            from .overview import load_cohort
+
+            path = load_cohort(ws).set_index("scan_id").loc[scan, "path"]
+            img = heatmaps.to_native_space(store.get(scan), store.grid, ws.resolve(path))
+        else:
+            img = store.to_nifti(scan)
+        atomic.write_nifti(out, img)
+        print(f"wrote {out}")
+    elif code == 0:
+        print(result["store"].folder)
+    return code
+
+
 def _cmd_jobs(args, ws: Workspace) -> int:
     for job in jobs.list_jobs(ws):
         r = job.record
@@ -354,6 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("predict", _cmd_predict, "recompute a run's predictions for every scan")
     sp.add_argument("--run", required=True)
     add("runs", _cmd_runs, "list training runs")
+
+    sp = add("explain", _cmd_explain, "heatmaps of every scan of a run's cohort (cached; resumes if interrupted)")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--method", default="lrp",
+                    help="lrp, guided_backprop, sensitivity, gradient_x_input, occlusion, area_occlusion, gradcam")
+    sp.add_argument("--beta", type=float, help="LRP β (α = 1 + β); 0 is the paper's default")
+    sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method parameter (repeatable)")
+    sp.add_argument("--atlas", help="atlas for area_occlusion (default neuromorphometrics)")
+    sp.add_argument("--target", default="AD", help="explained class (default AD, as in the paper)")
+    sp.add_argument("--batch-size", type=int, default=4)
+    sp.add_argument("--export", metavar="SCAN", help="write this scan's map as NIfTI afterwards")
+    sp.add_argument("--out", help="file for --export (default SCAN_METHOD.nii.gz)")
+    sp.add_argument("--native", action="store_true", help="export on the scan's own grid and affine")
 
     add("means", _cmd_means, "mean AD and HC images of the cohort (dataset overview)")
     add("jobs", _cmd_jobs, "list background jobs")

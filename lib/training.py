@@ -637,3 +637,43 @@ def evaluate(ws: Workspace, *, run: Run | None = None, checkpoint: str | os.Path
     m = classification_metrics(sel["diagnosis"] == "AD", scores)
     return {"checkpoint": str(path), "checkpoint_sha256": file_hash(path), "split": split, "scans": len(sel),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}}
+
+
+# --- the shipped demo model ----------------------------------------------------------------------------------
+def shipped_models() -> list[Path]:
+    """Run folders shipped in ``models/`` (each a finished run: config, best.pt, metrics, summary)."""
+    from .workspace import REPO_ROOT
+
+    root = REPO_ROOT / "models"
+    return sorted(d for d in root.iterdir() if (d / "best.pt").exists() and (d / "config.json").exists()) \
+        if root.exists() else []
+
+
+def install_shipped_run(ws: Workspace, folder: Path) -> Run:
+    """Copy a shipped run into the workspace (once) so that every page can use it; predictions come after.
+
+    Refuses a workspace whose cohort differs from the one the model was trained on.
+    """
+    import shutil
+
+    from .overview import load_cohort
+
+    config = atomic.read_json(folder / "config.json")
+    target = ws.runs_dir / folder.name
+    if (target / "config.json").exists():
+        return Run(target, atomic.read_json(target / "config.json"))
+    if cohort_fingerprint(load_cohort(ws)) != config.get("cohort_fingerprint"):
+        raise TrainingError(f"{folder.name} was trained on a different cohort than {ws.root}")
+    tmp = ws.runs_dir / f".{folder.name}.installing"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp)
+    config.update(workspace=str(ws.root), shipped=True)
+    atomic.write_json(tmp / "config.json", config)
+    state = atomic.read_json(tmp / "state.json") or {}
+    state.pop("pid", None)
+    atomic.write_json(tmp / "state.json", state)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # someone else installed it first
+    return Run(target, atomic.read_json(target / "config.json"))

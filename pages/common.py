@@ -178,3 +178,48 @@ def since(ts: float | None) -> str:
         return ""
     d = time.time() - ts
     return f"{d:.0f} s ago" if d < 90 else f"{d / 60:.0f} min ago" if d < 5400 else f"{d / 3600:.1f} h ago"
+
+
+# --------------------------------------------------------------------------- the run analysed
+def _usable_runs(ws: Workspace):
+    from lib.training import list_runs
+
+    return [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.status == "done"]
+
+
+def require_run(ws: Workspace):
+    """The run the analysis pages explain (sidebar choice, kept in ``?run=``), or None with an explanation.
+
+    On the demo workspace the shipped demo model is installed as a run on first use
+    and its predictions are computed in the background.
+    """
+    from lib.training import TrainingError, install_shipped_run, list_runs, shipped_models
+
+    if ws.is_demo and not (ws.runs_dir / "demo-boehle2019").exists():
+        for folder in shipped_models():
+            try:
+                install_shipped_run(ws, folder)
+            except TrainingError as exc:
+                st.warning(f"The shipped model {folder.name} does not fit this demo cohort: {exc}")
+    runs = _usable_runs(ws)
+    pending = [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.predictions() is None and r.config.get("shipped")]
+    for r in pending:
+        job = jobs.find_active(ws, f"predict:{r.id}") or jobs.submit(ws, "predict", ["--run", r.id],
+                                                                    key=f"predict:{r.id}")
+        st.info(f"Applying the shipped model **{r.id}** to every scan of the cohort (once, about a minute).")
+        job_progress(job.id, ws, rerun_when_done=True, key="predict")
+        return None
+    runs = [r for r in runs if r.predictions() is not None]
+    if not runs:
+        st.info("No finished training run in this workspace yet: train one on the **Training** page.")
+        return None
+    ids = [r.id for r in runs]
+    wanted = st.query_params.get("run") or st.session_state.get("run_id")
+    default = ids.index(wanted) if wanted in ids else (ids.index("demo-boehle2019") if "demo-boehle2019" in ids
+                                                        else 0)
+    with st.sidebar:
+        run_id = st.selectbox("Run (model explained)", ids, index=default,
+                              help="A finished training run; its best checkpoint is explained.")
+    st.session_state["run_id"] = run_id
+    st.query_params["run"] = run_id
+    return next(r for r in runs if r.id == run_id)

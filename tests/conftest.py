@@ -18,3 +18,13 @@ def demo_ws(tmp_path_factory) -> Workspace:
     root = tmp_path_factory.mktemp("demo_ws")
     assert main(["--workspace", str(root), "demo", *SMALL_DEMO]) == 0
     return Workspace.open(root)
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_ws):
+    """A briefly trained run on the small demo workspace (3 epochs; enough for shapes, caches and plumbing)."""
+    from lib.training import load_run
+
+    assert main(["--workspace", str(demo_ws.root), "train", "--epochs", "3", "--batch-size", "6",
+                 "--lr", "1e-3", "--run-id", "fixture-run"]) == 0
+    return load_run(demo_ws, "fixture-run")

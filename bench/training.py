@@ -1,0 +1,113 @@
+"""Training throughput (scans/s) and peak memory of the paper's CNN on several grids, side by side.
+
+    .venv/bin/python bench/training.py [--steps 6] [--batch-size 8] [--model boehle2019]
+
+Each grid runs in its own process (so peak resident memory is that grid's alone): a few warm-up
+steps, then timed optimiser steps (forward, backward, Adam) with augmentation-free random batches,
+then timed inference. Grids: the demo model's 3 mm grid (65×77×65), the demo workspace's 2 mm grid
+(97×115×97) and 96×114×96 (the paper's network at half resolution). Ratios are against 96×114×96,
+measured in the same run. On CUDA, mixed precision is used as in training and GPU peak memory is
+printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GRIDS = {"demo model 3 mm": (65, 77, 65), "demo workspace 2 mm": (97, 115, 97), "96×114×96": (96, 114, 96)}
+
+
+def _one(shape, steps: int, batch: int, model_name: str) -> dict:
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(ROOT))
+    from lib.models import build_model, default_device
+
+    device = default_device()
+    amp = device.type == "cuda"
+    torch.manual_seed(0)
+    model = build_model(model_name, shape).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    x = torch.randn(batch, 1, *shape, device=device)
+    y = torch.randint(0, 2, (batch,), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    model.train()
+    for _ in range(2):
+        step()
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    train_rate = steps * batch / (time.perf_counter() - t)
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        model(x)
+        sync()
+        t = time.perf_counter()
+        for _ in range(steps):
+            model(x)
+        sync()
+    infer_rate = steps * batch / (time.perf_counter() - t)
+    out = {"device": str(device), "train_scans_per_s": train_rate, "infer_scans_per_s": infer_rate,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "params": sum(p.numel() for p in model.parameters())}
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--model", default="boehle2019")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(_one(tuple(json.loads(args.one)), args.steps, args.batch_size, args.model)))
+        return
+    results = {}
+    for name, shape in GRIDS.items():
+        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(shape), "--steps", str(args.steps),
+                               "--batch-size", str(args.batch_size), "--model", args.model],
+                              capture_output=True, text=True, check=True)
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ref = results["96×114×96"]
+    print(f"{args.model}, batch {args.batch_size}, {args.steps} timed steps, device {ref['device']}")
+    print(f"{'grid':<22}{'train scans/s':>14}{'× 96×114×96':>13}{'infer scans/s':>15}{'peak RSS MB':>13}"
+          + ("  peak GPU MB" if "peak_gpu_mb" in ref else ""))
+    for name, r in results.items():
+        line = (f"{name:<22}{r['train_scans_per_s']:>14.2f}{r['train_scans_per_s'] / ref['train_scans_per_s']:>13.2f}"
+                f"{r['infer_scans_per_s']:>15.2f}{r['peak_rss_mb']:>13.0f}")
+        if "peak_gpu_mb" in r:
+            line += f"{r['peak_gpu_mb']:>13.0f}"
+        print(line)
+    demo = results["demo model 3 mm"]
+    print(f"\nthe demo model's epoch (~110 training scans) costs about {110 / demo['train_scans_per_s']:.0f} s "
+          f"of training steps here")
+
+
+if __name__ == "__main__":
+    main()
