@@ -385,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weight-decay", type=float, default=1e-4)
     sp.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs")
     sp.add_argument("--flip-p", type=float, default=0.5)
-    sp.add_argument("--shift", type=int, default=2, help="left-right translation range in voxels")
+    sp.add_argument("--shift", type=int, default=None,
+                    help="left-right translation range in voxels (default: 2 mm, the paper's 2 voxels at 1 mm)")
     sp.add_argument("--normalisation", default="zscore", choices=["zscore", "none"])
     sp.add_argument("--no-class-weights", action="store_true")
     sp.add_argument("--seeds", type=int, nargs="+", help="one run per seed (default 0)")

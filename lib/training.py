@@ -61,7 +61,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 8                    # epochs without validation improvement before stopping
     flip_p: float = 0.5                  # sagittal (left–right) flip probability
-    shift_voxels: int = 2                # translation range along the left–right axis
+    shift_voxels: int | None = None      # left–right translation range; None = 2 mm (the paper's 2 voxels at 1 mm)
     normalisation: str = "zscore"        # fitted on the training split only
     scan_scaling: str = "brain_mean"
     class_weighted: bool = True          # cross-entropy weighted by inverse class frequency in training
@@ -472,6 +472,7 @@ def train_run(ws: Workspace, run: Run, progress: Progress | None = None, *,
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None)
     eval_loss_fn = nn.CrossEntropyLoss(weight=loss_fn.weight)
     train_rows = store.rows(train_ids)
+    shift = cfg.shift_voxels if cfg.shift_voxels is not None else max(1, round(2.0 / grid.resolution))
     n_batches = max(1, math.ceil(len(train_rows) / cfg.batch_size))
     total = cfg.max_epochs * n_batches
 
@@ -493,7 +494,7 @@ def train_run(ws: Workspace, run: Run, progress: Progress | None = None, *,
             model.train()
             losses, scores, labels = [], [], []
             for b, rows in enumerate(_batches(order, cfg.batch_size)):
-                x = augment(_load_batch(store, rows, normaliser), rng, cfg.flip_p, cfg.shift_voxels)
+                x = augment(_load_batch(store, rows, normaliser), rng, cfg.flip_p, shift)
                 y = torch.tensor([int(y_of_row[r]) for r in rows.tolist()], device=device)
                 xt = torch.from_numpy(x).unsqueeze(1).to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):

@@ -17,7 +17,6 @@ if not require_ready_workspace(ws):
     st.stop()
 
 PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
-STATUS_ICON = {"running": "⏳", "done": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️", "created": "·"}
 
 runs = list_runs(ws)
 
@@ -38,7 +37,8 @@ with st.expander("Start a training run", expanded=not runs):
         lr = c1.number_input("Learning rate", 1e-6, 1.0, 1e-4, format="%.0e")
         wd = c2.number_input("Weight decay", 0.0, 1.0, 1e-4, format="%.0e")
         batch = c3.number_input("Batch size", 1, 256, 8)
-        shift = c4.number_input("Left–right shift (voxels)", 0, 10, 2)
+        shift = c4.number_input("Left–right shift (voxels)", 0, 10, max(1, round(2 / ws.grid.resolution)),
+                                help="Random translation range; the paper's 2 voxels at 1 mm = 2 mm.")
         c1, c2 = st.columns(2)
         seeds_text = c1.text_input("Seeds", "0", help="One run per seed, e.g. `0 1 2` (repeated runs).")
         k = int((ws.config.get("k_folds") or 5))
@@ -74,7 +74,6 @@ if not runs:
 
 # --- runs table ---------------------------------------------------------------------------------------------------
 table = monitor.runs_table(runs)
-table.insert(0, "", [STATUS_ICON.get(s, "") for s in table["status"]])
 st.subheader("Runs")
 st.dataframe(table, hide_index=True, use_container_width=True,
              column_config={"val bal. acc": st.column_config.NumberColumn(format="%.3f"),
