@@ -9,15 +9,19 @@ built in the background the first time the app opens.
 import streamlit as st
 
 from pages.common import sidebar_workspace
+from pages.login import login_gate, sidebar_account
 
 st.set_page_config(page_title="relevance-atlas", page_icon=":material/neurology:", layout="wide")
 
+who = login_gate()  # with accounts configured, anonymous visitors get only the sign-in page
 ws = sidebar_workspace()
+sidebar_account(who)
 
 pages = [
     st.Page("pages/overview.py", title="Dataset overview", icon=":material/dataset:", default=True),
     st.Page("pages/cohort.py", title="Cohort & validation", icon=":material/fact_check:"),
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
+    st.Page("pages/reviews.py", title="Reviews", icon=":material/rate_review:"),
 ]
 st.navigation(pages).run()

@@ -9,6 +9,7 @@ from lib import jobs, overview
 from lib.render import Overlay, ortho_image
 from pages.common import (atlas_labels, current_workspace, group_means, job_progress,
                           require_ready_workspace, volume)
+from pages.review_panel import review_panel, view_param
 
 GROUP_COLORS = {"AD": "#f28e2b", "HC": "#59a14f"}  # the paper's orange (AD) and green (HC)
 
@@ -85,14 +86,19 @@ with tab_view:
     labels = cohort["scan_id"] + "  ·  " + cohort["diagnosis"]
     left, right = st.columns([1, 2.6])
     with left:
-        pick = st.selectbox("Scan", range(len(cohort)), format_func=lambda i: labels.iat[i])
+        # a review's link (?scan=…&slices=…) reopens the viewer where the review was written
+        linked = np.flatnonzero(cohort["scan_id"].to_numpy() == view_param("scan", ""))
+        pick = st.selectbox("Scan", range(len(cohort)), format_func=lambda i: labels.iat[i],
+                            index=int(linked[0]) if len(linked) else 0)
         row = cohort.iloc[pick]
         data = volume(ws, row["path"])
         shape = data.shape
-        i = st.slider("x (sagittal)", 0, shape[0] - 1, int(HIPPOCAMPUS[0]))
-        j = st.slider("y (coronal)", 0, shape[1] - 1, int(HIPPOCAMPUS[1]))
-        k = st.slider("z (axial)", 0, shape[2] - 1, int(HIPPOCAMPUS[2]))
-        outlines = st.toggle("Atlas outlines (Neuromorphometrics)", value=False)
+        start = view_param("slices", None, "ints") or [int(v) for v in HIPPOCAMPUS]
+        start = [min(max(v, 0), n - 1) for v, n in zip(start, shape)] if len(start) == 3 else list(HIPPOCAMPUS)
+        i = st.slider("x (sagittal)", 0, shape[0] - 1, int(start[0]))
+        j = st.slider("y (coronal)", 0, shape[1] - 1, int(start[1]))
+        k = st.slider("z (axial)", 0, shape[2] - 1, int(start[2]))
+        outlines = st.toggle("Atlas outlines (Neuromorphometrics)", value=view_param("outlines", False, bool))
         gt = overview.ground_truth(ws, row["scan_id"]) if ws.is_demo else None
         show_gt = st.toggle("Ground-truth atrophy", value=gt is not None, disabled=gt is None,
                             help="Demo cohort only: local volume loss applied by the generator.")
@@ -123,6 +129,9 @@ with tab_view:
                 st.plotly_chart(fig, use_container_width=True)
             else:
                 st.caption("No disease atrophy applied to this scan (only ageing and individual anatomy).")
+    review_panel(ws, {"kind": "scan", "scan_id": row["scan_id"]},
+                 {"page": "pages/overview.py", "slices": [i, j, k], "outlines": outlines,
+                  "ground_truth": bool(show_gt)})
 
 with tab_mean:
     means_file = overview.group_means_path(ws, cohort)
