@@ -223,6 +223,18 @@ def _cmd_predict(args, ws: Workspace) -> int:
     return jobs.run_as_job(ws, args.job_id, work, desc="predict")
 
 
+def _cmd_ship(args, ws: Workspace) -> int:
+    from .training import TrainingError, export_run, load_run
+    from .workspace import REPO_ROOT
+
+    try:
+        print(export_run(load_run(ws, args.run), args.dest or REPO_ROOT / "models"))
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_runs(args, ws: Workspace) -> int:
     from .training import list_runs
 
@@ -400,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("predict", _cmd_predict, "recompute a run's predictions for every scan")
     sp.add_argument("--run", required=True)
     add("runs", _cmd_runs, "list training runs")
+    sp = add("ship", _cmd_ship, "copy a finished run (checkpoint, config, metrics) to models/ for other machines")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--dest", help="folder (default: the repository's models/)")
 
     sp = add("explain", _cmd_explain, "heatmaps of every scan of a run's cohort (cached; resumes if interrupted)")
     sp.add_argument("--run", required=True)

@@ -678,3 +678,27 @@ def install_shipped_run(ws: Workspace, folder: Path) -> Run:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # someone else installed it first
     return Run(target, atomic.read_json(target / "config.json"))
+
+
+def export_run(run: Run, dest: str | os.PathLike) -> Path:
+    """Copy what another machine needs to use a finished run (no resume point, no predictions) to ``dest/<run>``."""
+    import shutil
+
+    if run.status != "done":
+        raise TrainingError(f"run {run.id} is {run.status}; only finished runs can be shipped")
+    target = Path(dest) / run.id
+    tmp = Path(dest) / f".{run.id}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("config.json", "state.json", "metrics.jsonl", "best.pt", "summary.json"):
+        shutil.copy2(run.dir / name, tmp / name)
+    config = atomic.read_json(tmp / "config.json")
+    config.pop("workspace", None)
+    config.pop("job_id", None)
+    atomic.write_json(tmp / "config.json", config)
+    state = atomic.read_json(tmp / "state.json")
+    state.pop("pid", None)
+    atomic.write_json(tmp / "state.json", state)
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(tmp, target)
+    return target
