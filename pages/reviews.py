@@ -129,7 +129,7 @@ with tab_queue:
                 scan = todo[0]
                 row = cohort.set_index("scan_id").loc[scan]
                 HIPPOCAMPUS = ws.grid.mni_to_voxel((-26, -22, -14))
-                left, right = st.columns([2.4, 1])
+                left, right = st.columns([2.0, 1.1])
                 with left:
                     data = volume(ws, row["path"])
                     st.image(ortho_image(data, tuple(int(v) for v in HIPPOCAMPUS)), use_container_width=True)
@@ -144,7 +144,7 @@ with tab_queue:
                                      use_container_width=True)
                     else:
                         st.caption("Blinded: diagnosis, prediction and score are hidden.")
-                    st.segmented_control("Verdict", VERDICTS, key="queue-verdict", default=None)
+                    st.radio("Verdict", VERDICTS, key="queue-verdict", index=None)
                     st.text_area("Comment (Markdown)", key="queue-text", height=90)
                     settings = {"page": "pages/overview.py", "slices": [int(v) for v in HIPPOCAMPUS],
                                 "queue": True, **({"run": run} if run and not blinded else {})}
@@ -161,9 +161,10 @@ with tab_queue:
                                 f"Rated {scan}."):
                             ss["queue-verdict"], ss["queue-text"] = None, ""
 
-                    b = st.columns(2)
-                    b[0].button("Save and next", type="primary", on_click=_rate, icon=":material/skip_next:")
-                    b[1].button("Skip", on_click=lambda s=scan: skipped.append(s))
+                    b = st.columns([1.7, 1])
+                    b[0].button("Save and next", type="primary", on_click=_rate, icon=":material/skip_next:",
+                                use_container_width=True)
+                    b[1].button("Skip", on_click=lambda s=scan: skipped.append(s), use_container_width=True)
                 if not blinded:
                     for r in store.find(target={"kind": "scan", "scan_id": scan}):
                         render_thread(store, r, who, "rv-queue")
@@ -185,7 +186,8 @@ with tab_agree:
                     help="All raters at once; 1 = perfect, 0 = as by chance. Each rater's latest verdict per scan.")
         st.markdown("**Cohen's κ for each pair of raters** (scans both rated)")
         st.dataframe(res["pairs"].assign(agreement=res["pairs"]["agreement"] * 100), hide_index=True, use_container_width=True,
-                     column_config={"cohen_kappa": st.column_config.NumberColumn("Cohen's κ", format="%.2f"),
+                     column_config={"rater_a": "rater A", "rater_b": "rater B", "n": "scans",
+                                    "cohen_kappa": st.column_config.NumberColumn("Cohen's κ", format="%.2f"),
                                     "agreement": st.column_config.NumberColumn("raw agreement", format="%.0f%%")})
         st.markdown("**Verdicts by scan**")
         st.dataframe(res["table"], use_container_width=True)

@@ -145,3 +145,44 @@ def test_hostile_review_is_inert_for_another_user(browser, team_app, demo_ws):
     assert bob.get_by_text(scan).first.is_visible()
     _shot(bob, "reviews_link_restores_view")
     bob.close()
+
+
+def test_blinded_queue_and_agreement(browser, team_app, demo_ws):
+    app_url, store = team_app
+    cohort = pd.read_csv(demo_ws.cohort_csv)
+    # two other raters have judged the same three scans
+    for name, verdicts in (("carl", ["plausible", "artefact", "plausible"]), ("dora", ["plausible", "artefact", "unsure"])):
+        who = auth.Identity(name, "reviewer")
+        for scan, verdict in zip(cohort["scan_id"].iloc[:3], verdicts):
+            store.create(who, {"kind": "scan", "scan_id": scan}, {}, verdict=verdict, text="", blinded=True)
+    page = _page(browser)
+    _sign_in(page, app_url, "alice", ALICE_PW)
+    page.get_by_role("link", name="Reviews").click()
+    page.get_by_role("heading", name="Reviews", exact=True).wait_for()
+    page.get_by_role("tab", name="Review queue").click()
+    page.get_by_text("scans rated").first.wait_for()
+    _settle(page)
+    _no_exception(page)
+    rated_before = len(store.reviewed_targets("alice"))
+    main = page.locator('[data-testid="stMain"]')
+    assert main.get_by_text("Blinded: diagnosis, prediction and score are hidden").is_visible()
+    queue = page.locator('[role="tabpanel"]:visible')
+    shown = queue.locator("code").filter(has_text="_ses-").first.inner_text()
+    assert shown in set(cohort["scan_id"])
+    assert queue.locator('[data-testid="stDataFrame"]').count() == 0  # no diagnosis, prediction or score
+    _shot(page, "reviews_queue_blinded")
+    queue.get_by_text("implausible", exact=True).click()
+    _settle(page)
+    main.get_by_role("button", name="Save and next").click()
+    page.get_by_text(f"Rated {shown}.").wait_for()
+    _settle(page)
+    assert len(store.reviewed_targets("alice")) == rated_before + 1
+    assert store.find(author="alice", target={"kind": "scan", "scan_id": shown})[0].blinded
+    assert queue.locator("code").filter(has_text="_ses-").first.inner_text() != shown  # the next scan
+    page.get_by_role("tab", name="Agreement").click()
+    page.get_by_text("Fleiss' κ").first.wait_for()
+    _settle(page)
+    _no_exception(page)
+    assert page.get_by_text("Cohen's κ for each pair of raters").is_visible()
+    _shot(page, "reviews_agreement")
+    page.close()
