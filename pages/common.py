@@ -46,6 +46,14 @@ def sidebar_workspace() -> Workspace:
 
 
 def current_workspace() -> Workspace:
+    if "ws" not in st.session_state:
+        # A server's first request, if it is a deep link (/training), runs the page without app.py:
+        # Streamlit stays in its pages-folder mode until st.navigation is first called. Route it
+        # through app.py once, which renders the requested page, then end this run.
+        import runpy
+
+        runpy.run_path(str(Path(__file__).resolve().parent.parent / "app.py"), run_name="__main__")
+        st.stop()
     return st.session_state["ws"]
 
 

@@ -135,6 +135,8 @@ def learning_curves():
                       yaxis_title=metric.replace("_", " "), legend=dict(orientation="h", y=-0.2),
                       title=dict(text="dashed: training · solid: validation · ★ best epoch (kept checkpoint)",
                                  font=dict(size=13)))
+    if x_axis == "epoch":
+        fig.update_xaxes(dtick=max(1, int(data["x"].max() // 10)))
     st.plotly_chart(fig, use_container_width=True)
     running = [by_id[i] for i in chosen if by_id[i].status == "running"]
     for r in running:
