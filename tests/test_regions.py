@@ -57,16 +57,19 @@ def test_sums_equal_nilearn_masker(nm_atlas, backend):
     np.testing.assert_allclose(frac_in, 1 - outside / totals, rtol=1e-9)
 
 
-def test_streamed_inputs_give_the_same_table(nm_atlas):
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_streamed_inputs_give_the_same_table(nm_atlas, backend):
     rng = np.random.default_rng(4)
     heat = rng.normal(size=(5, *nm_atlas.labels.shape)).astype(np.float32)
     ids = [f"scan{i}" for i in range(5)]
-    whole = region_metrics(heat, nm_atlas, scan_ids=ids)
-    pairs = region_metrics(((i, h) for i, h in zip(ids, heat)), nm_atlas, batch_size=2)
+    whole = region_metrics(heat, nm_atlas, scan_ids=ids, backend="numpy")
+    kw = {"backend": backend, "device": "cpu"}
+    pairs = region_metrics(((i, h) for i, h in zip(ids, heat)), nm_atlas, batch_size=2, **kw)
     batches = region_metrics(iter([(ids[:3], torch.from_numpy(heat[:3, None])),
-                                   (ids[3:], torch.from_numpy(heat[3:, None]))]), nm_atlas)
-    pd.testing.assert_frame_equal(whole, pairs)
-    pd.testing.assert_frame_equal(whole, batches)
+                                   (ids[3:], torch.from_numpy(heat[3:, None]))]), nm_atlas, **kw)
+    tensors = region_metrics(((i, torch.from_numpy(h)) for i, h in zip(ids, heat)), nm_atlas, **kw)
+    for other in (pairs, batches, tensors):
+        pd.testing.assert_frame_equal(whole, other, rtol=1e-12)
 
 
 def _toy_atlas():
