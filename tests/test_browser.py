@@ -203,3 +203,33 @@ def test_first_start_builds_demo_with_progress_and_cancel(browser, tmp_path):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=10)
+
+
+def test_training_page_runs_a_short_training_with_live_curves(browser, app_url, demo_ws):
+    from lib.training import list_runs
+
+    before = {r.id for r in list_runs(demo_ws)}
+    page = _page(browser)
+    page.goto(app_url + "/training")
+    page.get_by_role("heading", name="Training").first.wait_for()
+    _settle(page)
+    _no_exception(page)
+    if not page.get_by_label("Max epochs").is_visible():
+        page.get_by_text("Start a training run").click()
+    page.get_by_label("Max epochs").fill("4")
+    page.get_by_label("Batch size").fill("6")
+    _shot(page, "training_form")
+    page.get_by_role("button", name="Start training").click()
+    # live: a curve is drawn while the job is still running
+    page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
+    new = [r for r in list_runs(demo_ws) if r.id not in before]
+    assert len(new) == 1
+    _shot(page, "training_live")
+    page.get_by_text("Confusion matrix").first.wait_for(timeout=240_000)
+    _settle(page)
+    _no_exception(page)
+    run = next(r for r in list_runs(demo_ws) if r.id == new[0].id)
+    assert run.status == "done" and len(run.metrics()[1]) == 4
+    assert page.get_by_text(run.id).count() >= 1
+    _shot(page, "training_done")
+    page.close()
