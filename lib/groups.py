@@ -221,10 +221,13 @@ def group_means(volumes: Iterable, table: pd.DataFrame, *, by: str | None = None
         if progress:
             progress(len(seen), total, f"scan {scan_id}")
 
+    # Accumulators become float32 means one by one and are freed as they go, so the peak stays at the
+    # accumulators plus one float64 volume. A whole group (with subgroups) comes before its parts.
     items: dict[tuple, GroupMean] = {}
     for key, scans in members.items():
         g, v = key
         present = [s for s in scans if s in seen_set]
+        count, mean = 0, None
         if by is not None and v is None:
             parts = [k for k in acc if k[0] == g]
             if parts:
@@ -232,14 +235,15 @@ def group_means(volumes: Iterable, table: pd.DataFrame, *, by: str | None = None
                 for k in parts[1:]:
                     s += acc[k]
                 count = sum(n[k] for k in parts)
-                mean = (s / count).astype(np.float32)
+                s /= count
+                mean = s.astype(np.float32)
                 del s
-            else:
-                count, mean = 0, None
         elif key in acc:
-            count, mean = n[key], (acc[key] / n[key]).astype(np.float32)
-        else:
-            count, mean = 0, None
+            a = acc.pop(key)
+            count = n[key]
+            a /= count
+            mean = a.astype(np.float32)
+            del a
         reason = ""
         if count == 0:
             if scans:

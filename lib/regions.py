@@ -259,8 +259,8 @@ def region_metrics(source, atlas: Atlas, *, scan_ids: Sequence[str] | None = Non
     summer = RegionSummer(atlas, backend=backend, device=device, positive=positive)
     columns = [c for c in COLUMNS if positive or not c.startswith("positive")]
     table = atlas.table
-    frames = []
-    done = 0
+    all_ids: list[str] = []
+    parts: dict[str, list[np.ndarray]] = {}
     seen: set[str] = set()
     try:
         for ids, batch in iter_batches(source, scan_ids, batch_size or summer.preferred_batch):
@@ -269,27 +269,31 @@ def region_metrics(source, atlas: Atlas, *, scan_ids: Sequence[str] | None = Non
                     raise ValueError(f"scan id {i!r} given twice")
                 seen.add(i)
             raw = summer(batch)
-            n, r = raw["sum"].shape
-            frames.append(pd.DataFrame({
-                "scan_id": np.repeat(np.asarray(ids, dtype=object), r),
-                "region": np.tile(table["name"].to_numpy(), n),
-                "label": np.tile(summer.labels, n),
-                "hemisphere": np.tile(table["hemisphere"].to_numpy(), n),
-                "voxels": np.tile(summer.voxels, n),
-                "sum": raw["sum"].ravel(),
-                "density": (raw["sum"] / summer.voxels[None, :]).ravel(),
-                "fraction": _share(raw["sum"], raw["total"]),
-                **({"positive_sum": raw["positive_sum"].ravel(),
-                    "positive_fraction": _share(raw["positive_sum"], raw["positive_total"])} if positive else {}),
-            }))
-            done += n
+            all_ids.extend(ids)
+            for key, value in raw.items():
+                parts.setdefault(key, []).append(value)
             if progress:
-                progress(done, None, f"{done} scans")
+                progress(len(all_ids), None, f"{len(all_ids)} scans")
     finally:
         summer.close()
-    if not frames:
+    if not all_ids:
         return pd.DataFrame({c: pd.Series(dtype=float if c in METRICS else object) for c in columns})
-    return pd.concat(frames, ignore_index=True)
+    raw = {k: np.concatenate(v) for k, v in parts.items()}
+    n, r = raw["sum"].shape
+    cols = {
+        "scan_id": np.repeat(np.asarray(all_ids, dtype=object), r),
+        "region": np.tile(table["name"].to_numpy(), n),
+        "label": np.tile(summer.labels, n),
+        "hemisphere": np.tile(table["hemisphere"].to_numpy(), n),
+        "voxels": np.tile(summer.voxels, n),
+        "sum": raw["sum"].ravel(),
+        "density": (raw["sum"] / summer.voxels[None, :]).ravel(),
+        "fraction": _share(raw["sum"], raw["total"]),
+    }
+    if positive:
+        cols.update(positive_sum=raw["positive_sum"].ravel(),
+                    positive_fraction=_share(raw["positive_sum"], raw["positive_total"]))
+    return pd.DataFrame(cols)
 
 
 def _share(part: np.ndarray, total: np.ndarray) -> np.ndarray:
