@@ -10,6 +10,7 @@
     python -m lib evaluate --run RUN      test metrics of a run's best checkpoint as JSON (or --checkpoint FILE)
     python -m lib runs                    list training runs
     python -m lib explain --run RUN --method lrp --beta 0   heatmaps of every scan, cached on disk
+    python -m lib evaluate-maps --run RUN [--methods lrp:beta=0 gradcam …]   AOPC, sanity check, localisation
     python -m lib jobs | cancel ID        background jobs of the workspace
     python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME
                                           accounts of the review database (roles viewer, reviewer, admin)
@@ -291,6 +292,12 @@ def _cmd_explain(args, ws: Workspace) -> int:
     return code
 
 
+def _cmd_evaluate_maps(args, ws: Workspace) -> int:
+    from .evaluation import run_cli
+
+    return run_cli(args, ws)
+
+
 def _cmd_jobs(args, ws: Workspace) -> int:
     for job in jobs.list_jobs(ws):
         r = job.record
@@ -428,6 +435,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--export", metavar="SCAN", help="write this scan's map as NIfTI afterwards")
     sp.add_argument("--out", help="file for --export (default SCAN_METHOD.nii.gz)")
     sp.add_argument("--native", action="store_true", help="export on the scan's own grid and affine")
+
+    # defaults of evaluate-maps live in lib.evaluation.Settings (None = default)
+    sp = add("evaluate-maps", _cmd_evaluate_maps,
+             "evaluate explanation methods on a run: region perturbation (AOPC), sanity check, localisation")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--methods", nargs="+", metavar="METHOD[:K=V,…]",
+                    help="e.g. lrp:beta=0.5 guided_backprop gradcam (default: LRP β 0/0.5/1, guided backprop, "
+                         "gradient×input, occlusion, Grad-CAM)")
+    sp.add_argument("--checks", nargs="+", choices=["aopc", "sanity", "localisation"], help="default: all three")
+    sp.add_argument("--split", choices=["test", "validation", "train", "all"], help="scans from (default test)")
+    sp.add_argument("--scans", type=int, help="scans for region perturbation and localisation (default 8)")
+    sp.add_argument("--sanity-scans", type=int, help="scans for the randomisation check (default 2)")
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--target", help="explained class (default AD)")
+    sp.add_argument("--regions", choices=["cubes", "atlas"], help="perturbed regions (default cubes)")
+    sp.add_argument("--cube-mm", type=float, help="cube edge in mm (default 15)")
+    sp.add_argument("--atlas", help="atlas for --regions atlas (default neuromorphometrics)")
+    sp.add_argument("--steps", type=int, help="perturbation steps L (default 30)")
+    sp.add_argument("--replacement", choices=["zero", "mean", "uniform", "blur"], help="default uniform noise")
+    sp.add_argument("--blur-mm", type=float, help="σ of the blur replacement in mm (default 6)")
+    sp.add_argument("--order-score", choices=["sum", "abs"], help="region score: relevance sum or |relevance| sum")
+    sp.add_argument("--output", choices=["probability", "logit"], help="f of AOPC (default probability)")
+    sp.add_argument("--random-repeats", type=int, help="random orders per scan (default 1)")
+    sp.add_argument("--top-fraction", type=float, help="top-k overlap as a share of brain voxels (default 0.02)")
+    sp.add_argument("--threshold", type=float, help="sanity check passes below this rank correlation (0.5)")
+    sp.add_argument("--truth", choices=["atrophy", "regions"], help="ground-truth mask (default atrophy)")
+    sp.add_argument("--min-loss", type=float, help="local volume loss in the atrophy mask (default 0.05)")
+    sp.add_argument("--min-mm", type=float, help="displacement of a region in the regions mask (default 0.5)")
+    sp.add_argument("--tolerance-mm", type=float, help="pointing-game tolerance (default 0)")
+    sp.add_argument("--batch-size", type=int, help="volumes per forward pass (default 8)")
 
     add("means", _cmd_means, "mean AD and HC images of the cohort (dataset overview)")
     add("jobs", _cmd_jobs, "list background jobs")
