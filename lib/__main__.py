@@ -5,6 +5,7 @@
     python -m lib validate [TABLE]        check a cohort table and its scans; exit 1 on any error
     python -m lib split                   recompute the subject-level split
     python -m lib means                   mean AD / HC images for the dataset overview
+    python -m lib group-means --run RUN --store KEY [--split test --by site]   group-average heatmaps, cached
     python -m lib train [--seeds 0 1 2 --folds 0 1 2 3 4]   train the CNN (one run per fold × seed)
     python -m lib train --resume RUN      continue an interrupted run from its last finished epoch
     python -m lib evaluate --run RUN      test metrics of a run's best checkpoint as JSON (or --checkpoint FILE)
@@ -153,6 +154,33 @@ def _cmd_means(args, ws: Workspace) -> int:
 
     return jobs.run_as_job(ws, args.job_id, lambda progress: str(compute_group_means(ws, progress)),
                            desc="group means")
+
+
+def _cmd_group_means(args, ws: Workspace) -> int:
+    from . import heatmaps, viewer
+    from .training import TrainingError, load_run
+
+    try:
+        run = load_run(ws, args.run)
+        if args.store:
+            store = viewer.store_by_key(ws, run, args.store)
+        else:
+            params = heatmaps.parse_params(args.param)
+            if args.beta is not None:
+                params["beta"] = args.beta
+            store = heatmaps.find_store(ws, run, args.method, **params)
+            if store is None:
+                raise KeyError(f"no heatmaps of run {run.id} with {args.method} {params or ''}: "
+                               "compute them first with python -m lib explain")
+    except (TrainingError, KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+
+    def work(progress):
+        means = viewer.run_group_means(ws, run, store, split=args.split, by=args.by, progress=progress)
+        return f"{sum(e.count > 0 for e in means.entries)} group means in {means.folder}"
+
+    return jobs.run_as_job(ws, args.job_id, work, desc="group means")
 
 
 def _train_config(args):
@@ -467,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, help="volumes per forward pass (default 8)")
 
     add("means", _cmd_means, "mean AD and HC images of the cohort (dataset overview)")
+    sp = add("group-means", _cmd_group_means,
+             "average heatmaps of AD, HC, TP, FP, TN, FN (and subgroups) for the heatmap page; cached")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--store", help="heatmap store (its folder name under cache/heatmaps)")
+    sp.add_argument("--method", default="lrp", help="or pick the store by method and parameters")
+    sp.add_argument("--beta", type=float)
+    sp.add_argument("--param", action="append", metavar="KEY=VALUE")
+    sp.add_argument("--split", default="test", choices=["test", "validation", "train", "all"])
+    sp.add_argument("--by", choices=["split", "site", "sex", "visit"], help="subgroups")
     add("jobs", _cmd_jobs, "list background jobs")
     sp = add("cancel", _cmd_cancel, "cancel a background job")
     sp.add_argument("id")

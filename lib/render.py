@@ -8,6 +8,7 @@ axial panel and to the right in the sagittal one.
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -36,7 +37,9 @@ def label_outlines(labels_2d: np.ndarray) -> np.ndarray:
     return edge & (labels_2d > 0)
 
 
+@functools.lru_cache(maxsize=16)
 def _colormap(name: str) -> np.ndarray:
+    """``(256, 3)`` uint8 lookup table of a matplotlib colour map ("hot": black → red → yellow → white)."""
     import matplotlib
 
     return (matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
@@ -44,8 +47,10 @@ def _colormap(name: str) -> np.ndarray:
 
 @dataclass
 class Overlay:
-    """A map drawn over the anatomy. Values in ``[vmin, vmax]`` go through ``cmap``;
-    values with ``|v| < threshold`` stay transparent."""
+    """A map drawn over the anatomy. Values in ``[vmin, vmax]`` go through ``cmap`` (values outside
+    take the end colours); values with ``|v| < threshold`` stay transparent, and so do values
+    below ``transparent_below`` (a signed cut, e.g. Fig 8's 90th percentile). With ``fade`` the opacity
+    grows with |v| up to ``max(|vmin|, |vmax|)``, so near-zero parts of a signed map let the anatomy show."""
 
     volume: np.ndarray
     vmin: float
@@ -53,11 +58,13 @@ class Overlay:
     cmap: str = "hot"
     alpha: float = 0.7
     threshold: float | None = None
+    transparent_below: float | None = None
+    fade: bool = False
 
 
 def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float, float],
            overlay: Overlay | None, labels: np.ndarray | None, crosshair: tuple[int, int, int] | None,
-           scale: int) -> Image.Image:
+           scale: int, outline_color: tuple[int, int, int] = (60, 190, 255)) -> Image.Image:
     bg = slice_2d(background, axis, index).astype(np.float32)
     lo, hi = bg_range
     gray = np.clip((bg - lo) / max(hi - lo, 1e-6), 0, 1)
@@ -69,7 +76,12 @@ def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float,
         visible = np.isfinite(ov)
         if overlay.threshold is not None:
             visible &= np.abs(ov) >= overlay.threshold
+        if overlay.transparent_below is not None:
+            visible &= ov >= overlay.transparent_below
         a = overlay.alpha * visible[..., None]
+        if overlay.fade:
+            top = max(abs(overlay.vmin), abs(overlay.vmax), 1e-30)
+            a = a * np.clip(np.abs(np.nan_to_num(ov)) / top, 0, 1)[..., None]
         rgb = rgb * (1 - a) + colors * a
     rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
     if labels is not None:
@@ -79,7 +91,7 @@ def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float,
         if scale > 1:  # keep one side of each border only
             edge &= np.pad(label_outlines(np.repeat(np.repeat(lab, scale, axis=0), scale, axis=1))[1:, 1:],
                            ((0, 1), (0, 1)))
-        rgb[edge] = (0.3 * rgb[edge] + 0.7 * np.array([60, 190, 255])).astype(np.float32)
+        rgb[edge] = (0.3 * rgb[edge] + 0.7 * np.array(outline_color)).astype(np.float32)
     img = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
     if crosshair is not None:
         # (row, col) in display coordinates of the two in-plane axes
@@ -94,7 +106,8 @@ def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float,
 
 def ortho_image(background: np.ndarray, ijk: tuple[int, int, int], *, overlay: Overlay | None = None,
                 labels: np.ndarray | None = None, crosshair: bool = True, height: int = 260,
-                bg_range: tuple[float, float] | None = None) -> Image.Image:
+                bg_range: tuple[float, float] | None = None,
+                outline_color: tuple[int, int, int] = (60, 190, 255)) -> Image.Image:
     """Sagittal, coronal and axial panels through voxel ``ijk`` side by side.
 
     Parameters
@@ -102,7 +115,7 @@ def ortho_image(background: np.ndarray, ijk: tuple[int, int, int], *, overlay: O
     background : (X, Y, Z) array, anatomy in RAS+ voxel order
     ijk : voxel indices of the crosshair
     overlay : optional map drawn in colour on top
-    labels : optional (X, Y, Z) integer atlas whose region borders are outlined
+    labels : optional (X, Y, Z) integer atlas whose region borders are outlined (in ``outline_color``)
     height : target panel height in pixels (an integer upscale of the slice)
     """
     if bg_range is None:
@@ -110,7 +123,7 @@ def ortho_image(background: np.ndarray, ijk: tuple[int, int, int], *, overlay: O
         bg_range = (0.0, float(np.percentile(nz, 99.5)) if nz.size else 1.0)
     scale = max(1, int(round(height / background.shape[2])))
     panels = [_panel(background, axis, ijk[axis], bg_range, overlay, labels,
-                     tuple(ijk) if crosshair else None, scale) for axis in range(3)]
+                     tuple(ijk) if crosshair else None, scale, outline_color) for axis in range(3)]
     gap = 6
     out = Image.new("RGB", (sum(p.width for p in panels) + gap * 2, max(p.height for p in panels)), (14, 17, 23))
     x = 0
@@ -130,6 +143,59 @@ def _annotate(img: Image.Image, panels: list[Image.Image], gap: int) -> None:
         draw.text((x0 + 4, 4), left, fill=(230, 230, 230))
         draw.text((x0 + p.width - 12, 4), right, fill=(230, 230, 230))
         x0 += p.width + gap
+
+
+def colorbar(cmap: str, vmin: float, vmax: float, *, width: int = 260, height: int = 12,
+             transparent_below: bool = False, label: str = "") -> Image.Image:
+    """A horizontal colour bar with its end values (and a chequered stub when values below are transparent)."""
+    bar = np.repeat(_colormap(cmap)[np.linspace(0, 255, width).astype(int)][None], height, axis=0)
+    pad_l = 14 if transparent_below else 0
+    out = Image.new("RGB", (width + pad_l + 2, height + 16), (255, 255, 255))
+    if transparent_below:
+        chk = ((np.add.outer(np.arange(height) // 4, np.arange(pad_l - 2) // 4) % 2) * 60 + 170).astype(np.uint8)
+        out.paste(Image.fromarray(np.repeat(chk[..., None], 3, axis=2)), (0, 0))
+    out.paste(Image.fromarray(bar), (pad_l, 0))
+    draw = ImageDraw.Draw(out)
+    draw.text((pad_l, height + 2), _fmt(vmin), fill=(40, 40, 40))
+    right = _fmt(vmax)
+    draw.text((out.width - 6 * len(right) - 2, height + 2), right, fill=(40, 40, 40))
+    if label:
+        draw.text(((out.width - 6 * len(label)) // 2, height + 2), label, fill=(90, 90, 90))
+    return out
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.2e}" if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4) else f"{v:.3g}"
+
+
+def titled(img: Image.Image, title: str, *, size: int = 14) -> Image.Image:
+    """``img`` with a one-line title above it (white background), for exports that must stand alone."""
+    from PIL import ImageFont
+
+    font = ImageFont.load_default(size=size)
+    out = Image.new("RGB", (img.width, img.height + size + 8), (255, 255, 255))
+    ImageDraw.Draw(out).text((4, 3), title, fill=(20, 20, 20), font=font)
+    out.paste(img, (0, size + 8))
+    return out
+
+
+def stack(images: list[Image.Image], *, vertical: bool = True, gap: int = 6) -> Image.Image:
+    """Images one below the other (or side by side), on white."""
+    if vertical:
+        out = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images) + gap * (len(images) - 1)),
+                        (255, 255, 255))
+        y = 0
+        for i in images:
+            out.paste(i, (0, y))
+            y += i.height + gap
+    else:
+        out = Image.new("RGB", (sum(i.width for i in images) + gap * (len(images) - 1), max(i.height for i in images)),
+                        (255, 255, 255))
+        x = 0
+        for i in images:
+            out.paste(i, (x, 0))
+            x += i.width + gap
+    return out
 
 
 def to_png(img: Image.Image) -> bytes:
