@@ -14,6 +14,10 @@ Metrics of one scan ``s`` and region ``r`` (``V_r`` = the region's voxels on the
     The same with ``max(h, 0)``: the region's share of the scan's positive relevance (evidence for
     the explained class). Always in [0, 1]; the safer share for signed maps whose total can be
     near zero.
+``abs_sum``, ``abs_density``, ``abs_fraction`` (``absolute=True``)
+    The same with ``|h|``, e.g. for gradient maps whose sign carries no evidence (Böhle et al. 2019
+    Figs 4–6 show guided backprop's "susceptibility" as absolute values). Derived exactly from the
+    other sums (``|h| = 2 max(h, 0) − h``), so they cost nothing extra.
 ``gain``
     Group-level: a group's mean ``sum`` in a region divided by the HC mean ``sum`` there
     (:func:`group_summary`); per scan, the scan's ``sum`` over the HC mean (:func:`add_gain`),
@@ -48,6 +52,7 @@ import torch
 from .atlas import Atlas
 
 METRICS = ("sum", "density", "fraction", "positive_sum", "positive_fraction")
+ABS_METRICS = ("abs_sum", "abs_density", "abs_fraction")
 COLUMNS = ("scan_id", "region", "label", "hemisphere", "voxels", *METRICS)
 
 
@@ -235,7 +240,7 @@ def iter_batches(source, scan_ids: Sequence[str] | None = None, batch_size: int 
 
 def region_metrics(source, atlas: Atlas, *, scan_ids: Sequence[str] | None = None, backend: str = "auto",
                    device: torch.device | str | None = None, batch_size: int | None = None, positive: bool = True,
-                   progress=None) -> pd.DataFrame:
+                   absolute: bool = False, progress=None) -> pd.DataFrame:
     """Tidy scan × region table of ``sum, density, fraction, positive_sum, positive_fraction``.
 
     Parameters
@@ -248,6 +253,8 @@ def region_metrics(source, atlas: Atlas, *, scan_ids: Sequence[str] | None = Non
         Scans held at once (default: 2 per worker thread on the CPU, 16 on CUDA).
     positive : bool
         Include ``positive_sum`` and ``positive_fraction`` (False: about half the time).
+    absolute : bool
+        Also ``abs_sum``, ``abs_density``, ``abs_fraction`` (of ``|h|``; needs ``positive``).
     progress : callable(done, None, message), optional
         Called after every batch.
 
@@ -256,8 +263,10 @@ def region_metrics(source, atlas: Atlas, *, scan_ids: Sequence[str] | None = Non
     DataFrame with columns ``scan_id, region, label, hemisphere, voxels`` and the metrics,
     one row per scan and region (regions in ``atlas.table`` order).
     """
+    if absolute and not positive:
+        raise ValueError("absolute=True needs positive=True (|h| is derived from the positive part)")
     summer = RegionSummer(atlas, backend=backend, device=device, positive=positive)
-    columns = [c for c in COLUMNS if positive or not c.startswith("positive")]
+    columns = [c for c in COLUMNS if positive or not c.startswith("positive")] + (list(ABS_METRICS) if absolute else [])
     table = atlas.table
     all_ids: list[str] = []
     parts: dict[str, list[np.ndarray]] = {}
@@ -277,7 +286,7 @@ def region_metrics(source, atlas: Atlas, *, scan_ids: Sequence[str] | None = Non
     finally:
         summer.close()
     if not all_ids:
-        return pd.DataFrame({c: pd.Series(dtype=float if c in METRICS else object) for c in columns})
+        return pd.DataFrame({c: pd.Series(dtype=float if c in METRICS + ABS_METRICS else object) for c in columns})
     raw = {k: np.concatenate(v) for k, v in parts.items()}
     n, r = raw["sum"].shape
     cols = {
@@ -293,6 +302,10 @@ def region_metrics(source, atlas: Atlas, *, scan_ids: Sequence[str] | None = Non
     if positive:
         cols.update(positive_sum=raw["positive_sum"].ravel(),
                     positive_fraction=_share(raw["positive_sum"], raw["positive_total"]))
+    if absolute:
+        abs_sum = 2 * raw["positive_sum"] - raw["sum"]
+        cols.update(abs_sum=abs_sum.ravel(), abs_density=(abs_sum / summer.voxels[None, :]).ravel(),
+                    abs_fraction=_share(abs_sum, 2 * raw["positive_total"] - raw["total"]))
     return pd.DataFrame(cols)
 
 

@@ -193,3 +193,22 @@ def test_csv_export_and_input_errors(tmp_path):
         region_metrics(np.zeros((1, 5, 5, 5), np.float32), atlas)
     with pytest.raises(ValueError, match="given twice"):
         region_metrics(iter([("x", heat[0]), ("x", heat[0])]), atlas, batch_size=1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_absolute_metrics_equal_those_of_the_absolute_map(nm_atlas, backend):
+    rng = np.random.default_rng(5)
+    heat = rng.normal(size=(3, *nm_atlas.labels.shape)).astype(np.float32)
+    ids = ["a", "b", "c"]
+    df = region_metrics(heat, nm_atlas, scan_ids=ids, backend=backend, device="cpu", absolute=True)
+    ref = region_metrics(np.abs(heat), nm_atlas, scan_ids=ids, backend="numpy")
+    for m in ("sum", "density", "fraction"):
+        np.testing.assert_allclose(df[f"abs_{m}"], ref[m], rtol=1e-9)
+    assert (df["abs_sum"] >= df["sum"].abs() - 1e-9).all()
+    # On the toy atlas by hand: |−1| × 27 voxels in B_R.
+    atlas = _toy_atlas()
+    toy = region_metrics(_toy_heatmap(1.0, atlas)[None], atlas, scan_ids=["x"], absolute=True).set_index("region")
+    assert toy.loc["B_R", "abs_sum"] == pytest.approx(27.0) and toy.loc["B_R", "abs_density"] == pytest.approx(1.0)
+    assert toy.loc["B_R", "sum"] == pytest.approx(-27.0)
+    with pytest.raises(ValueError, match="needs positive"):
+        region_metrics(heat, nm_atlas, scan_ids=ids, positive=False, absolute=True)
