@@ -118,19 +118,29 @@ class AlphaBeta(Rule):
         saved, signed, zp, zn = ctx
         w = op.weight
         wp, wn = w.clamp(min=0), w.clamp(max=0)
-        sp = relevance / stabilize(zp, self.stabilizer)
+        eps = self.stabilizer
+        # z⁺ >= 0 and z⁻ <= 0 by construction, so the stabiliser is a plain shift (done in place: the
+        # context is this call's own). Where z⁻ is exactly 0 zennit shifts by +eps instead of -eps; all
+        # numerators are exactly 0 there, so the relevance is the same.
+        c = w.shape[0]
         if self.beta:
-            s = torch.cat([self.alpha * sp, self.beta * relevance / stabilize(zn, self.stabilizer)], 1)
-        if not signed:
-            if not self.beta:
-                return saved * op.bwd(sp, wp, saved.shape)
-            return saved * op.bwd(s, torch.cat([wp, -wn], 0), saved.shape)
-        cin = w.shape[1]
-        if not self.beta:
-            g = op.bwd(sp, torch.cat([wp, wn], 1), saved.shape)
+            s = relevance.new_empty((relevance.shape[0], 2 * c) + relevance.shape[2:])
+            torch.div(relevance, zp.add_(eps), out=s[:, :c])
+            torch.div(relevance, zn.clamp_(max=0).sub_(eps), out=s[:, c:])
         else:
-            g = op.bwd(s, torch.cat([torch.cat([wp, wn], 1), torch.cat([-wn, -wp], 1)], 0), saved.shape)
-        # saved = [x⁺, x⁻]: x⁺ pairs with w⁺ (and -β w⁻), x⁻ with w⁻ (and -β w⁺)
+            s = relevance / zp.add_(eps)
+        a, b = self.alpha, self.beta
+        if not signed:
+            if not b:
+                return saved * op.bwd(s, wp, saved.shape)
+            return saved * op.bwd(s, torch.cat([a * wp, -b * wn], 0), saved.shape)
+        cin = w.shape[1]
+        if not b:
+            g = op.bwd(s, torch.cat([wp, wn], 1), saved.shape)
+        else:
+            g = op.bwd(s, torch.cat([torch.cat([a * wp, a * wn], 1), torch.cat([-b * wn, -b * wp], 1)], 0),
+                       saved.shape)
+        # saved = [x⁺, x⁻]: x⁺ pairs with α w⁺ and -β w⁻, x⁻ with α w⁻ and -β w⁺
         return (saved * g).unflatten(1, (2, cin)).sum(1)
 
 
