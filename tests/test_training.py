@@ -209,3 +209,26 @@ def test_sigkill_then_resume_retraces_an_uninterrupted_run(demo_ws):
     for a, b in zip(whole, resumed):
         assert a["validation"]["loss"] == pytest.approx(b["validation"]["loss"], rel=1e-4)
     assert load_run(demo_ws, "killed").summary()["best_epoch"] == load_run(demo_ws, "whole").summary()["best_epoch"]
+
+
+def test_a_shipped_run_installs_into_a_matching_workspace_only(demo_ws, demo_run, tmp_path):
+    from lib.training import export_run, finish_run, install_shipped_run
+
+    shipped = export_run(demo_run, tmp_path / "models")
+    assert sorted(p.name for p in shipped.iterdir()) == ["best.pt", "config.json", "metrics.jsonl", "state.json",
+                                                         "summary.json"]
+    renamed = shipped.rename(shipped.with_name("shipped-copy"))
+    run = install_shipped_run(demo_ws, renamed)
+    assert run.id == "shipped-copy" and run.config["shipped"] and run.predictions() is None
+    assert run.checkpoint_hash() == demo_run.checkpoint_hash()
+    summary = finish_run(demo_ws, run)
+    assert summary["test"] == demo_run.summary()["test"]
+    assert install_shipped_run(demo_ws, renamed).dir == run.dir  # once only
+    # a workspace with another cohort refuses it
+    other = tmp_path / "other"
+    assert main(["--workspace", str(other), "demo", "--subjects", "8", "--resolution", "3", "--visits", "1",
+                 "--seed", "5"]) == 0
+    from lib.workspace import Workspace
+
+    with pytest.raises(TrainingError, match="different cohort"):
+        install_shipped_run(Workspace.open(other), renamed)
