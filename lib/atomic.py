@@ -18,6 +18,10 @@ import nibabel as nib
 import pandas as pd
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
@@ -30,6 +34,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     if suffix is None:
         suffix = "".join(target.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    # mkstemp creates 0600; results are shared by the lab's users, so use the ordinary umask mode
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
