@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--regions", choices=["cubes", "atlas"], help="perturbed regions (default cubes)")
     sp.add_argument("--cube-mm", type=float, help="cube edge in mm (default 15)")
     sp.add_argument("--atlas", help="atlas for --regions atlas (default neuromorphometrics)")
-    sp.add_argument("--steps", type=int, help="perturbation steps L (default 30)")
+    sp.add_argument("--steps", type=int, help="perturbation steps L (default 50)")
     sp.add_argument("--replacement", choices=["zero", "mean", "uniform", "blur"], help="default uniform noise")
     sp.add_argument("--blur-mm", type=float, help="σ of the blur replacement in mm (default 6)")
     sp.add_argument("--order-score", choices=["sum", "abs"], help="region score: relevance sum or |relevance| sum")

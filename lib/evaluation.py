@@ -112,7 +112,7 @@ class Settings:
     regions: str = "cubes"
     cube_mm: float = 15.0
     atlas: str = "neuromorphometrics"
-    steps: int = 30
+    steps: int = 50  # L of the 3D AOPC study on OASIS-2 (CAM vs LRP thesis); Samek et al. perturbed ~16 %
     replacement: str = "uniform"
     blur_mm: float = 6.0
     order_score: str = "sum"
