@@ -182,22 +182,23 @@ class _Incremental:
                 ranges.append(r)
             # one output box size for the whole batch: the largest, shifted to stay inside the map
             count = [min(osz[d], max(r[d][1] - r[d][0] for r in ranges)) for d in range(nd)]
-            crops, starts = [], []
-            for (lo, v), r in zip(regions, ranges):
+            size = [(count[d] - 1) * stride[d] + ke[d] for d in range(nd)]
+            crops = padded.new_empty((len(regions), padded.shape[1], *size))
+            starts = []
+            for i, ((lo, v), r) in enumerate(zip(regions, ranges)):
                 o0 = [min(r[d][0], osz[d] - count[d]) for d in range(nd)]
                 c0 = [o0[d] * stride[d] for d in range(nd)]  # crop start in padded coordinates
-                c1 = [c0[d] + (count[d] - 1) * stride[d] + ke[d] for d in range(nd)]
-                crop = padded[(0, slice(None)) + tuple(slice(a, b) for a, b in zip(c0, c1))].clone()
+                crop = crops[i]
+                crop.copy_(padded[(0, slice(None)) + tuple(slice(a, a + n) for a, n in zip(c0, size))])
                 src, dst = [], []
                 for d in range(nd):
                     a = max(lo[d] + pad[d], c0[d])
-                    b = max(a, min(lo[d] + pad[d] + v.shape[1 + d], c1[d]))
+                    b = max(a, min(lo[d] + pad[d] + v.shape[1 + d], c0[d] + size[d]))
                     src.append(slice(a - lo[d] - pad[d], b - lo[d] - pad[d]))
                     dst.append(slice(a - c0[d], b - c0[d]))
                 crop[(slice(None),) + tuple(dst)] = v[(slice(None),) + tuple(src)]
-                crops.append(crop)
                 starts.append(tuple(o0))
-            batched = self._cropped(op, torch.stack(crops))
+            batched = self._cropped(op, crops)
             regions = [(lo, batched[b]) for b, lo in enumerate(starts)]
         full = self.tail_input.expand(len(regions), *self.tail_input.shape[1:]).clone()
         for b, (lo, v) in enumerate(regions):
@@ -238,21 +239,31 @@ def occlusion(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, par
     axes = [patch_starts(n, patch, stride) for n in spatial]
     starts = [tuple(int(v) for v in s) for s in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(spatial))]
     size = tuple(min(patch, n) for n in spatial)
-    slices = [tuple(slice(a, a + n) for a, n in zip(lo, size)) for lo in starts]
     block = torch.full((volumes.shape[1],) + size, p["fill"], dtype=volumes.dtype, device=volumes.device)
     boxes = [(lo, lambda: block) for lo in starts]
 
+    index = torch.tensor(starts, device=volumes.device)
+    count = _box_sum(torch.ones(len(starts), dtype=volumes.dtype, device=volumes.device), index, size, spatial)
     out = torch.zeros_like(volumes)
-    count = torch.zeros(spatial, dtype=volumes.dtype, device=volumes.device)
-    for sl in slices:
-        count[sl] += 1
     for n in range(volumes.shape[0]):
         drops = _drops(plan, volumes[n:n + 1], int(target[n]), boxes, int(params.batch_size), p["output"])
-        acc = torch.zeros(spatial, dtype=volumes.dtype, device=volumes.device)
-        for sl, d in zip(slices, drops):
-            acc[sl] += d
-        out[n, :] = acc / count.clamp(min=1)
+        out[n, :] = _box_sum(drops, index, size, spatial) / count.clamp(min=1)
     return out.clamp(min=0) if p["positive_only"] else out
+
+
+def _box_sum(values: torch.Tensor, starts: torch.Tensor, size: tuple[int, ...], shape: tuple[int, ...]):
+    """Sum over patches of ``values[i]`` on the box ``[starts[i], starts[i] + size)``, as a ``shape`` map:
+    impulses at the box corners, then a cumulative sum along each axis (cost independent of the patch size)."""
+    nd = len(shape)
+    grid = values.new_zeros(tuple(s + 1 for s in shape))
+    for corner in range(2 ** nd):  # inclusion–exclusion over the 2^nd corners of each box
+        offs = [(corner >> d) & 1 for d in range(nd)]
+        sign = (-1) ** sum(offs)
+        idx = tuple(starts[:, d] + offs[d] * size[d] for d in range(nd))
+        grid.index_put_(idx, sign * values, accumulate=True)
+    for d in range(nd):
+        grid = grid.cumsum(d)
+    return grid[tuple(slice(0, s) for s in shape)]
 
 
 def area_occlusion(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, params: AreaOcclusionParams):
