@@ -12,6 +12,7 @@
     python -m lib runs                    list training runs
     python -m lib explain --run RUN --method lrp --beta 0   heatmaps of every scan, cached on disk
     python -m lib evaluate-maps --run RUN [--methods lrp:beta=0 gradcam …]   AOPC, sanity check, localisation
+    python -m lib regions --run RUN --method lrp --beta 0 [--atlas aal --merge]   region metrics table, cached
     python -m lib jobs | cancel ID        background jobs of the workspace
     python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME
                                           accounts of the review database (roles viewer, reviewer, admin)
@@ -326,6 +327,41 @@ def _cmd_evaluate_maps(args, ws: Workspace) -> int:
     return run_cli(args, ws)
 
 
+def _cmd_regions(args, ws: Workspace) -> int:
+    from . import heatmaps, region_tables
+    from .atlas import AtlasError
+    from .training import TrainingError, load_run
+
+    try:
+        runs = [load_run(ws, r) for r in args.run]
+        atlas = region_tables.get_atlas(ws, args.atlas, runs[0].grid.resolution, args.merge)
+        if args.store:
+            by_name = {s.folder.name: s for s in heatmaps.list_stores(ws, runs[0])}
+            missing = [k for k in args.store if k not in by_name]
+            if missing:
+                raise KeyError(f"no finished heatmap store {missing} of run {runs[0].id}")
+            tasks = [(runs[0], by_name[k]) for k in args.store]
+        else:
+            params = heatmaps.parse_params(args.param)
+            betas = args.beta if args.beta else [params.pop("beta")] if "beta" in params else [None]
+            tasks = [(r, args.method, {**params, **({"beta": b} if b is not None else {})})
+                     for r in runs for b in betas]
+    except (TrainingError, AtlasError, KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    result = {}
+
+    def work(progress):
+        result["paths"] = region_tables.compute_many(ws, tasks, atlas, progress=progress,
+                                                     batch_size=args.batch_size)
+        return f"{len(result['paths'])} region table(s) on {atlas.name}"
+
+    code = jobs.run_as_job(ws, args.job_id, work, desc="region metrics")
+    if code == 0:
+        print("\n".join(str(p) for p in result["paths"]))
+    return code
+
+
 def _cmd_jobs(args, ws: Workspace) -> int:
     for job in jobs.list_jobs(ws):
         r = job.record
@@ -493,6 +529,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--min-mm", type=float, help="displacement of a region in the regions mask (default 0.5)")
     sp.add_argument("--tolerance-mm", type=float, help="pointing-game tolerance (default 0)")
     sp.add_argument("--batch-size", type=int, help="volumes per forward pass (default 8)")
+
+    sp = add("regions", _cmd_regions,
+             "relevance per atlas region (sum, density, fraction) of every scan, cached; heatmaps computed if missing")
+    sp.add_argument("--run", required=True, nargs="+", help="one run, or several (e.g. the repeats of a group)")
+    sp.add_argument("--method", default="lrp")
+    sp.add_argument("--beta", type=float, nargs="+", help="LRP β values (one table per run × β)")
+    sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method parameter (repeatable)")
+    sp.add_argument("--store", nargs="+", help="finished heatmap stores of the first run, by folder name, "
+                                               "instead of --method")
+    sp.add_argument("--atlas", default="neuromorphometrics",
+                    help="neuromorphometrics (default), aal, harvard_oxford or a workspace atlas")
+    sp.add_argument("--merge", action="store_true", help="merge left and right regions")
+    sp.add_argument("--batch-size", type=int, default=4, help="scans per pass when heatmaps are computed")
 
     add("means", _cmd_means, "mean AD and HC images of the cohort (dataset overview)")
     sp = add("group-means", _cmd_group_means,
