@@ -22,6 +22,7 @@ pages = [
     st.Page("pages/cohort.py", title="Cohort & validation", icon=":material/fact_check:"),
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/heatmaps.py", title="Heatmaps", icon=":material/local_fire_department:"),
+    st.Page("pages/atlas.py", title="Atlas metrics", icon=":material/grid_view:"),
     st.Page("pages/evaluation.py", title="Evaluation", icon=":material/verified:"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
     st.Page("pages/reviews.py", title="Reviews", icon=":material/rate_review:"),
