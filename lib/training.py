@@ -425,7 +425,20 @@ def train_run(ws: Workspace, run: Run, progress: Progress | None = None, *,
     """Train (or continue) ``run`` until early stopping or ``max_epochs``; return its summary.
 
     Resumes from ``last.pt`` when present. Writes predictions and the summary at the end.
+    Only one process trains a run at a time (a second one gets a :class:`TrainingError`).
     """
+    import fcntl
+
+    with open(run.dir / ".training.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingError(f"run {run.id} is being trained by another process") from None
+        return _train_run(ws, run, progress, device=device, label=label)
+
+
+def _train_run(ws: Workspace, run: Run, progress: Progress | None, *, device: torch.device | None,
+               label: str) -> dict:
     cfg = run.train_config
     device = device or default_device()
     use_amp = cfg.amp and device.type == "cuda"

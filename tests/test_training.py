@@ -232,3 +232,14 @@ def test_a_shipped_run_installs_into_a_matching_workspace_only(demo_ws, demo_run
 
     with pytest.raises(TrainingError, match="different cohort"):
         install_shipped_run(Workspace.open(other), renamed)
+
+
+def test_one_process_trains_a_run_at_a_time(demo_ws):
+    import fcntl
+
+    run = create_run(demo_ws, TrainConfig(max_epochs=1), run_id="locked")
+    with open(run.dir / ".training.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(TrainingError, match="being trained by another process"):
+            train_run(demo_ws, run)
+    assert run.status == "created"
