@@ -176,7 +176,9 @@ def test_two_threads_at_once_equal_serial_and_the_model_is_untouched(method):
     for t in threads:
         t.join()
     for got, want in zip(results, serial):
-        assert torch.equal(got, want)
+        # interference between the threads would show as large differences; allow only the last-bit rounding
+        # that a different number of intra-op workers may cause
+        assert torch.allclose(got, want, rtol=1e-6, atol=1e-9 * float(want.abs().max()))
     assert model.training and all(m.training for m in model.modules())
     assert state.keys() == model.state_dict().keys()
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

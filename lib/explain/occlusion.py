@@ -52,8 +52,8 @@ class OcclusionParams:
     grid's voxel size). stride_mm : step between patch positions in mm (``None``: half a patch; the paper does
     not state it, the authors' code used half a patch). fill : value written into the patch (paper: 0).
     voxel_size : mm per voxel; ``None`` infers it from the grid (template field of view). output :
-    "probability" or "logit". positive_only : clip drops at 0 (the authors' code did). batch_size : occluded
-    copies per forward pass (no effect on the result)."""
+    "probability" or "logit". positive_only : clip the map at 0 (the authors' code clipped its per-patch map).
+    batch_size : occluded copies per forward pass (no effect on the result beyond float rounding)."""
 
     patch_mm: float = 40.0
     stride_mm: float | None = None
