@@ -107,7 +107,7 @@ with st.expander("Compute heatmaps of this run", expanded=not stores and not run
     st.caption("Every scan of the cohort is explained once with the run's best checkpoint, in the background; "
                "the maps are cached, so nobody computes them twice.")
     c1, c2, c3 = st.columns([2, 1, 1])
-    method = c1.selectbox("Method", list(viewer.METHOD_NAMES), format_func=viewer.METHOD_NAMES.get, key="hm_new_m")
+    method = c1.selectbox("Method to compute", list(viewer.METHOD_NAMES), format_func=viewer.METHOD_NAMES.get, key="hm_new_m")
     beta = c2.number_input("LRP β", 0.0, 5.0, 0.0, 0.25, disabled=method != "lrp", key="hm_new_b",
                            help="β-rule with α = 1 + β; β = 0 is the paper's default")
     c3.write("")
@@ -319,7 +319,7 @@ def groups_view() -> None:
     entry = means.entry(label)
     ov = None
     if entry.count == 0:
-        st.info(f"**{label}** has no scans in the {SPLIT_NAMES[split]}: {entry.reason}.")
+        st.info(f"**{label}** is empty ({SPLIT_NAMES[split]}): {entry.reason}.")
     else:
         vol = means[label]
         ov = viewer.overlay(vol, style, means, alpha=opacity, threshold=threshold)
@@ -486,7 +486,7 @@ def individual_view() -> None:
                f"(**{means.individual.vmax:.3g}**) of the average {means.scale_from or 'AD'} map "
                f"({SPLIT_NAMES[split]}); below transparent, above yellow. Over the scan itself"
                + ("; outlined: the regions listed below." if show_top else "."))
-    t1, t2 = st.columns([1.4, 1])
+    t1, t2 = st.columns([1.15, 1])
     with t1:
         st.markdown("**Regions with the most relevance** (Neuromorphometrics)")
         st.dataframe(top[["rank", "region", "sum", "density", "share"]], hide_index=True, width="stretch",
@@ -501,8 +501,10 @@ def individual_view() -> None:
             if gt["severity"] > 0:
                 st.markdown(f"**Ground truth** · subtype *{gt['subtype']}* · severity {gt['severity']:.2f}"
                             + (" · atypical" if gt["atypical"] else ""))
-                st.dataframe(units.rename("boundary shift (mm)").rename_axis("region").reset_index(),
-                             hide_index=True, width="stretch")
+                shown = pd.DataFrame({"region": units.index.str.replace("_", " "), "mm": units.to_numpy()})
+                st.dataframe(shown, hide_index=True, width="stretch", column_config={
+                    "region": st.column_config.TextColumn("region", width="large"),
+                    "mm": st.column_config.NumberColumn("boundary shift", format="%.2f mm", width="small")})
             else:
                 st.markdown("**Ground truth**")
                 st.caption("No disease atrophy applied to this scan (ageing and individual anatomy only)"
