@@ -29,9 +29,11 @@ COMPOSITES: dict[str, Composite] = {
                             "β-rule (α = 1 + β) in every layer: Böhle et al. 2019, the default"),
     "epsilon": Composite("epsilon", "epsilon", None, "ε-rule in every layer"),
     "zplus": Composite("zplus", "zplus", None, "z⁺ rule in every layer"),
-    "epsilon_alpha_beta": Composite("alpha_beta", "epsilon", None,
-                                    "β-rule for convolutions, ε for dense layers (zennit EpsilonAlpha2Beta1 at β = 1)"),
-    "epsilon_plus": Composite("zplus", "epsilon", None, "z⁺ for convolutions, ε for dense layers (zennit EpsilonPlus)"),
+    "epsilon_alpha_beta": Composite(
+        "alpha_beta", "epsilon", None,
+        "β-rule for convolutions, ε for dense layers (zennit EpsilonAlpha2Beta1 at β = 1)"),
+    "epsilon_plus": Composite(
+        "zplus", "epsilon", None, "z⁺ for convolutions, ε for dense layers (zennit EpsilonPlus)"),
     "epsilon_plus_flat": Composite("zplus", "epsilon", "flat",
                                    "flat first layer, z⁺ convolutions, ε dense layers (zennit EpsilonPlusFlat)"),
     "epsilon_alpha_beta_box": Composite("alpha_beta", "epsilon", "zbox",

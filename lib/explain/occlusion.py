@@ -237,7 +237,8 @@ def occlusion(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, par
     spatial = tuple(volumes.shape[2:])
     patch, stride = params.voxels(spatial)
     axes = [patch_starts(n, patch, stride) for n in spatial]
-    starts = [tuple(int(v) for v in s) for s in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(spatial))]
+    corners = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(spatial))
+    starts = [tuple(int(v) for v in c) for c in corners]
     size = tuple(min(patch, n) for n in spatial)
     block = torch.full((volumes.shape[1],) + size, p["fill"], dtype=volumes.dtype, device=volumes.device)
     boxes = [(lo, lambda: block) for lo in starts]
