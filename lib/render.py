@@ -21,7 +21,7 @@ AXES = ("sagittal", "coronal", "axial")
 def slice_2d(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """One slice of an ``(X, Y, Z)`` RAS+ volume as a display array (rows top→bottom)."""
     index = int(np.clip(index, 0, volume.shape[axis] - 1))
-    plane = np.take(volume, index, axis=axis)
+    plane = volume[(slice(None),) * axis + (index,)]   # a view (np.take copies through a slow generic path)
     return plane.T[::-1, :]
 
 
@@ -200,5 +200,6 @@ def stack(images: list[Image.Image], *, vertical: bool = True, gap: int = 6) -> 
 
 def to_png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
+    # level 3: half the time of the default 6 for ~5 % larger slices (PNGs are made on every crosshair move)
+    img.save(buf, format="PNG", optimize=False, compress_level=3)
     return buf.getvalue()
