@@ -102,7 +102,7 @@ st.subheader("Learning curves")
 c1, c2, c3 = st.columns([2, 2, 2])
 metric = c1.selectbox("Metric", monitor.METRICS, format_func=lambda m: m.replace("_", " "))
 x_axis = c2.radio("x axis", list(monitor.X_AXES), horizontal=True)
-smoothing = c3.slider("Smoothing", 0.0, 0.95, 0.6 if metric == "loss" else 0.0, 0.05,
+smoothing = c3.slider("Smoothing", 0.0, 0.95, 0.0, 0.05,
                       help="Exponential moving average (as in TensorBoard); 0 shows raw values.")
 live = any(by_id[i].status == "running" for i in chosen)
 
