@@ -146,9 +146,14 @@ def _annotate(img: Image.Image, panels: list[Image.Image], gap: int) -> None:
 
 
 def colorbar(cmap: str, vmin: float, vmax: float, *, width: int = 260, height: int = 12,
-             transparent_below: bool = False, label: str = "") -> Image.Image:
-    """A horizontal colour bar with its end values (and a chequered stub when values below are transparent)."""
-    bar = np.repeat(_colormap(cmap)[np.linspace(0, 255, width).astype(int)][None], height, axis=0)
+             transparent_below: bool = False, label: str = "", start: float | None = None) -> Image.Image:
+    """A horizontal colour bar with its end values (and a chequered stub when values below are transparent).
+
+    ``start``: a value in ``[vmin, vmax]`` where the bar begins (a cut below which nothing is drawn); the
+    colours stay those of the ``vmin``–``vmax`` mapping and the left label shows ``start``.
+    """
+    lo = 0.0 if start is None else float(np.clip((start - vmin) / max(vmax - vmin, 1e-30), 0, 1))
+    bar = np.repeat(_colormap(cmap)[np.linspace(lo * 255, 255, width).astype(int)][None], height, axis=0)
     pad_l = 14 if transparent_below else 0
     out = Image.new("RGB", (width + pad_l + 2, height + 16), (255, 255, 255))
     if transparent_below:
@@ -156,7 +161,7 @@ def colorbar(cmap: str, vmin: float, vmax: float, *, width: int = 260, height: i
         out.paste(Image.fromarray(np.repeat(chk[..., None], 3, axis=2)), (0, 0))
     out.paste(Image.fromarray(bar), (pad_l, 0))
     draw = ImageDraw.Draw(out)
-    draw.text((pad_l, height + 2), _fmt(vmin), fill=(40, 40, 40))
+    draw.text((pad_l, height + 2), _fmt(vmin if start is None else start), fill=(40, 40, 40))
     right = _fmt(vmax)
     draw.text((out.width - 6 * len(right) - 2, height + 2), right, fill=(40, 40, 40))
     if label:

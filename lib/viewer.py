@@ -217,8 +217,8 @@ def overlay(volume: np.ndarray, style: str, means: CachedGroupMeans | None = Non
     """A map as a coloured overlay in one of :data:`STYLES`.
 
     ``paper``: "hot" (black → red → yellow → white) from the 50th to the 99.5th percentile of the
-    average AD map, shared by all groups (Böhle et al. Figs 2–3). ``threshold``: the same colours with
-    values below ``threshold`` (default: that 50th percentile) transparent. ``diverging``: blue–white–red
+    average AD map, shared by all groups (Böhle et al. Figs 2–3). ``threshold``: the same colours (same
+    value, same colour) with values below ``threshold`` (default: that 50th percentile) transparent. ``diverging``: blue–white–red
     symmetric around 0 (± ``limit``, default from the AD map) for signed maps, more opaque the larger |v|
     (|v| below 2 % of the limit transparent). ``individual``: Fig 8, red → yellow from the 90th to the 99.5th percentile of the average
     AD map, values below transparent and above yellow.
@@ -228,9 +228,9 @@ def overlay(volume: np.ndarray, style: str, means: CachedGroupMeans | None = Non
     paper = means.paper if means is not None else Scale(*_percentiles(volume, (50, 99.5)))
     if style == "paper":
         return Overlay(volume, paper.vmin, paper.vmax, cmap="hot", alpha=alpha)
-    if style == "threshold":
+    if style == "threshold":   # the paper's colours, so a voxel has the same colour with and without the cut
         cut = paper.vmin if threshold is None else float(threshold)
-        return Overlay(volume, cut, max(paper.vmax, cut + 1e-12), cmap="hot", alpha=alpha, transparent_below=cut)
+        return Overlay(volume, paper.vmin, paper.vmax, cmap="hot", alpha=alpha, transparent_below=cut)
     if style == "diverging":
         lim = float(limit) if limit is not None else (means.diverging.vmax if means is not None
                                                        else symmetric_limit(volume))

@@ -143,7 +143,7 @@ split = c[1].selectbox("Scans", splits, key="hm_split",
                        index=splits.index(view_param("split", "test")) if view_param("split", "test") in splits else 0,
                        format_func=lambda s: f"{SPLIT_NAMES[s]} ({len(viewer.selection(preds, s))})",
                        help="The paper's group maps average the test split.")
-bys = [b for b in BY_NAMES if b == "none" or viewer.SUBGROUPS[b] in preds]
+bys = [b for b in BY_NAMES if b == "none" or (viewer.SUBGROUPS[b] in preds and (b != "split" or split == "all"))]
 by = c[2].selectbox("Subgroups", bys, format_func=BY_NAMES.get, key="hm_by",
                     index=bys.index(view_param("by")) if view_param("by") in bys else 0)
 style = c[3].selectbox("Colour scale", list(STYLE_NAMES), format_func=STYLE_NAMES.get, key="hm_style",
@@ -264,8 +264,9 @@ def _ortho(volume, ov, *, height=HEIGHT, labels_=None, bg=None, rng=None, outlin
 
 
 def _scale_bar(ov, label: str = ""):
+    cut = ov.transparent_below if ov.transparent_below is not None and ov.transparent_below > ov.vmin else None
     return colorbar(ov.cmap, ov.vmin, ov.vmax, transparent_below=ov.transparent_below is not None or
-                    ov.threshold is not None, label=label)
+                    ov.threshold is not None, label=label, start=cut)
 
 
 def _scale_caption(m: viewer.CachedGroupMeans) -> str:
@@ -297,8 +298,18 @@ store_settings = {"page": "pages/heatmaps.py", "run": run.id, "checkpoint": sha,
 method_label = labels[pick]
 
 
+def _sub_name(value: str) -> str:
+    return f"visit {value}" if by == "visit" else value
+
+
+def _pretty(label: str) -> str:
+    """``"AD · 2"`` → ``"AD · visit 2"`` (subgroup labels are the column's values)."""
+    group, _, value = label.partition(" · ")
+    return f"{group} · {_sub_name(value)}" if value else group
+
+
 def _group_label(g: str) -> str:
-    return f"{g} · n = {means.count(g)}"
+    return f"{_pretty(g)} · n = {means.count(g)}"
 
 
 # --------------------------------------------------------------------------- views
@@ -306,20 +317,20 @@ def groups_view() -> None:
     """One group's mean map large (Fig 2), then every group at the same crosshair (Fig 3)."""
     names = [e.group for e in means.entries if e.subgroup is None]
     default_group = view_param("group", "AD").split(" · ")[0]
-    g1, g2 = st.columns([3, 1.2]) if by_col else (st.container(), None)
-    group = g1.segmented_control("Group", names, key="hm_group", required=True, format_func=_group_label,
+    group = st.segmented_control("Group", names, key="hm_group", required=True, format_func=_group_label,
                                  default=default_group if default_group in names else "AD",
                                  help="; ".join(f"{g}: {h}" for g, h in GROUP_HELP.items()))
     label, sub = group, "all"
     if by_col:
         subs = [e.subgroup for e in means.entries if e.group == group and e.subgroup is not None]
-        sub = g2.selectbox(BY_NAMES[by].capitalize(), ["all"] + subs, key="hm_sub",
-                           format_func=lambda v: v if v == "all" else f"{v} (n = {means.count(f'{group} · {v}')})")
+        sub = st.columns([1, 2.5])[0].selectbox(
+            BY_NAMES[by].capitalize(), ["all"] + subs, key="hm_sub",
+            format_func=lambda v: "all" if v == "all" else f"{_sub_name(v)} (n = {means.count(f'{group} · {v}')})")
         label = group if sub == "all" else f"{group} · {sub}"
     entry = means.entry(label)
     ov = None
     if entry.count == 0:
-        st.info(f"**{label}** is empty ({SPLIT_NAMES[split]}): {entry.reason}.")
+        st.info(f"**{_pretty(label)}** is empty ({SPLIT_NAMES[split]}): {entry.reason}.")
     else:
         vol = means[label]
         ov = viewer.overlay(vol, style, means, alpha=opacity, threshold=threshold)
@@ -331,10 +342,10 @@ def groups_view() -> None:
         c2.button("Go to this map's peak", key="hm_peak", on_click=_jump_peak, args=(str(means.folder), label),
                   icon=":material/my_location:")
         st.caption(_scale_caption(means))
-        _downloads(img, ov, f"{method_label} · mean {label} (n={entry.count}) · {SPLIT_NAMES[split]}", vol,
+        _downloads(img, ov, f"{method_label} · mean {_pretty(label)} (n={entry.count}) · {SPLIT_NAMES[split]}", vol,
                    f"{run.id}_{store.params.get('method')}_{label.replace(' · ', '_')}_{split}", "grp")
     suffix = f" · {sub}" if sub != "all" else ""
-    st.markdown(f"##### All groups at this crosshair{suffix}")
+    st.markdown(f"##### All groups at this crosshair{' · ' + _sub_name(sub) if suffix else ''}")
     for pair in (("AD", "HC"), ("TP", "FP"), ("TN", "FN")):   # TP/FP: predicted AD; TN/FN: predicted HC
         for col, g in zip(st.columns(2), pair):
             e = means.entry(g + suffix)
@@ -385,8 +396,8 @@ def compare_view() -> None:
             vol = m[g]
             ov = viewer.overlay(vol, style, m, alpha=opacity, threshold=threshold)
             img = _ortho(vol, ov, height=180)
-            panels.append(titled(stack([img, _scale_bar(ov)]), f"{lab} · {g} (n={m.count(g)})"))
-            st.markdown(f"**{lab} · {g}** (n = {m.count(g)})")
+            panels.append(titled(stack([img, _scale_bar(ov)]), f"{lab} · {_pretty(g)} (n={m.count(g)})"))
+            st.markdown(f"**{lab} · {_pretty(g)}** (n = {m.count(g)})")
             st.image(_png(img), width="stretch")
             st.image(_png(_scale_bar(ov)))
             st.caption(_readout(vol))
@@ -394,12 +405,13 @@ def compare_view() -> None:
         diff, lim = viewer.difference(means[ga], means[gb])
         ov = viewer.overlay(diff, "diverging", alpha=opacity, limit=lim)
         img = _ortho(diff, ov)
-        st.markdown(f"**Difference {ga} − {gb}** · red: more relevance in {ga}, blue: more in {gb}")
+        pa, pb = _pretty(ga), _pretty(gb)
+        st.markdown(f"**Difference {pa} − {pb}** · red: more relevance in {pa}, blue: more in {pb}")
         st.image(_png(img), width="stretch")
         st.markdown(_readout(diff))
         st.image(_png(_scale_bar(ov)))
-        panels.append(titled(stack([img, _scale_bar(ov)]), f"{method_label} · {ga} − {gb}"))
-        target, volume, fname = f"{ga} − {gb}", diff, f"{ga}-minus-{gb}".replace(" · ", "_")
+        panels.append(titled(stack([img, _scale_bar(ov)]), f"{method_label} · {pa} − {pb}"))
+        target, volume, fname = f"{pa} − {pb}", diff, f"{pa}-minus-{pb}".replace(" · ", "_")
     else:
         st.caption("Each method on its own scale (the paper's rule applied to that method's average AD map). A "
                    "voxel-wise difference of two methods' raw values is not meaningful; the *Distances* view "

@@ -277,3 +277,13 @@ def test_group_means_job_from_the_command_line(demo_ws, demo_run, capsys):
     assert "no finished heatmap store" in capsys.readouterr().err
     assert main(["--workspace", str(demo_ws.root), "group-means", "--run", demo_run.id, "--method", "lrp",
                  "--beta", "0.75"]) == 1
+
+
+def test_colour_bar_of_a_cut_map_starts_at_the_cut():
+    from lib.render import _colormap, colorbar
+
+    full = np.asarray(colorbar("hot", 0.0, 1.0, width=100))
+    cut = np.asarray(colorbar("hot", 0.0, 1.0, width=100, start=0.5))
+    assert (full[0, 0] == _colormap("hot")[0]).all()           # black at vmin
+    assert (cut[0, 0] == _colormap("hot")[127]).all()          # the colour of 0.5, not black
+    assert (cut[0, 99] == full[0, 99]).all()                   # same top colour
