@@ -218,10 +218,11 @@ def overlay(volume: np.ndarray, style: str, means: CachedGroupMeans | None = Non
 
     ``paper``: "hot" (black → red → yellow → white) from the 50th to the 99.5th percentile of the
     average AD map, shared by all groups (Böhle et al. Figs 2–3). ``threshold``: the same colours (same
-    value, same colour) with values below ``threshold`` (default: that 50th percentile) transparent. ``diverging``: blue–white–red
-    symmetric around 0 (± ``limit``, default from the AD map) for signed maps, more opaque the larger |v|
-    (|v| below 2 % of the limit transparent). ``individual``: Fig 8, red → yellow from the 90th to the 99.5th percentile of the average
-    AD map, values below transparent and above yellow.
+    value, same colour) with values below ``threshold`` (default: that 50th percentile) transparent.
+    ``diverging``: blue–white–red symmetric around 0 (± ``limit``, default from the AD map) for signed
+    maps, more opaque the larger |v| (|v| below 2 % of the limit transparent). ``individual``: Fig 8,
+    red → yellow from the 90th to the 99.5th percentile of the average AD map, values below transparent
+    and above yellow.
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}")
@@ -241,9 +242,6 @@ def overlay(volume: np.ndarray, style: str, means: CachedGroupMeans | None = Non
 
 def _percentiles(volume: np.ndarray, qs) -> list[float]:
     return [float(v) for v in np.percentile(np.asarray(volume, dtype=np.float32), qs)]
-
-
-CMAPS = {"paper": "hot", "threshold": "hot", "diverging": "RdBu_r", "individual": "autumn"}
 
 
 def view_png(background: np.ndarray, ijk, ov: Overlay | None = None, *, labels: np.ndarray | None = None,
@@ -449,7 +447,8 @@ def stores_of(ws, checkpoint_sha: str) -> list:
 
     def key(s):
         m = s.params.get("method", "")
-        return (order.index(m) if m in order else len(order), float(s.params.get("beta", 0) or 0), store_label(s.params))
+        rank = order.index(m) if m in order else len(order)
+        return rank, float(s.params.get("beta", 0) or 0), store_label(s.params)
 
     return sorted(stores, key=key)
 

@@ -20,8 +20,8 @@ from pages.review_panel import review_panel, view_param
 
 GROUP_HELP = {"AD": "all AD scans", "HC": "all healthy controls", "TP": "AD classified AD",
               "FP": "HC classified AD", "TN": "HC classified HC", "FN": "AD classified HC"}
-STYLE_NAMES = {"paper": "Paper (black → red → yellow → white)", "threshold": "Thresholded (hot, transparent below)",
-               "diverging": "Diverging (blue − / red +)"}
+STYLE_NAMES = {"paper": "Paper (black → red → yellow → white)",
+               "threshold": "Thresholded (hot, transparent below)", "diverging": "Diverging (blue − / red +)"}
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split",
                "all": "all scans"}
 BY_NAMES = {"none": "no subgroups", "site": "site", "sex": "sex", "visit": "visit", "split": "split"}
@@ -107,7 +107,8 @@ with st.expander("Compute heatmaps of this run", expanded=not stores and not run
     st.caption("Every scan of the cohort is explained once with the run's best checkpoint, in the background; "
                "the maps are cached, so nobody computes them twice.")
     c1, c2, c3 = st.columns([2, 1, 1])
-    method = c1.selectbox("Method to compute", list(viewer.METHOD_NAMES), format_func=viewer.METHOD_NAMES.get, key="hm_new_m")
+    method = c1.selectbox("Method to compute", list(viewer.METHOD_NAMES), format_func=viewer.METHOD_NAMES.get,
+                          key="hm_new_m")
     beta = c2.number_input("LRP β", 0.0, 5.0, 0.0, 0.25, disabled=method != "lrp", key="hm_new_b",
                            help="β-rule with α = 1 + β; β = 0 is the paper's default")
     c3.write("")
@@ -239,9 +240,11 @@ with left:
                              list(viewer.THRESHOLD_PERCENTILES), value=90, key="hm_thr")
         threshold = means.percentiles[q]
 
-background, bg_range = _background("template" if bg_kind == "template" else "mean", grid.resolution,
-                                   str(overview.group_means_path(ws, _cohort(str(ws.cohort_csv), _mtime(ws.cohort_csv))))
-                                   if bg_kind != "template" else "")
+if bg_kind == "template":
+    background, bg_range = _background("template", grid.resolution, "")
+else:   # keyed by the overview's means file (a content key) and whether it exists yet
+    means_file = overview.group_means_path(ws, _cohort(str(ws.cohort_csv), _mtime(ws.cohort_csv)))
+    background, bg_range = _background("mean", grid.resolution, f"{means_file}:{means_file.exists()}")
 if background is None:
     with left:
         st.caption("The cohort's mean anatomy is computed on the **Dataset overview** page (tab *Mean AD − HC*); "
@@ -272,9 +275,9 @@ def _scale_bar(ov, label: str = ""):
 def _scale_caption(m: viewer.CachedGroupMeans) -> str:
     ref = m.scale_from or "—"
     if style == "paper":
-        return (f"Paper's scale (Figs 2–3), shared by all groups: black below **{m.paper.vmin:.3g}** (50th percentile "
-                f"of the average {ref} map over the brain), red → yellow, white above **{m.paper.vmax:.3g}** "
-                f"(its 99.5th percentile).")
+        return (f"Paper's scale (Figs 2–3), shared by all groups: black below **{m.paper.vmin:.3g}** (50th "
+                f"percentile of the average {ref} map over the brain), red → yellow, white above "
+                f"**{m.paper.vmax:.3g}** (its 99.5th percentile).")
     if style == "threshold":
         return f"Values below **{threshold:.3g}** transparent; the paper's colours above."
     return f"Signed map: blue negative, red positive, ± **{m.diverging.vmax:.3g}** (99.5th percentile of |{ref} map|)."
@@ -547,9 +550,9 @@ def distances_view() -> None:
     st.markdown(f"**Euclidean distance between the methods' average maps, {' / '.join(tables)}** · "
                 f"{SPLIT_NAMES[split]}")
     st.dataframe(viewer.combined_table(tables), width="stretch")
-    st.caption("As in Rieke et al. 2018, Table 2: √Σᵢ (Aᵢ − Bᵢ)² over all voxels between two methods' average "
-               "heatmaps. Raw distances depend on each method's units; the normalised variants compare the "
-               "maps' shapes.")
+    st.caption("As in Rieke et al. 2018, Table 2: √Σᵢ (Aᵢ − Bᵢ)² over all voxels between two methods' "
+               "average heatmaps. Raw distances depend on each method's units; the normalised variants compare "
+               "the maps' shapes.")
     for g, t in tables.items():
         with st.expander(f"{g} only"):
             st.dataframe(t.style.format("{:.4g}"), width="stretch")
