@@ -155,18 +155,27 @@ def colorbar(cmap: str, vmin: float, vmax: float, *, width: int = 260, height: i
     lo = 0.0 if start is None else float(np.clip((start - vmin) / max(vmax - vmin, 1e-30), 0, 1))
     bar = np.repeat(_colormap(cmap)[np.linspace(lo * 255, 255, width).astype(int)][None], height, axis=0)
     pad_l = 14 if transparent_below else 0
-    out = Image.new("RGB", (width + pad_l + 2, height + 16), (255, 255, 255))
+    out = Image.new("RGB", (width + pad_l + 2, height + 17), (255, 255, 255))
     if transparent_below:
         chk = ((np.add.outer(np.arange(height) // 4, np.arange(pad_l - 2) // 4) % 2) * 60 + 170).astype(np.uint8)
         out.paste(Image.fromarray(np.repeat(chk[..., None], 3, axis=2)), (0, 0))
     out.paste(Image.fromarray(bar), (pad_l, 0))
     draw = ImageDraw.Draw(out)
-    draw.text((pad_l, height + 2), _fmt(vmin if start is None else start), fill=(40, 40, 40))
+    font = _font(11)
+    draw.text((pad_l, height + 2), _fmt(vmin if start is None else start), fill=(40, 40, 40), font=font)
     right = _fmt(vmax)
-    draw.text((out.width - 6 * len(right) - 2, height + 2), right, fill=(40, 40, 40))
+    draw.text((out.width - draw.textlength(right, font=font) - 2, height + 2), right, fill=(40, 40, 40), font=font)
     if label:
-        draw.text(((out.width - 6 * len(label)) // 2, height + 2), label, fill=(90, 90, 90))
+        draw.text(((out.width - draw.textlength(label, font=font)) // 2, height + 2), label, fill=(90, 90, 90),
+                  font=font)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
 
 
 def _fmt(v: float) -> str:
@@ -175,9 +184,7 @@ def _fmt(v: float) -> str:
 
 def titled(img: Image.Image, title: str, *, size: int = 14) -> Image.Image:
     """``img`` with a one-line title above it (white background), for exports that must stand alone."""
-    from PIL import ImageFont
-
-    font = ImageFont.load_default(size=size)
+    font = _font(size)
     out = Image.new("RGB", (img.width, img.height + size + 8), (255, 255, 255))
     ImageDraw.Draw(out).text((4, 3), title, fill=(20, 20, 20), font=font)
     out.paste(img, (0, size + 8))

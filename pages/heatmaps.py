@@ -472,8 +472,14 @@ def individual_view() -> None:
     volume = store.get(scan)
     path = ws.resolve(cohort.set_index("scan_id").loc[scan, "path"])
     anat, anat_rng = _scan_on_grid(str(path), _mtime(path), grid.resolution)
-    top = viewer.top_regions(volume, atlas, k=8)
-    show_top = st.toggle("Outline the regions with the most relevance", value=True, key="hm_top_outline")
+    o1, o2 = st.columns([1.3, 1])
+    show_top = o1.toggle("Outline the regions with the most relevance", value=True, key="hm_top_outline")
+    rank_by = o2.segmented_control("Rank regions by", ["density", "sum"], default="density", required=True,
+                                   key="hm_rank", format_func={"density": "relevance per voxel",
+                                                               "sum": "relevance sum"}.get,
+                                   help="Per voxel (the paper's size-normalised relevance, Figs 5 and 8) or summed "
+                                        "over the region (favours large regions such as the white matter).")
+    top = viewer.top_regions(volume, atlas, k=8, metric=rank_by)
     marks = viewer.outline_labels(atlas, top["label"]) if show_top else None
     colour = (0, 230, 255)
     ov = viewer.overlay(volume, "individual", means, alpha=opacity)
@@ -501,14 +507,15 @@ def individual_view() -> None:
                f"(**{means.individual.vmax:.3g}**) of the average {means.scale_from or 'AD'} map "
                f"({SPLIT_NAMES[split]}); below transparent, above yellow. Over the scan itself"
                + ("; outlined: the regions listed below." if show_top else "."))
-    t1, t2 = st.columns([1.15, 1])
+    t1, t2 = st.columns([1.25, 1])
     with t1:
         st.markdown("**Regions with the most relevance** (Neuromorphometrics)")
-        st.dataframe(top[["rank", "region", "sum", "density", "share"]], hide_index=True, width="stretch",
-                     column_config={"share": st.column_config.ProgressColumn(
-                         "share of + relevance", min_value=0.0, max_value=1.0, format="percent"),
-                         "sum": st.column_config.NumberColumn("sum", format="%.3g"),
-                         "density": st.column_config.NumberColumn("per voxel", format="%.3g")})
+        st.dataframe(top[["region", rank_by, "share"]], hide_index=True, width="stretch",
+                     column_config={"share": st.column_config.NumberColumn(
+                                        "share", format="percent",
+                                        help="the region's share of the scan's positive relevance"),
+                                    "sum": st.column_config.NumberColumn("sum", format="%.3g"),
+                                    "density": st.column_config.NumberColumn("per voxel", format="%.3g")})
     with t2:
         if gt is not None:
             units = pd.Series(gt["units_mm"])
@@ -518,8 +525,8 @@ def individual_view() -> None:
                             + (" · atypical" if gt["atypical"] else ""))
                 shown = pd.DataFrame({"region": units.index.str.replace("_", " "), "mm": units.to_numpy()})
                 st.dataframe(shown, hide_index=True, width="stretch", column_config={
-                    "region": st.column_config.TextColumn("region", width="large"),
-                    "mm": st.column_config.NumberColumn("boundary shift", format="%.2f mm", width="small")})
+                    "mm": st.column_config.NumberColumn("shift", format="%.2f mm",
+                                                        help="boundary displacement applied by the generator")})
             else:
                 st.markdown("**Ground truth**")
                 st.caption("No disease atrophy applied to this scan (ageing and individual anatomy only)"
