@@ -438,13 +438,14 @@ def individual_view() -> None:
     if not choices:
         st.info("No scans in this selection.")
         return
+    linked = view_param("scan", "")   # a link to one scan opens the group it belongs to
+    home = next((x for x in choices if linked in mem[(x, None)]), choices[0])
     s1, s2 = st.columns([1, 2])
-    g = s1.selectbox("Scans of group", choices, key="hm_ind_group",
+    g = s1.selectbox("Scans of group", choices, key="hm_ind_group", index=choices.index(home),
                      format_func=lambda x: f"{x} ({len(mem[(x, None)])}) · {GROUP_HELP[x]}")
     order = preds.set_index("scan_id").loc[mem[(g, None)], "ad_score"].sort_values(ascending=False, kind="stable")
     ids = list(order.index)
     if st.session_state.get("hm_scan") not in ids:
-        linked = view_param("scan", "")
         st.session_state["hm_scan"] = linked if linked in ids else ids[0]
     s2.selectbox("Scan (highest AD score first)", ids, key="hm_scan",
                  format_func=lambda s: f"{s} · AD score {order[s]:.2f}")

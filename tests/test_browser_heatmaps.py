@@ -200,4 +200,15 @@ def test_compare_individual_and_distances(browser, app_url, demo_ws, demo_run, s
     grid = page.get_by_test_id("stDataFrame").first
     assert grid.is_visible()
     _shot(page, "heatmaps_distances")
+
+    # a link to one scan (as the Atlas metrics page and the review panel make them) opens that scan's map
+    preds = demo_run.predictions()
+    hc = preds.loc[preds["diagnosis"] == "HC", "scan_id"].iloc[-1]
+    page.goto(f"{app_url}/heatmaps?run={demo_run.id}&view=Individual&split=all&scan={hc}&slices=30,40,31")
+    page.get_by_text("Regions with the most relevance").wait_for(timeout=120_000)
+    _settle(page)
+    _no_exception(page)
+    text = _main(page)
+    assert f"Reviews of scan {hc}" in text and "voxel (30, 40, 31)" in text
+    assert page.get_by_role("combobox", name="Scans of group").input_value().startswith("HC")
     page.close()
