@@ -110,8 +110,12 @@ def top_table(table: pd.DataFrame, metric: str, k: int = 25, *, groups: Sequence
 
 
 def distributions(table: pd.DataFrame, metric: str, regions: Sequence[str], groups: Sequence[str] = ("AD", "HC"),
-                  *, n_points: int = 96) -> list[dict]:
+                  *, n_points: int = 96, cut: float = 0.0) -> list[dict]:
     """Per region (in ``regions`` order) and group: the values, their mean and a Gaussian density estimate.
+
+    ``cut``: how far the evaluation grid reaches beyond the group's smallest and largest value, in
+    bandwidths. 0 (default) draws the estimate over the observed range only, so relevance that is never
+    negative is not shown with a negative tail; 3 covers (nearly) all of the estimate's mass.
 
     Returns
     -------
@@ -129,7 +133,10 @@ def distributions(table: pd.DataFrame, metric: str, regions: Sequence[str], grou
         vals = {g: v[np.isfinite(v)] for g, v in vals.items()}
         entry = {}
         for g, v in vals.items():
-            grid = kde_grid(v if v.size else np.concatenate(list(vals.values())), n_points=n_points)
+            src = v if v.size else np.concatenate(list(vals.values()))
+            grid = kde_grid(src, n_points=n_points, cut=cut)
+            if np.ptp(grid) == 0:   # a single or constant value: widen so the spike still shows
+                grid = kde_grid(src, n_points=n_points, cut=max(cut, 3.0))
             _, dens = kde(v, grid)
             entry[g] = {"values": v, "n": int(v.size), "mean": float(v.mean()) if v.size else float("nan"),
                         "grid": grid, "density": dens}

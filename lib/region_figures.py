@@ -105,7 +105,7 @@ def overlap_figure(matrices: Mapping[str, pd.DataFrame], *, title: str = "", axi
     """One annotated heatmap per metric of pairwise top-k overlap in % (Fig 7)."""
     names = list(matrices)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[METRIC_NAMES.get(m, m).split(" (")[0] for m in names],
-                        horizontal_spacing=0.08)
+                        horizontal_spacing=0.04, shared_yaxes=True)
     for c, m in enumerate(names, start=1):
         mat = matrices[m]
         z = mat.to_numpy(dtype=float)
@@ -114,7 +114,8 @@ def overlap_figure(matrices: Mapping[str, pd.DataFrame], *, title: str = "", axi
                                  colorscale="Blues", text=text, texttemplate="%{text}", showscale=c == len(names),
                                  colorbar={"title": "%", "len": 0.9},
                                  hovertemplate="%{y} vs %{x}: %{z:.0f} %<extra></extra>"), row=1, col=c)
-        fig.update_yaxes(autorange="reversed", row=1, col=c, title_text=axis_title if c == 1 else None)
+        fig.update_yaxes(autorange="reversed", row=1, col=c, title_text=axis_title if c == 1 else None,
+                         showticklabels=c == 1)
         fig.update_xaxes(title_text=axis_title, row=1, col=c)
     n = max((len(m) for m in matrices.values()), default=1)
     fig.update_layout(title=title or None, height=max(300, 60 * n + 160), margin={"l": 10, "r": 10, "t": 70, "b": 40})
@@ -143,6 +144,6 @@ def volcano_figure(tests: pd.DataFrame, *, alpha: float = 0.05, marked: set[str]
     effect = t["effect_name"].iat[0] if len(t) else "effect"
     fig.update_xaxes(title_text=f"{effect} (> 0: more in AD)", zeroline=True, zerolinecolor="#bbb")
     fig.update_yaxes(title_text="−log10 FDR-corrected p")
-    fig.update_layout(height=440, margin={"l": 10, "r": 10, "t": 60, "b": 40}, plot_bgcolor="white",
+    fig.update_layout(height=440, margin={"l": 10, "r": 10, "t": 60, "b": 40}, plot_bgcolor="white", showlegend=True,
                       legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
     return fig

@@ -230,14 +230,15 @@ with tabs[0]:
                                       help="; ".join(f"**{m}**: {ra.METRIC_NAMES[m]}" for m in ra.METRICS))
         k = t2.slider("Regions shown", 5, 50, view_param("k", 25, int), key="at_k")
         pairs = {"AD vs HC": ("AD", "HC"), "TP vs TN": ("TP", "TN")}
-        pair_name = t3.radio("Groups", list(pairs), key=f"at_pair_{metric}", horizontal=True,
-                             index=1 if metric == "gain" else 0,
+        usable = [p for p, gs in pairs.items() if all(ra.group_scans(table, g) for g in gs)] or ["AD vs HC"]
+        preferred = "TP vs TN" if metric == "gain" and "TP vs TN" in usable else "AD vs HC"
+        pair_name = t3.radio("Groups", usable, key=f"at_pair_{metric}_{len(usable)}", horizontal=True,
+                             index=usable.index(preferred),
                              help="Fig 6 shows gain for true positives and true negatives.")
         groups = pairs[pair_name]
-        empty = [g for g in groups if not ra.group_scans(table, g)]
-        if empty:
-            st.info(f"No {' or '.join(empty)} scans in the {SPLIT_NAMES[split]}; showing AD vs HC.")
-            groups = ("AD", "HC")
+        if "TP vs TN" not in usable:
+            lacking = [g for g in ("TP", "TN") if not ra.group_scans(table, g)]
+            t3.caption(f"No {' or '.join(lacking)} scans in the {SPLIT_NAMES[split]}.")
         top = ra.top_table(table, metric, k, groups=groups, rank_group=groups[0], min_voxels=min_voxels)
         regions = list(top["region"])
         if not regions:
@@ -262,9 +263,11 @@ with tabs[0]:
             region = st.selectbox("Region", regions, key="at_region",
                                   index=regions.index(wanted_region) if wanted_region in regions else 0)
             r = tests.loc[region] if region in tests.index else None
+            means = top.set_index("region").loc[region, [f"mean_{g}" for g in groups]].astype(float)
+            small = means.abs().max() < 1e-2    # the same notation for both, so they compare at a glance
             m = st.columns(4)
-            m[0].metric(f"{groups[0]} mean", f"{top.set_index('region').loc[region, f'mean_{groups[0]}']:.4g}")
-            m[1].metric(f"{groups[1]} mean", f"{top.set_index('region').loc[region, f'mean_{groups[1]}']:.4g}")
+            for col, g, v in zip(m, groups, means):
+                col.metric(f"{g} mean", f"{v:.3e}" if small else f"{v:.4g}")
             m[2].metric("AD vs HC p (FDR)", "—" if r is None or pd.isna(r["p_fdr"]) else f"{r['p_fdr']:.3g}",
                         help="Mann–Whitney U over the region's values, corrected over all regions "
                              "(Benjamini–Hochberg); gain is tested on the sums it is made of.")
@@ -283,8 +286,11 @@ with tabs[1]:
         scans = table.drop_duplicates("scan_id").set_index("scan_id")
         order = scans.sort_values(["diagnosis", "ad_score"], ascending=[True, False]).index.tolist()
         kept = st.session_state.get("at_fp_scans")
-        if kept is None:
-            kept = view_param("scans", "").split(",")
+        if kept is None:   # first visit: the link's patients, else the paper's pair
+            kept = [s for s in view_param("scans", "").split(",") if s]
+            if not kept:
+                first = ra.most_different_patients(table, regions, metric=fp_metric, min_score=min_score)
+                kept = list(first[:2]) if first else []
         st.session_state["at_fp_scans"] = [s for s in kept if s in order]   # scans of another split drop out
 
         def pick_pair():
@@ -323,14 +329,17 @@ with tabs[1]:
             st.dataframe(links, hide_index=True, width="stretch", column_config={
                 "AD score": st.column_config.NumberColumn(format="%.3f"),
                 "heatmap": st.column_config.LinkColumn("Heatmap viewer", display_text="open the scan's map ↗")})
-            st.caption("Each line is one patient's value in each region; the links open the scan in the heatmap "
-                       "viewer (Individual view).")
+            st.markdown("Open in the heatmap viewer: " + " · ".join(
+                f"[{s} ↗]({url})" for s, url in zip(links["scan"], links["heatmap"])))
+            st.caption("Each line is one patient's value in each region; the links open the scan's map in the "
+                       "heatmap viewer (Individual view) in a new tab.")
 
 with tabs[2]:
     if tabs[2].open:
-        r1, r2 = st.columns([2, 1])
-        k_top = r2.number_input("Top regions compared", 3, 50, 10, key="at_rob_k")
+        k_top = st.number_input("Top regions compared", 3, 50, 10, key="at_rob_k", width=220,
+                                help="The overlap is the share of regions two top lists have in common.")
         st.markdown("#### Across LRP β values (Fig 7)")
+        r1, _ = st.columns([2, 1])
         wanted_betas = [b for b in view_param("betas", list(rt.BETAS), "floats") if b in rt.BETAS]
         betas = r1.multiselect("β values", list(rt.BETAS), default=wanted_betas or list(rt.BETAS), key="at_betas",
                                format_func=lambda b: f"β = {b:g}")
@@ -445,9 +454,13 @@ with tabs[4]:
         st.markdown(f"**{n_sig} of {res['p'].notna().sum()} regions** differ between AD ({n_ad}) and HC ({n_hc}) "
                     f"at a false discovery rate of {alpha:g} (Benjamini–Hochberg over all regions).")
         _figure(rf.volcano_figure(res, alpha=alpha, marked=truth))
+        if method == "lrp" and t_metric != "fraction":
+            st.caption("LRP relevance adds up to the model's AD score, so scans the model calls AD carry more relevance "
+                       "in almost every region. Test the **fraction** to ask where AD relevance is concentrated "
+                       "beyond that.")
         show = res[["region", "n_AD", "n_HC", "mean_AD", "mean_HC", "effect", "p", "p_fdr", "significant"]]
         st.dataframe(show, hide_index=True, width="stretch", column_config={
-            "mean_AD": st.column_config.NumberColumn(format="%.4g"), "mean_HC": st.column_config.NumberColumn(format="%.4g"),
+            "mean_AD": st.column_config.NumberColumn(format="%.3e"), "mean_HC": st.column_config.NumberColumn(format="%.3e"),
             "effect": st.column_config.NumberColumn(res["effect_name"].iat[0] if len(res) else "effect", format="%.2f"),
             "p": st.column_config.NumberColumn(format="%.2e"), "p_fdr": st.column_config.NumberColumn("p (FDR)", format="%.2e")})
 
@@ -459,4 +472,8 @@ with tabs[5]:
         name = f"{run.id}_{method}_{atlas_name}{'_merged' if merge else ''}_{split}_{values}.csv"
         st.download_button("Download CSV", data=lambda: table.to_csv(index=False), file_name=name, mime="text/csv",
                            icon=":material/download:", type="primary", on_click="ignore")
-        st.dataframe(table.head(2000), hide_index=True, width="stretch")
+        st.dataframe(table.head(2000), hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="%.3e") for c in ("sum", "density")} | {
+            c: st.column_config.NumberColumn(format="%.4f") for c in ("fraction", "gain", "ad_score")})
+        if len(table) > 2000:
+            st.caption(f"The first 2,000 of {len(table):,} rows; the CSV holds them all.")

@@ -97,8 +97,15 @@ def test_rankings_and_top_table_by_hand():
 def test_distributions_are_densities_with_the_group_means():
     metrics, preds = _cohort()
     t = ra.annotate(metrics, preds, split="all")
-    dists = ra.distributions(t, "density", ["Left_Hippocampus", "Brain_Stem"], ("AD", "HC", "FP"))
+    dists = ra.distributions(t, "density", ["Left_Hippocampus", "Brain_Stem"], ("AD", "HC", "FP"), cut=3)
     assert [d["region"] for d in dists] == ["Left_Hippocampus", "Brain_Stem"]
+    # by default the estimate is drawn over the observed values only
+    for d in ra.distributions(t, "density", ["Left_Hippocampus"], ("AD", "HC")):
+        for e in d["groups"].values():
+            assert e["grid"][0] == pytest.approx(e["values"].min()) and e["grid"][-1] == pytest.approx(e["values"].max())
+    one = t[~t["scan_id"].isin(["hc1", "hc2", "hc3", "hc4", "hc5"])]          # a single HC scan
+    spike = ra.distributions(one, "density", ["Brain_Stem"], ("HC",))[0]["groups"]["HC"]
+    assert np.ptp(spike["grid"]) > 0 and spike["density"].max() > 0
     for d in dists:
         ad, hc = d["groups"]["AD"], d["groups"]["HC"]
         for e, group in ((ad, "AD"), (hc, "HC")):
