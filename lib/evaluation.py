@@ -482,7 +482,8 @@ def localisation_scores(relevance: np.ndarray, truth: np.ndarray, domain: np.nda
     """Relevance mass accuracy, voxel AUC and pointing-game hit of one map against a ground-truth mask.
 
     ``relevance`` and boolean ``truth`` are ``(X, Y, Z)``; ``domain`` restricts the voxels (default: all);
-    the pointing game's mask is dilated by ``tolerance_vox``. Returns ``mass``, ``auc``, ``hit`` (0/1),
+    the pointing game's mask is dilated by ``tolerance_vox``. Returns ``mass``, ``auc``, ``hit`` (0/1; with
+    ties for the maximum, the share of the tied voxels inside the mask),
     ``chance_mass`` (the mask's share of the domain) and ``chance_hit`` (the dilated mask's share).
     """
     r = np.asarray(relevance, dtype=np.float64)
@@ -493,8 +494,9 @@ def localisation_scores(relevance: np.ndarray, truth: np.ndarray, domain: np.nda
     pos = np.clip(rv, 0, None)
     total = pos.sum()
     mass = float(pos[tv].sum() / total) if total > 0 else float("nan")
-    best = np.flatnonzero(d)[int(np.argmax(rv))]
-    return {"mass": mass, "auc": voxel_auc(rv, tv), "hit": float(hit_mask.ravel()[best]),
+    # several voxels sharing the maximum (plateaus of coarse maps): the expected hit of picking one at random
+    top = np.flatnonzero(d)[rv == rv.max()]
+    return {"mass": mass, "auc": voxel_auc(rv, tv), "hit": float(hit_mask.ravel()[top].mean()),
             "chance_mass": float(tv.mean()), "chance_hit": float(hit_mask[d].mean()), "mask_voxels": int(tv.sum())}
 
 
@@ -672,7 +674,7 @@ class Evaluation:
                        "params": self.canonical[m.label]}
         elif check == "localisation":
             payload = {**self._base("localisation", self.scans["localisation"]), **s.keyed(*TRUTH_FIELDS),
-                       "truth_table": self.truth_key, "params": self.canonical[m.label]}
+                       "truth_table": self.truth_key, "params": self.canonical[m.label], "ties": "expected"}
         else:
             raise ValueError(f"unknown check {check!r}")
         return self.root / _key(payload)

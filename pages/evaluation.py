@@ -249,7 +249,7 @@ with tab_loc:
                 fig.add_trace(go.Box(y=g[metric], name=lab, marker_color=colour.get(lab), boxpoints="all",
                                      jitter=0.4, pointpos=0, showlegend=False), row=1, col=col)
             fig.add_trace(go.Bar(x=[lab], y=[g["hit"].mean()], marker_color=colour.get(lab), showlegend=False,
-                                 text=[f"{g['hit'].mean():.2f} ({int(g['hit'].sum())}/{len(g)})"],
+                                 text=[f"{g['hit'].mean():.2f} (n = {len(g)})"],
                                  textposition="outside"), row=1, col=3)
         for col, key in ((1, "mass accuracy"), (2, "voxel AUC"), (3, "pointing game")):
             fig.add_hline(y=chance[key], line_dash="dash", line_color="#7f7f7f", row=1, col=col,
