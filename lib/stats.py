@@ -52,14 +52,36 @@ def _r_pvalue(r: float, df: int) -> float:
 
 
 def _null_r(zx: np.ndarray, zy: np.ndarray, n_permutations: int, rng: np.random.Generator,
-            chunk: int) -> np.ndarray:
-    """r of ``zx`` against ``n_permutations`` random permutations of ``zy`` (both standardised)."""
-    out = np.empty(n_permutations)
+            chunk: int, basis: np.ndarray | None = None) -> np.ndarray:
+    """r of ``zx`` against ``n_permutations`` random permutations of ``zy`` (both standardised).
+
+    ``zx`` may be a matrix ``(n, c)`` (one column per feature; the result is then
+    ``(n_permutations, c)``). With ``basis`` (orthonormal columns spanning the covariates, see
+    :func:`_basis`), ``zx`` and ``zy`` are covariate residuals and the permutation is Freedman–Lane's:
+    the shuffled residuals of y are residualised again before correlating, so the null
+    distribution has the ``n − 2 − k`` degrees of freedom of the observed partial r rather than
+    ``n − 2`` (shuffling the residuals alone is anti-conservative for small n).
+    """
+    out = np.empty((n_permutations, *zx.shape[1:]))
     for start in range(0, n_permutations, chunk):
         m = min(chunk, n_permutations - start)
         perms = rng.permuted(np.broadcast_to(zy, (m, zy.size)), axis=1)
-        out[start:start + m] = perms @ zx
+        r = perms @ zx
+        if basis is not None:
+            # zx is orthogonal to the covariates, so only the norm of the re-residualised y changes
+            rest = perms - (perms @ basis) @ basis.T
+            norm = np.sqrt((rest * rest).sum(axis=1))
+            norm[norm == 0] = np.inf
+            r = r / (norm[:, None] if r.ndim == 2 else norm)
+        out[start:start + m] = r
     return out
+
+
+def _basis(design: np.ndarray) -> np.ndarray:
+    """Orthonormal basis ``(n, rank)`` of the columns of ``design`` (collinear columns add nothing)."""
+    u, s, _ = np.linalg.svd(design, full_matrices=False)
+    tol = (s.max() if s.size else 0.0) * max(design.shape) * np.finfo(float).eps
+    return u[:, s > tol]
 
 
 def permutation_test(x, y, n_permutations: int = 10_000, seed: int | None = 0, chunk: int = 2_000
@@ -131,7 +153,8 @@ def partial_correlation(x, y, covariates, n_permutations: int = 0, seed: int | N
     x and y are each regressed on ``[1, covariates]`` (least squares) and the residuals are
     correlated. The p-value is the t-test on ``n − 2 − k`` degrees of freedom (k = rank of the
     covariates beyond the intercept); with ``n_permutations`` > 0 a permutation p-value of the
-    residual correlation is added. Rows with a NaN anywhere are dropped.
+    residual correlation is added (Freedman–Lane: y's residuals are shuffled and residualised
+    again, see :func:`_null_r`). Rows with a NaN anywhere are dropped.
 
     Returns
     -------
@@ -155,8 +178,86 @@ def partial_correlation(x, y, covariates, n_permutations: int = 0, seed: int | N
     r = float(np.clip(zx @ zy, -1, 1))
     out.update(r=r, p=_r_pvalue(r, n - 2 - k))
     if n_permutations > 0:
-        null = _null_r(zx, zy, n_permutations, np.random.default_rng(seed), 2_000)
+        null = _null_r(zx, zy, n_permutations, np.random.default_rng(seed), 2_000, _basis(design))
         out["p_permutation"] = (1 + int((np.abs(null) >= abs(r) * (1 - 1e-12) - 1e-14).sum())) / (1 + n_permutations)
+    return out
+
+
+def partial_correlations(features, y, covariates=None, *, n_permutations: int = 10_000, seed: int | None = 0,
+                         chunk: int = 2_000, method: str = "bh") -> pd.DataFrame:
+    """:func:`partial_correlation` of every column of ``features`` with one ``y``, permutations shared.
+
+    For a scans × regions matrix against one clinical measure: ``y`` and each column are
+    regressed on ``[1, covariates]``; the residuals of ``y`` are shuffled once per permutation
+    (Freedman–Lane, as :func:`partial_correlation`) and correlated with every column at the same
+    time (one matrix product per chunk), so the cost barely grows with the number of columns.
+    With the same ``seed`` each column's ``p_permutation`` is that of
+    ``partial_correlation(column, y, covariates, …)``.
+
+    Rows where ``y`` or a covariate is missing are dropped for every column; a column with a
+    missing value in the remaining rows (or constant after regression) gets NaN.
+
+    Parameters
+    ----------
+    features : DataFrame ``(n, m)`` (columns name the features) or array
+    y : array-like ``(n,)``
+    covariates : DataFrame or array ``(n, k)``, optional
+    n_permutations : int
+        0 skips the permutation test (``p_permutation`` and ``p_fdr`` use the t-test p then).
+    method : {"bh", "by"}
+        FDR correction of the permutation p-values (of the t-test p without permutations).
+
+    Returns
+    -------
+    DataFrame with one row per column, in column order: ``feature, n, r, p, p_permutation, p_fdr``.
+    """
+    names = list(features.columns) if isinstance(features, pd.DataFrame) else None
+    X = np.asarray(features, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    names = names or list(range(X.shape[1]))
+    y = np.asarray(y, dtype=float).ravel()
+    if y.size != X.shape[0]:
+        raise ValueError(f"y has {y.size} values for {X.shape[0]} rows")
+    design = _design(covariates, y.size)
+    keep = np.isfinite(y) & np.isfinite(design).all(axis=1)
+    X, y, design = X[keep], y[keep], design[keep]
+    n, m = X.shape
+    k = int(np.linalg.matrix_rank(design)) - 1 if n else 0
+    df = n - 2 - k
+    r = np.full(m, np.nan)
+    p_perm = np.full(m, np.nan)
+    usable = np.isfinite(X).all(axis=0) if n else np.zeros(m, bool)
+    zy = None
+    if df >= 1 and usable.any():
+        beta, *_ = np.linalg.lstsq(design, np.column_stack([y, np.where(usable, X, 0.0)]), rcond=None)
+        res = np.column_stack([y, np.where(usable, X, 0.0)]) - design @ beta
+        # residuals at rounding level mean "explained by the covariates (or constant)": no r
+        tiny = lambda v: 1e-12 * np.abs(v).max(axis=0, initial=0.0) * np.sqrt(n)  # noqa: E731
+        ry = res[:, 0] - res[:, 0].mean()
+        zy = _standardise(res[:, 0]) if np.sqrt(ry @ ry) > tiny(y) else None
+        rx = res[:, 1:]
+        rx = rx - rx.mean(axis=0)
+        norms = np.sqrt((rx * rx).sum(axis=0))
+        usable &= norms > tiny(X)
+        zx = np.divide(rx, norms, out=np.zeros_like(rx), where=norms > 0)
+    if zy is not None and usable.any():
+        zx = zx[:, usable]
+        r_obs = np.clip(zx.T @ zy, -1, 1)
+        r[usable] = r_obs
+        if n_permutations > 0:
+            rng = np.random.default_rng(seed)
+            basis = _basis(design)
+            hits = np.zeros(zx.shape[1], np.int64)
+            bound = np.abs(r_obs) * (1 - 1e-12) - 1e-14   # ties with the observed r count as "as extreme"
+            for start in range(0, n_permutations, chunk):   # one chunk of shuffles, every column at once
+                null = _null_r(zx, zy, min(chunk, n_permutations - start), rng, chunk, basis)
+                hits += (np.abs(null) >= bound).sum(axis=0)
+            p_perm[usable] = (1 + hits) / (1 + n_permutations)
+    p = np.array([_r_pvalue(v, df) if np.isfinite(v) else np.nan for v in r])
+    out = pd.DataFrame({"feature": names, "n": n, "r": r, "p": p,
+                        "p_permutation": p_perm if n_permutations > 0 else np.full(m, np.nan)})
+    out["p_fdr"] = fdr(out["p_permutation"] if n_permutations > 0 else out["p"], method)
     return out
 
 

@@ -119,6 +119,63 @@ def test_partial_correlation_matches_regression_residuals():
     assert stats.partial_correlation(x, y, None)["r"] == pytest.approx(sps.pearsonr(x, y).statistic, abs=1e-12)
 
 
+def test_partial_correlations_of_many_columns_share_permutations():
+    rng = np.random.default_rng(11)
+    n = 40
+    age = rng.normal(72, 7, n)
+    icv = rng.normal(1500, 120, n)
+    y = 0.05 * age + rng.normal(size=n)
+    X = pd.DataFrame({"a": 0.4 * y + 0.01 * icv + rng.normal(size=n), "b": rng.normal(size=n),
+                      "c": -0.3 * y + 0.02 * age + rng.normal(size=n),
+                      "const": np.full(n, 3.0), "explained": 2 * age - 1})
+    cov = pd.DataFrame({"age": age, "icv": icv})
+    out = stats.partial_correlations(X, y, cov, n_permutations=10_000, seed=4)
+    assert out["feature"].tolist() == list(X.columns) and (out["n"] == n).all()
+    for col in ("a", "b", "c"):
+        row = out.set_index("feature").loc[col]
+        ref = stats.partial_correlation(X[col], y, cov, n_permutations=10_000, seed=4)
+        assert row["r"] == pytest.approx(ref["r"], abs=1e-12) and row["p"] == pytest.approx(ref["p"], rel=1e-9)
+        assert row["p_permutation"] == ref["p_permutation"]        # the same shuffles, column by column
+    # a constant column and one the covariates explain have no partial correlation
+    assert out.set_index("feature").loc[["const", "explained"], ["r", "p", "p_permutation"]].isna().all().all()
+    # the permutation p agrees with scipy's permutation test of the residuals
+    design = np.column_stack([np.ones(n), age, icv])
+    res = lambda v: v - design @ np.linalg.lstsq(design, v, rcond=None)[0]  # noqa: E731
+    ref = sps.permutation_test((res(X["c"].to_numpy()), res(y)), _pearson_stat, permutation_type="pairings",
+                               vectorized=True, n_resamples=10_000, rng=np.random.default_rng(1))
+    got = out.set_index("feature").loc["c", "p_permutation"]
+    se = np.sqrt(2 * ref.pvalue * (1 - ref.pvalue) / 10_000)
+    assert 0.001 < ref.pvalue < 0.5 and abs(got - ref.pvalue) < 4 * se + 1e-4
+    np.testing.assert_array_equal(out["p_fdr"].isna(), out["p_permutation"].isna())
+    ok = out["p_permutation"].notna()
+    np.testing.assert_allclose(out.loc[ok, "p_fdr"], sps.false_discovery_control(out.loc[ok, "p_permutation"]))
+    # a row with a missing y or covariate is dropped for every column
+    y_nan = y.copy()
+    y_nan[0] = np.nan
+    dropped = stats.partial_correlations(X[["a"]], y_nan, cov, n_permutations=0)
+    assert dropped["n"].iat[0] == n - 1 and np.isnan(dropped["p_permutation"].iat[0])
+    assert dropped["r"].iat[0] == pytest.approx(
+        stats.partial_correlation(X["a"][1:], y[1:], cov.iloc[1:])["r"], abs=1e-12)
+    assert dropped["p_fdr"].iat[0] == pytest.approx(dropped["p"].iat[0])   # one test: nothing to correct
+
+
+def test_partial_permutation_p_keeps_its_level_with_few_scans():
+    # n = 8 with two covariates: the partial r has n − 4 degrees of freedom. Shuffling the residuals
+    # alone would test against n − 2 and reject a true null about twice as often as it should; the
+    # Freedman–Lane shuffle agrees with the exact t-test under normality.
+    rng = np.random.default_rng(0)
+    n, m = 8, 1000
+    cov = rng.normal(size=(n, 2))
+    y = rng.normal(size=n) + cov @ [0.5, 0.3]
+    X = rng.normal(size=(n, m)) + (cov @ [0.4, -0.2])[:, None]      # m independent null features
+    out = stats.partial_correlations(X, y, cov, n_permutations=4_000, seed=1)
+    assert 0.02 <= (out["p_permutation"] <= 0.05).mean() <= 0.08
+    assert np.abs(out["p_permutation"] - out["p"]).max() < 0.07
+    assert np.corrcoef(out["p_permutation"], out["p"])[0, 1] > 0.99
+    one = stats.partial_correlation(X[:, 0], y, cov, n_permutations=4_000, seed=1)
+    assert one["p_permutation"] == out["p_permutation"].iat[0]
+
+
 def test_correlate_bundles_everything():
     x, y = _corr_pair(50, -0.5, 6)
     out = stats.correlate(x, y, n_permutations=2_000, n_boot=2_000)
