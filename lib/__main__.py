@@ -6,6 +6,7 @@
     python -m lib split                   recompute the subject-level split
     python -m lib means                   mean AD / HC images for the dataset overview
     python -m lib group-means --run RUN --store KEY [--split test --by site]   group-average heatmaps, cached
+    python -m lib biomarker --run RUN --method lrp --beta 0 0.5 1   hippocampal relevance vs volume (Fig 9)
     python -m lib train [--seeds 0 1 2 --folds 0 1 2 3 4]   train the CNN (one run per fold × seed)
     python -m lib train --resume RUN      continue an interrupted run from its last finished epoch
     python -m lib evaluate --run RUN      test metrics of a run's best checkpoint as JSON (or --checkpoint FILE)
@@ -182,6 +183,70 @@ def _cmd_group_means(args, ws: Workspace) -> int:
         return f"{sum(e.count > 0 for e in means.entries)} group means in {means.folder}"
 
     return jobs.run_as_job(ws, args.job_id, work, desc="group means")
+
+
+def _cmd_biomarker(args, ws: Workspace) -> int:
+    import json
+
+    import pandas as pd
+
+    from . import biomarker, heatmaps
+    from .overview import load_cohort
+    from .training import TrainingError, load_run
+
+    try:
+        run = load_run(ws, args.run)
+        preds = run.predictions()
+        if preds is None:
+            raise ValueError(f"run {run.id} has no predictions yet")
+        if args.store:
+            by_name = {s.folder.name: s for s in heatmaps.list_stores(ws, run)}
+            missing = [k for k in args.store if k not in by_name]
+            if missing:
+                raise KeyError(f"no finished heatmap store {missing} of run {run.id}")
+            stores = [by_name[k] for k in args.store]
+        else:
+            params = heatmaps.parse_params(args.param)
+            betas = args.beta if args.beta is not None else [params.pop("beta", None)]
+            stores = []
+            for b in betas:
+                p = {**params, **({"beta": b} if b is not None else {})}
+                store = heatmaps.find_store(ws, run, args.method, **p)
+                if store is None:
+                    raise KeyError(f"no heatmaps of run {run.id} with {args.method} {p or ''}: compute them first "
+                                   "with python -m lib explain")
+                stores.append(store)
+        cohort = load_cohort(ws)
+        volume = biomarker.hippocampal_volumes(ws, cohort, args.volume, side=args.side,
+                                               segmentation_column=args.segmentation_column,
+                                               labels=args.labels, normalise=args.icv)
+    except (TrainingError, KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    rows = []
+
+    def work(progress):
+        for store in stores:
+            _, st = biomarker.hippocampus_analysis(
+                ws, store, preds, volume, atlas=args.atlas, side=args.side, metric=args.metric,
+                absolute=args.absolute, split=args.split, groups=args.group, one_per_subject=args.one_per_subject,
+                n_permutations=args.permutations, n_boot=args.permutations, seed=args.seed, progress=progress)
+            for g, row in st.iterrows():
+                rows.append({"method": biomarker.method_label(store.params), "store": store.folder.name,
+                             "group": g, **row.to_dict()})
+        return f"{len(rows)} correlations"
+
+    code = jobs.run_as_job(ws, args.job_id, work, desc="biomarker")
+    if code == 0:
+        table = pd.DataFrame(rows)
+        if args.json:
+            print(json.dumps(table.to_dict(orient="records"), indent=1, default=float))
+        else:
+            print(f"hippocampal relevance ({args.side}, {args.metric}) vs {volume.attrs['label']}; "
+                  f"{args.split} split; {args.permutations} permutations")
+            for r in rows:
+                print(f"{r['method']:<18} {r['group']}: " + biomarker.stats_caption(r, args.permutations))
+    return code
 
 
 def _train_config(args):
@@ -553,6 +618,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--param", action="append", metavar="KEY=VALUE")
     sp.add_argument("--split", default="test", choices=["test", "validation", "train", "all"])
     sp.add_argument("--by", choices=["split", "site", "sex", "visit"], help="subgroups")
+    sp = add("biomarker", _cmd_biomarker,
+             "hippocampal relevance vs hippocampal volume per outcome group (Böhle et al. 2019 Fig 9)")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--method", default="lrp")
+    sp.add_argument("--beta", type=float, nargs="+", help="LRP β values (one result per β)")
+    sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method parameter (repeatable)")
+    sp.add_argument("--store", nargs="+", help="finished heatmap stores by folder name, instead of --method")
+    sp.add_argument("--split", default="test", choices=["test", "validation", "train", "all"])
+    sp.add_argument("--group", nargs="+", default=["TP", "FP"], help="outcome groups (default TP FP)")
+    sp.add_argument("--side", default="both", choices=["both", "left", "right"])
+    sp.add_argument("--metric", default="sum", choices=["sum", "density"])
+    sp.add_argument("--absolute", action=argparse.BooleanOptionalAction, default=None,
+                    help="relevance of |h| (default: for gradient methods, as the paper's GB susceptibility)")
+    sp.add_argument("--volume", default="auto", choices=["auto", "cohort", "segmentation", "ground_truth"])
+    sp.add_argument("--segmentation-column", help="cohort column with per-scan label NIfTI files")
+    sp.add_argument("--labels", default="neuromorphometrics", help="segmentation labels: neuromorphometrics or "
+                                                                      "freesurfer")
+    sp.add_argument("--icv", action="store_true", help="volume as %% of the intracranial volume")
+    sp.add_argument("--atlas", default="neuromorphometrics")
+    sp.add_argument("--one-per-subject", action="store_true", help="first visit of each subject only")
+    sp.add_argument("--permutations", type=int, default=10_000, help="permutations and bootstrap resamples")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--json", action="store_true", help="print the results as JSON")
     add("jobs", _cmd_jobs, "list background jobs")
     sp = add("cancel", _cmd_cancel, "cancel a background job")
     sp.add_argument("id")
