@@ -23,6 +23,7 @@ pages = [
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/heatmaps.py", title="Heatmaps", icon=":material/local_fire_department:"),
     st.Page("pages/atlas.py", title="Atlas metrics", icon=":material/grid_view:"),
+    st.Page("pages/biomarker.py", title="Biomarkers", icon=":material/scatter_plot:"),
     st.Page("pages/evaluation.py", title="Evaluation", icon=":material/verified:"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
     st.Page("pages/reviews.py", title="Reviews", icon=":material/rate_review:"),
