@@ -47,7 +47,8 @@ def _checkpoint_sha(path: str, mtime_ns: int) -> str:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _atlas(name: str, res: float, merge: bool, version: int):
+def _atlas(name: str, res: float, merge: bool, root: str, version: int):
+    """An atlas on the run's grid; ``root`` and ``version`` key a workspace's own atlas (its files' times)."""
     return rt.get_atlas(ws, name, res, merge)
 
 
@@ -80,10 +81,12 @@ def sha_of(r) -> str:
     return _checkpoint_sha(str(r.best_checkpoint), _mtime(r.best_checkpoint))
 
 
-def atlas_version(name: str) -> int:
-    """Modification time of a workspace atlas (0 for shipped ones), so a replaced atlas is reloaded."""
+def atlas_version(name: str) -> tuple[str, int]:
+    """(workspace, modification time) of a workspace atlas, ("", 0) for shipped ones: a replaced atlas reloads."""
     folder = rt.user_atlas_dir(ws) / name
-    return max((_mtime(p) for p in folder.iterdir()), default=0) if folder.is_dir() else 0
+    if name in rt.ATLAS_FILES or not folder.is_dir():
+        return "", 0
+    return str(ws.root), max((_mtime(p) for p in folder.iterdir()), default=0)
 
 
 def active_job(key: str):
@@ -118,9 +121,11 @@ pick = c[0].selectbox("Heatmaps", range(len(stores)), format_func=lambda i: labe
                       index=next((i for i, s in enumerate(stores) if s.folder.name == wanted_store), 0))
 store = stores[pick]
 method = store.params.get("method", "")
+# an atlas just added is already in the session state: no default then (it would be overridden anyway)
+first_atlas = {} if "at_atlas" in st.session_state else {
+    "index": atlases.index(view_param("atlas")) if view_param("atlas") in atlases else 0}
 atlas_name = c[1].selectbox("Atlas", atlases, key="at_atlas", format_func=lambda a: ATLAS_NAMES.get(a, f"{a} (yours)"),
-                            index=atlases.index(view_param("atlas", atlases[0])) if view_param("atlas") in atlases
-                            else 0)
+                            **first_atlas)
 preds_all = run.predictions()
 n_split = preds_all["split"].value_counts()
 splits = [s for s in SPLIT_NAMES if s == "all" or n_split.get(s, 0) > 0]
@@ -141,6 +146,25 @@ with c[4]:
                                  key="at_minvox", help="Regions smaller than this on the run's grid are left out of "
                                                        "rankings; a region of a few voxels has a noisy density.")
 
+
+def add_atlas() -> None:
+    """Check the uploaded atlas, keep it in the workspace and switch to it (a callback: before the selectbox)."""
+    ss = st.session_state
+    up_labels, up_names, name = ss.get("at_up_labels"), ss.get("at_up_names"), (ss.get("at_up_name") or "").strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        lab, nam = Path(tmp) / Path(up_labels.name).name, Path(tmp) / Path(up_names.name).name
+        lab.write_bytes(up_labels.getvalue())
+        nam.write_bytes(up_names.getvalue())
+        try:
+            added = rt.save_user_atlas(ws, name, lab, nam, resolution)
+        except AtlasError as exc:
+            ss["at_atlas_msg"] = ("error", str(exc), [])
+            return
+    ss["at_atlas"] = added.name
+    ss["at_atlas_msg"] = ("success", f"Atlas {added.name} added: {added.n_regions} regions on the {resolution:g} mm "
+                                     "grid; it is selected above.", added.warnings)
+
+
 with st.expander("Add your own atlas", icon=":material/upload_file:"):
     st.caption(f"A labels NIfTI in MNI space (any grid; resampled to the run's {resolution:g} mm grid with nearest "
                "neighbour) and a CSV/TSV table with an `index` (label value) and a `name` column.")
@@ -148,22 +172,15 @@ with st.expander("Add your own atlas", icon=":material/upload_file:"):
     up_labels = u1.file_uploader("Labels (.nii / .nii.gz)", type=["nii", "gz"], key="at_up_labels")
     up_names = u2.file_uploader("Names (.csv / .tsv)", type=["csv", "tsv", "txt"], key="at_up_names")
     up_name = u3.text_input("Atlas name", key="at_up_name", placeholder="e.g. my_parcellation")
-    if u3.button("Check and add", disabled=not (up_labels and up_names and up_name)):
-        with tempfile.TemporaryDirectory() as tmp:
-            lab = Path(tmp) / Path(up_labels.name).name
-            nam = Path(tmp) / Path(up_names.name).name
-            lab.write_bytes(up_labels.getvalue())
-            nam.write_bytes(up_names.getvalue())
-            try:
-                added = rt.save_user_atlas(ws, up_name.strip(), lab, nam, resolution)
-                st.success(f"Atlas **{added.name}** added: {added.n_regions} regions on the {resolution:g} mm grid.")
-                for w in added.warnings:
-                    st.caption(w)
-            except AtlasError as exc:
-                st.error(str(exc))
+    u3.button("Check and add", disabled=not (up_labels and up_names and up_name.strip()), on_click=add_atlas)
+if "at_atlas_msg" in st.session_state:
+    kind, text, notes = st.session_state.pop("at_atlas_msg")
+    (st.success if kind == "success" else st.error)(text)
+    for note in notes:
+        st.caption(note)
 
 try:
-    atlas = _atlas(atlas_name, resolution, merge, atlas_version(atlas_name))
+    atlas = _atlas(atlas_name, resolution, merge, *atlas_version(atlas_name))
 except (AtlasError, KeyError) as exc:
     st.error(f"The atlas {atlas_name} cannot be used: {exc.args[0] if exc.args else exc}")
     st.stop()

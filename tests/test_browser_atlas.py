@@ -17,10 +17,13 @@ import shutil
 import time
 from urllib.parse import parse_qs, urlparse
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 
 from lib import heatmaps
+from lib.templates import Grid
 from test_browser import ARTIFACTS, app_url, browser  # noqa: F401
 
 GROUP = "atlas-test-group"
@@ -98,7 +101,7 @@ def _plots(page) -> int:
 
 
 # --------------------------------------------------------------------------- the test
-def test_atlas_page_every_plot(browser, app_url, demo_ws, demo_run, prepared):  # noqa: F811
+def test_atlas_page_every_plot(browser, app_url, demo_ws, demo_run, prepared, tmp_path):  # noqa: F811
     page = _page(browser)
     page.goto(f"{app_url}/atlas?run={demo_run.id}&betas=0,1")
     page.get_by_role("heading", name="Atlas metrics").wait_for()
@@ -198,6 +201,34 @@ def test_atlas_page_every_plot(browser, app_url, demo_ws, demo_run, prepared):  
     assert csv["scan_id"].nunique() == n_test and len(csv) == n_test * csv["region"].nunique()
     assert {"sum", "density", "fraction", "gain", "diagnosis", "outcome", "ad_score"} <= set(csv.columns)
     _shot(page, "table")
+
+    # your own atlas: uploaded, checked, kept in the workspace and used
+    grid = Grid(demo_run.grid.resolution)
+    labels = np.zeros(grid.shape, np.int16)
+    labels[18:30, 30:45, 20:35] = 1
+    labels[35:47, 30:45, 20:35] = 2
+    nib.save(nib.Nifti1Image(labels, grid.affine), tmp_path / "boxes.nii.gz")
+    pd.DataFrame({"index": [1, 2], "name": ["Right_Box", "Left_Box"]}).to_csv(tmp_path / "boxes.csv", index=False)
+    page.get_by_text("Add your own atlas").click()
+    inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    inputs.nth(0).set_input_files(str(tmp_path / "boxes.nii.gz"))
+    inputs.nth(1).set_input_files(str(tmp_path / "boxes.csv"))
+    name = page.get_by_label("Atlas name")
+    name.fill("boxes")
+    name.press("Enter")
+    _settle(page)
+    page.get_by_role("button", name="Check and add").click()
+    page.get_by_text("Atlas boxes added: 2 regions").wait_for()
+    assert (demo_ws.root / "atlases" / "boxes" / "labels.nii.gz").exists()
+    # selected at once: its region table is computed by the page's job
+    page.get_by_role("tab", name="Top regions").wait_for(timeout=180_000)
+    _settle(page)
+    assert page.get_by_role("combobox", name="Atlas", exact=True).input_value() in ("", "boxes (yours)") and \
+        "boxes, 2 regions" in _main(page)
+    _tab(page, "Top regions")
+    page.get_by_text("Top 2 regions by AD mean").wait_for(timeout=30_000)
+    assert "Left_Box" in _main(page) and _plots(page) == 1
+    _shot(page, "own_atlas")
     page.close()
 
     # a run of a group: the mean pairwise overlap across its runs (copies: identical rankings, 100 %)
