@@ -86,7 +86,7 @@ def region_figure(dists: Sequence[dict], metric: str, groups: Sequence[str] = ("
                 hovertemplate="%{customdata[0]}<br>%{customdata[1]}: %{x:.4g}<extra></extra>"))
     if identity:
         fig.add_vline(x=1.0, line={"dash": "dash", "color": "#444", "width": 1.2},
-                      annotation_text="gain 1", annotation_position="top")
+                      annotation_text="gain 1", annotation_position="bottom right")
     marked = marked or set()
     labels = [f"★ {r}" if r in marked else r for r in regions]
     fig.update_yaxes(tickmode="array", tickvals=list(range(len(regions))), ticktext=labels,
