@@ -215,9 +215,13 @@ with tab_sanity:
                           help="Starts at the original map's strongest voxel.")
             panels = make_subplots(rows=1, cols=len(r["steps"]), subplot_titles=r["steps"],
                                    horizontal_spacing=0.01)
-            outline = ev.brain_mask(run.grid)[:, :, z].T.astype(np.float32)
+            brain = ev.brain_mask(run.grid)
+            outline = brain[:, :, z].T.astype(np.float32)
             for i in range(len(r["steps"])):
-                panels.add_trace(go.Heatmap(z=np.asarray(maps[i][:, :, z], np.float32).T, zmin=-1, zmax=1,
+                m = np.asarray(maps[i], np.float32)
+                # a few extreme voxels would wash everything else out: scale by a high percentile and clip
+                scale = float(np.percentile(np.abs(m[brain]), 99.5)) or 1.0
+                panels.add_trace(go.Heatmap(z=np.clip(m[:, :, z] / scale, -1, 1).T, zmin=-1, zmax=1,
                                             colorscale="RdBu_r", showscale=i == 0, hoverinfo="skip"),
                                  row=1, col=i + 1)
                 panels.add_trace(go.Contour(z=outline, showscale=False, hoverinfo="skip", contours_coloring="lines",
@@ -227,10 +231,11 @@ with tab_sanity:
             panels.update_xaxes(visible=False)
             panels.update_yaxes(visible=False, scaleanchor="x")
             panels.update_annotations(font_size=11)
-            panels.update_layout(height=260, margin=dict(l=5, r=5, t=40, b=5), plot_bgcolor="white")
+            panels.update_layout(height=300, margin=dict(l=5, r=5, t=40, b=5), plot_bgcolor="white")
             st.plotly_chart(panels, use_container_width=True)
             st.caption(f"Scan {r['example_scan']}, axial slice {z} (MNI z = {run.grid.voxel_to_mni((0, 0, z))[2]:.0f} "
-                       "mm, left on the left), brain outline in grey; each map scaled by its largest |value| "
+                       "mm, left on the left), brain outline in grey; each map scaled by the 99.5th percentile of its "
+                       "|values| in the brain and clipped "
                        f"(red: evidence for {settings.target}, blue: against).")
 
 # --- localisation --------------------------------------------------------------------------------------------------
@@ -249,8 +254,8 @@ with tab_loc:
                 fig.add_trace(go.Box(y=g[metric], name=lab, marker_color=colour.get(lab), boxpoints="all",
                                      jitter=0.4, pointpos=0, showlegend=False), row=1, col=col)
             fig.add_trace(go.Bar(x=[lab], y=[g["hit"].mean()], marker_color=colour.get(lab), showlegend=False,
-                                 text=[f"{g['hit'].mean():.2f} (n = {len(g)})"],
-                                 textposition="outside"), row=1, col=3)
+                                 text=[f"{g['hit'].mean():.2f}"], textposition="outside", textfont_size=12,
+                                 cliponaxis=False), row=1, col=3)
         for col, key in ((1, "mass accuracy"), (2, "voxel AUC"), (3, "pointing game")):
             fig.add_hline(y=chance[key], line_dash="dash", line_color="#7f7f7f", row=1, col=col,
                           annotation_text="chance", annotation_position="top left")
@@ -263,7 +268,7 @@ with tab_loc:
         st.caption(f"Ground truth per scan: the voxels the demo generator atrophied ({truth}), on the run's "
                    f"{run.grid.resolution:g} mm grid. Mass accuracy: positive relevance inside ÷ all positive "
                    "relevance in the brain; AUC: voxel relevance against the mask; pointing game: the most relevant "
-                   "voxel inside the mask. Dashed: chance.")
+                   f"voxel inside the mask ({loc.groupby('label').size().max()} scans). Dashed: chance.")
         with st.expander("Per scan"):
             st.dataframe(loc.drop(columns=["chance_hit"]), hide_index=True, use_container_width=True,
                          column_config={k: st.column_config.NumberColumn(format="%.3f")
