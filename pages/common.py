@@ -207,8 +207,10 @@ def require_run(ws: Workspace):
         for folder in shipped_models():
             try:
                 install_shipped_run(ws, folder)
-            except TrainingError as exc:
-                st.warning(f"The shipped model {folder.name} does not fit this demo cohort: {exc}")
+            except TrainingError:
+                # a demo built with other settings (subjects, seed) is another cohort: the shipped model
+                # does not apply and the user trains their own; nothing to warn about on every page
+                pass
     runs = _usable_runs(ws)
     pending = [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.predictions() is None and r.config.get("shipped")]
     for r in pending:
