@@ -311,7 +311,7 @@ def _cmd_predict(args, ws: Workspace) -> int:
 
     def work(progress):
         progress(0, 1, "predicting every scan")
-        summary = finish_run(ws, run)
+        summary = finish_run(ws, run, progress=progress)
         atomic.write_json(run.dir / "summary.json", {**(run.summary() or {}), **summary})
         return f"predictions for {run.id}"
 

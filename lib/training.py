@@ -572,12 +572,13 @@ def _train_run(ws: Workspace, run: Run, progress: Progress | None, *, device: to
 
 
 def finish_run(ws: Workspace, run: Run, *, store: VolumeStore | None = None, cohort: pd.DataFrame | None = None,
-               device: torch.device | None = None) -> dict:
+               device: torch.device | None = None, progress: Progress | None = None) -> dict:
     """Predict every scan with the best checkpoint; write predictions.csv; return the metrics summary."""
     cohort = cohort if cohort is not None else _scan_table(ws, run)
     model, normaliser, meta = load_checkpoint(run.best_checkpoint, device)
-    store = store or volume_store(ws, cohort, Grid(float(meta["resolution"])))
-    scores, _ = predict_scores(model, normaliser, store, cohort["scan_id"].tolist(), device=device)
+    store = store or volume_store(ws, cohort, Grid(float(meta["resolution"])), progress=progress)
+    scores, _ = predict_scores(model, normaliser, store, cohort["scan_id"].tolist(), device=device,
+                               progress=(lambda d, t: progress(d, t, "predicting every scan")) if progress else None)
     preds = predictions_table(cohort, scores)
     atomic.write_csv(run.dir / "predictions.csv", preds)
     summary = {"run": run.id, "best_epoch": meta["epoch"], "checkpoint_sha256": run.checkpoint_hash()}
