@@ -67,7 +67,11 @@ def app_url(demo_ws):
     proc, url = _start_app(demo_ws.root)
     yield url
     os.killpg(proc.pid, 15)
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=10)
 
 
 def _page(browser):
@@ -220,10 +224,13 @@ def test_training_page_runs_a_short_training_with_live_curves(browser, app_url, 
     page.get_by_label("Batch size").fill("6")
     _shot(page, "training_form")
     page.get_by_role("button", name="Start training").click()
-    # live: a curve is drawn while the job is still running
-    page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
-    new = [r for r in list_runs(demo_ws) if r.id not in before]
+    deadline = time.time() + 120
+    while not (new := [r for r in list_runs(demo_ws) if r.id not in before]) and time.time() < deadline:
+        time.sleep(0.5)
     assert len(new) == 1
+    # live: the new run's curve is drawn while its job is still running
+    page.get_by_text(new[0].id).first.wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
     _shot(page, "training_live")
     page.get_by_text("Confusion matrix").first.wait_for(timeout=240_000)
     _settle(page)

@@ -222,6 +222,7 @@ def test_atlas_page_every_plot(browser, app_url, demo_ws, demo_run, prepared, tm
     assert (demo_ws.root / "atlases" / "boxes" / "labels.nii.gz").exists()
     # selected at once: its region table is computed by the page's job
     page.get_by_role("tab", name="Top regions").wait_for(timeout=180_000)
+    page.get_by_text("boxes, 2 regions").first.wait_for(timeout=180_000)  # the job finished and the page reran
     _settle(page)
     assert page.get_by_role("combobox", name="Atlas", exact=True).input_value() in ("", "boxes (yours)") and \
         "boxes, 2 regions" in _main(page)

@@ -173,6 +173,7 @@ def test_compare_individual_and_distances(browser, app_url, demo_ws, demo_run, s
     _no_exception(page)
     _shot(page, "heatmaps_compare_groups")
     page.get_by_text("two methods").click()
+    page.get_by_text("Guided backprop · AD").first.wait_for(timeout=60_000)
     _settle(page)
     _no_exception(page)
     assert "LRP β=0 · AD" in _main(page) and "Guided backprop · AD" in _main(page)
