@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from lib import biomarker, heatmaps, jobs, overview, region_tables, viewer
+from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
 from pages.common import current_workspace, job_progress, require_ready_workspace, require_run
 from pages.review_panel import review_panel
 
@@ -38,28 +39,6 @@ if run is None:
 # --------------------------------------------------------------------------- cached loaders
 def _mtime(path) -> int:
     return path.stat().st_mtime_ns
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _checkpoint_sha(path: str, mtime_ns: int) -> str:
-    from lib.training import file_hash
-
-    return file_hash(path)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _predictions(path: str, mtime_ns: int) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _cohort(path: str, mtime_ns: int) -> pd.DataFrame:
-    return overview.load_cohort(ws)
-
-
-@st.cache_resource(max_entries=32, show_spinner=False)
-def _store(folder: str) -> heatmaps.HeatmapStore:
-    return heatmaps.HeatmapStore(folder)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -233,3 +233,34 @@ def require_run(ws: Workspace):
     st.session_state["run_id"] = run_id
     st.query_params["run"] = run_id
     return next(r for r in runs if r.id == run_id)
+
+
+# --------------------------------------------------------------------------- loaders of the analysis pages
+@st.cache_data(max_entries=8, show_spinner=False)
+def checkpoint_sha(path: str, mtime_ns: int) -> str:
+    """SHA-256 of a checkpoint, hashed once per file version."""
+    from lib.training import file_hash
+
+    return file_hash(path)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def predictions_csv(path: str, mtime_ns: int):
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def cohort_table(cohort_csv: str, mtime_ns: int):
+    """The cohort of the workspace that holds ``cohort_csv`` (keyed by that file, so never another's)."""
+    from lib.overview import load_cohort
+
+    return load_cohort(Workspace.open(Path(cohort_csv).parent))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def heatmap_store(folder: str):
+    from lib.heatmaps import HeatmapStore
+
+    return HeatmapStore(folder)

@@ -14,6 +14,7 @@ from lib import heatmaps, jobs, overview, viewer
 from lib.atlas import load_atlas
 from lib.groups import membership
 from lib.render import Overlay, colorbar, ortho_image, stack, titled, to_png
+from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
 from pages.common import (current_workspace, job_progress, require_ready_workspace, require_run,
                           template_volume)
 from pages.review_panel import review_panel, view_param
@@ -41,28 +42,6 @@ grid = run.grid
 
 
 # --------------------------------------------------------------------------- cached loaders
-@st.cache_data(max_entries=8, show_spinner=False)
-def _checkpoint_sha(path: str, mtime_ns: int) -> str:
-    from lib.training import file_hash
-
-    return file_hash(path)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _predictions(path: str, mtime_ns: int) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _cohort(path: str, mtime_ns: int) -> pd.DataFrame:
-    return overview.load_cohort(ws)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _store(folder: str) -> heatmaps.HeatmapStore:
-    return heatmaps.HeatmapStore(folder)
-
-
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _background(kind: str, resolution: float, key: str):
     """(anatomy, grey window) on the run's grid: the template or the cohort's mean anatomy."""
