@@ -453,6 +453,16 @@ def stores_of(ws, checkpoint_sha: str) -> list:
     return sorted(stores, key=key)
 
 
+def other_method_index(methods: Sequence[str], pick: int) -> int:
+    """The store to compare with store ``pick`` by default: the next one of another method (LRP β=0 is
+    compared with guided backprop, not with LRP β=0.25); the next store when all are of one method."""
+    n = len(methods)
+    for step in range(1, n):
+        if methods[(pick + step) % n] != methods[pick]:
+            return (pick + step) % n
+    return (pick + 1) % n
+
+
 # --- as a background job ------------------------------------------------------------------------------------------
 INLINE_LIMIT = 2e8
 """Voxel reads (scans × voxels) up to which a page averages in its own process (about a second); larger

@@ -368,7 +368,7 @@ def compare_view() -> None:
         a1, a2, a3 = st.columns(3)
         ia = a1.selectbox("Method A", range(len(stores)), format_func=lambda x: labels[x], key="hm_cmp_ma", index=pick)
         ib = a2.selectbox("Method B", range(len(stores)), format_func=lambda x: labels[x], key="hm_cmp_mb",
-                          index=(pick + 1) % len(stores))
+                          index=viewer.other_method_index([s.params.get("method") for s in stores], pick))
         whole = [e.group for e in means.entries if e.subgroup is None and e.count > 0]
         g = a3.selectbox("Group", whole, key="hm_cmp_g", format_func=_group_label)
         pairs = [(g, _means(stores[ia], "none"), labels[ia]), (g, _means(stores[ib], "none"), labels[ib])]

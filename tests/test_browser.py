@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -62,16 +63,20 @@ def browser():
         b.close()
 
 
+def _stop_app(proc) -> None:
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:   # still inside a script run: stop it for good
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def app_url(demo_ws):
     proc, url = _start_app(demo_ws.root)
     yield url
-    os.killpg(proc.pid, 15)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait(timeout=10)
+    _stop_app(proc)
 
 
 def _page(browser):
@@ -80,15 +85,30 @@ def _page(browser):
     return page
 
 
+_IDLE = """() => !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')
+    && !document.querySelector('[data-testid="stStatusWidgetRunningManIcon"]')
+    && !document.querySelector('[data-stale="true"]')"""
+
+
 def _settle(page) -> None:
-    """Wait until Streamlit has finished running the script."""
+    """Wait until the script has finished and no element of the previous run is left (idle twice in a row).
+
+    Checking only the status widget is not enough: between runs the page still holds the previous run's
+    elements (marked stale), and a read then sees a half-drawn page."""
     page.wait_for_selector('[data-testid="stApp"]')
-    time.sleep(0.5)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=60_000)
-    time.sleep(0.5)
+    deadline = time.time() + 120
+    quiet = 0
+    while quiet < 2 and time.time() < deadline:
+        time.sleep(0.4)
+        quiet = quiet + 1 if page.evaluate(_IDLE) else 0
+    assert quiet >= 2, "the page did not settle"
+
+
+def _metric(page, label: str):
+    """The value of the ``st.metric`` labelled ``label`` (exactly)."""
+    box = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+    return box.get_by_test_id("stMetricValue")
 
 
 def _no_exception(page) -> None:
@@ -108,8 +128,9 @@ def test_overview_page_every_tab(browser, app_url, demo_ws):
     page.goto(app_url)
     page.get_by_role("heading", name="Dataset overview").wait_for()
     _settle(page)
-    n_scans = len(pd.read_csv(demo_ws.cohort_csv))
-    assert page.get_by_test_id("stMetricValue").first.inner_text() == str(n_scans)
+    cohort = pd.read_csv(demo_ws.cohort_csv)
+    expect(_metric(page, "Scans")).to_have_text(str(len(cohort)))
+    expect(_metric(page, "AD scans")).to_have_text(str((cohort["diagnosis"] == "AD").sum()))
     _no_exception(page)
     _shot(page, "overview_counts")
     for tab, expected in [("Demographics", "MMSE"), ("Quality control", "correlate below 0.5 with the template"),

@@ -25,6 +25,7 @@ import pytest
 from lib import heatmaps
 from lib.templates import Grid
 from test_browser import ARTIFACTS, app_url, browser  # noqa: F401
+from test_browser import _settle as settle_script
 
 GROUP = "atlas-test-group"
 COPIES = ("atlas-rep-1", "atlas-rep-2")
@@ -57,20 +58,9 @@ def _page(browser):
     return page
 
 
-_IDLE = """() => !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')
-    && !document.querySelector('[data-testid="stStatusWidgetRunningManIcon"]')
-    && !document.querySelector('[data-stale="true"]')"""
-
-
 def _settle(page) -> None:
     """Wait until the script has finished, nothing of the previous run is left and plotly has drawn."""
-    page.wait_for_selector('[data-testid="stApp"]')
-    deadline = time.time() + 120
-    quiet = 0
-    while quiet < 2 and time.time() < deadline:
-        time.sleep(0.4)
-        quiet = quiet + 1 if page.evaluate(_IDLE) else 0
-    assert quiet >= 2, "the page did not settle"
+    settle_script(page)
     page.wait_for_function("() => [...document.querySelectorAll('.stPlotlyChart')]"
                            ".every(e => e.querySelector('.main-svg'))", timeout=30_000)
 

@@ -7,66 +7,19 @@ Chromium with Playwright, like ``test_browser.py``. Screenshots go to ``tests/ar
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "tests" / "artifacts"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_app(workspace: Path):
-    port = _free_port()
-    env = {**os.environ, "RELEVANCE_ATLAS_WORKSPACE": str(workspace)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}"
-        if proc.poll() is not None:
-            break
-        time.sleep(0.3)
-    out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None else ""
-    proc.kill()
-    raise AssertionError(f"streamlit did not start: {out}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    exe = shutil.which("chromium")
-    assert exe, "Debian's chromium is not installed: run the README's test command (it installs it)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
+from test_browser import _no_exception, _settle, _shot, _start_app, _stop_app, browser  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def app_url(demo_ws, demo_run):
     proc, url = _start_app(demo_ws.root)
     yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=10)
+    _stop_app(proc)
 
 
 def _page(browser):
@@ -74,27 +27,6 @@ def _page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1900})
     page.set_default_timeout(30_000)
     return page
-
-
-def _settle(page) -> None:
-    """Wait until Streamlit has finished running the script."""
-    page.wait_for_selector('[data-testid="stApp"]')
-    time.sleep(0.5)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=60_000)
-    time.sleep(1.0)
-
-
-def _no_exception(page) -> None:
-    errors = page.locator('[data-testid="stException"]')
-    assert errors.count() == 0, errors.first.inner_text()
-
-
-def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_evaluation_page_runs_a_small_evaluation_and_shows_every_view(browser, app_url, demo_ws, demo_run):

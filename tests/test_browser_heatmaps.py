@@ -20,7 +20,7 @@ import pytest
 
 from lib import heatmaps, viewer
 from lib.groups import GROUPS
-from test_browser import _no_exception, _shot, app_url, browser  # noqa: F401
+from test_browser import _no_exception, _settle, _shot, app_url, browser  # noqa: F401
 
 METHODS = {"LRP β=0": ("lrp", {"beta": 0.0}), "Guided backprop": ("guided_backprop", {})}
 
@@ -38,22 +38,6 @@ def _page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2300})
     page.set_default_timeout(60_000)
     return page
-
-
-_IDLE = """() => !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')
-    && !document.querySelector('[data-testid="stStatusWidgetRunningManIcon"]')
-    && !document.querySelector('[data-stale="true"]')"""
-
-
-def _settle(page) -> None:
-    """Wait until the script has finished and no element of the previous run is left (idle twice in a row)."""
-    page.wait_for_selector('[data-testid="stApp"]')
-    deadline = time.time() + 120
-    quiet = 0
-    while quiet < 2 and time.time() < deadline:
-        time.sleep(0.4)
-        quiet = quiet + 1 if page.evaluate(_IDLE) else 0
-    assert quiet >= 2, "the page did not settle"
 
 
 def _main(page) -> str:

@@ -287,3 +287,11 @@ def test_colour_bar_of_a_cut_map_starts_at_the_cut():
     assert (full[0, 0] == _colormap("hot")[0]).all()           # black at vmin
     assert (cut[0, 0] == _colormap("hot")[127]).all()          # the colour of 0.5, not black
     assert (cut[0, 99] == full[0, 99]).all()                   # same top colour
+
+
+def test_methods_are_compared_with_another_method_by_default():
+    methods = ["lrp", "lrp", "lrp", "guided_backprop", "gradcam"]
+    assert viewer.other_method_index(methods, 0) == 3      # LRP β=0 against guided backprop, not LRP β=0.5
+    assert viewer.other_method_index(methods, 3) == 4
+    assert viewer.other_method_index(methods, 4) == 0      # wraps round
+    assert viewer.other_method_index(["lrp", "lrp"], 1) == 0   # one method only: the next store
