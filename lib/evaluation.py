@@ -947,7 +947,7 @@ def summary(results: dict, labels: Sequence[str], threshold: float = Settings.sa
     mean_rank = ranks.mean(axis=1, skipna=True)
     failed = (t["sanity"] == "fail").astype(float)
     order = pd.DataFrame({"failed": failed, "r": mean_rank}).sort_values(["failed", "r"], na_position="last")
-    t["rank"] = np.nan
+    t["rank"] = pd.array([pd.NA] * len(t), dtype="Int64")   # integers; unranked methods stay empty
     valid = order["r"].notna()
     t.loc[order.index[valid], "rank"] = np.arange(1, int(valid.sum()) + 1)
     return t.sort_values("rank", na_position="last").reset_index(drop=True)
