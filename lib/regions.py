@@ -72,8 +72,16 @@ def _layout(atlas: Atlas) -> dict:
     cut = np.ones(flat.size, bool)
     cut[1:] = compact[1:] != compact[:-1]
     starts = np.flatnonzero(cut)
+    # the atlas's voxels grouped by region (memory order within each): one gather and one reduceat per scan
+    # touch only the labelled fifth of the grid, where a reduceat over every run reads all of it
+    inside = np.flatnonzero(compact < n)
+    gather = inside[np.argsort(compact[inside], kind="stable")]
+    gather_region = compact[gather]
+    gather_starts = np.flatnonzero(np.r_[True, gather_region[1:] != gather_region[:-1]]) if gather.size else \
+        np.zeros(0, np.int64)
     out = {"labels": labels, "n_regions": n, "starts": starts, "ends": np.append(starts[1:], flat.size),
-           "run_region": compact[starts], "voxels": np.bincount(compact, minlength=n + 1)[:n]}
+           "run_region": compact[starts], "voxels": np.bincount(compact, minlength=n + 1)[:n],
+           "gather": gather, "gather_starts": gather_starts, "gather_region": gather_region[gather_starts]}
     for v in out.values():
         if isinstance(v, np.ndarray):
             v.flags.writeable = False
@@ -114,6 +122,7 @@ class RegionSummer:
         lay = _layout(atlas)
         self.labels, self.n_regions, self.voxels = lay["labels"], lay["n_regions"], lay["voxels"]
         self.starts, self.ends, self.run_region = lay["starts"], lay["ends"], lay["run_region"]
+        self.gather, self.gather_starts, self.gather_region = lay["gather"], lay["gather_starts"], lay["gather_region"]
         if self.backend == "torch":
             self._t_ends = torch.from_numpy(self.ends - 1).to(self.device)
             self._t_run_region = torch.from_numpy(np.array(self.run_region)).to(self.device)
@@ -125,18 +134,24 @@ class RegionSummer:
         return 16 if self.backend == "torch" else 2 * self.threads
 
     # -- backends -------------------------------------------------------------------------------------------
+    def _region_sums(self, flat: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """float64 ``(R+1,)``: region sums of the gathered atlas voxels ``x``; bin R = the rest of ``flat``."""
+        out = np.zeros(self.n_regions + 1)
+        if x.size:
+            out[self.gather_region] = np.add.reduceat(x, self.gather_starts)
+        out[self.n_regions] = flat.sum(dtype=np.float64) - out[: self.n_regions].sum()
+        return out
+
     def _numpy_scan(self, v) -> tuple[np.ndarray, np.ndarray | None]:
         """float64 ``(R+1,)`` sums and positive sums of one scan (bin R = outside the atlas)."""
-        # One cast of the whole scan up front: reduceat casting run by run is twice as slow.
-        w = np.array(v, dtype=np.float64).ravel()  # always a copy: modified in place below
-        sums = np.bincount(self.run_region, weights=np.add.reduceat(w, self.starts), minlength=self.n_regions + 1)
+        flat = np.asarray(v).ravel()
+        x = flat[self.gather].astype(np.float64)
+        sums = self._region_sums(flat, x)
         if not self.positive:
             return sums, None
-        if w.min() >= 0:
+        if flat.min() >= 0:
             return sums, sums
-        np.maximum(w, 0, out=w)
-        return sums, np.bincount(self.run_region, weights=np.add.reduceat(w, self.starts),
-                                 minlength=self.n_regions + 1)
+        return sums, self._region_sums(np.maximum(flat, 0), np.maximum(x, 0, out=x))
 
     def _numpy(self, vols: Sequence) -> tuple[np.ndarray, np.ndarray | None]:
         if len(vols) > 1 and self.threads > 1:
