@@ -26,7 +26,6 @@ processes: each scan draws from its own ``numpy`` generator seeded by
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -31,7 +31,6 @@ from typing import Callable, Iterable, Iterator
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import torch
 
 from . import atomic

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .atlas import DEFAULT_ATLAS, Atlas, AtlasError, atlas_from_files, load_atlas, merge_hemispheres
+from .atlas import DEFAULT_ATLAS, Atlas, AtlasError, atlas_from_files, load_atlas
 from .templates import ATLAS_FILES
 from .workspace import Workspace
 

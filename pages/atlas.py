@@ -15,7 +15,7 @@ import streamlit as st
 
 from lib import jobs, region_analysis as ra, region_figures as rf, region_tables as rt, viewer
 from lib.atlas import AtlasError
-from pages.common import current_workspace, job_progress, require_ready_workspace, require_run
+from pages.common import current_workspace, job_progress, require_ready_run
 from pages.review_panel import review_panel, view_param
 
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
@@ -26,11 +26,7 @@ TABS = ["Top regions", "Fingerprints", "Robustness", "Methods", "AD vs HC tests"
 
 ws = current_workspace()
 st.title("Atlas metrics")
-if not require_ready_workspace(ws):
-    st.stop()
-run = require_run(ws)
-if run is None:
-    st.stop()
+run = require_ready_run(ws)
 resolution = run.grid.resolution
 
 

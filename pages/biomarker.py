@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib import biomarker, heatmaps, jobs, overview, region_tables, viewer
+from lib import biomarker, heatmaps, jobs, region_tables, viewer
 from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
-from pages.common import current_workspace, job_progress, require_ready_workspace, require_run
+from pages.common import current_workspace, job_progress, require_ready_run
 from pages.review_panel import review_panel
 
 PAPER_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -29,11 +29,7 @@ st.title("Biomarkers")
 st.caption("Do the heatmaps track biology? Böhle et al. 2019 (Fig 9) correlate the LRP relevance in the hippocampus "
            "with hippocampal volume in correctly classified AD patients: r = −0.560 (permutation p < 0.001), "
            "weaker as β grows, while guided backprop shows none (r = 0.096).")
-if not require_ready_workspace(ws):
-    st.stop()
-run = require_run(ws)
-if run is None:
-    st.stop()
+run = require_ready_run(ws)
 
 
 # --------------------------------------------------------------------------- cached loaders

@@ -195,6 +195,16 @@ def _usable_runs(ws: Workspace):
     return [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.status == "done"]
 
 
+def require_ready_run(ws: Workspace):
+    """The run picked in the sidebar; otherwise the page says why (no cohort yet, no run) and stops."""
+    if not require_ready_workspace(ws):
+        st.stop()
+    run = require_run(ws)
+    if run is None:
+        st.stop()
+    return run
+
+
 def require_run(ws: Workspace):
     """The run the analysis pages explain (sidebar choice, kept in ``?run=``), or None with an explanation.
 

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from lib import evaluation as ev
 from lib import jobs
-from pages.common import current_workspace, job_progress, require_ready_workspace, require_run
+from pages.common import current_workspace, job_progress, require_ready_run
 
 PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#2ca02c", "#ff7f0e"]
 CHOICES = ["lrp:beta=0", "lrp:beta=0.25", "lrp:beta=0.5", "lrp:beta=0.75", "lrp:beta=1", "guided_backprop",
@@ -25,11 +25,7 @@ st.caption("Heatmaps have no ground truth on real data. Three measurements stand
            "perturbation** (does removing what a map calls relevant change the model's output faster than "
            "removing random regions?), the **sanity check** (does the map change when the model's weights are "
            "randomised?) and, on the demo cohort, **localisation** of the atrophy the generator put in.")
-if not require_ready_workspace(ws):
-    st.stop()
-run = require_run(ws)
-if run is None:
-    st.stop()
+run = require_ready_run(ws)
 
 # --- the request ---------------------------------------------------------------------------------------------------
 with st.expander("Settings and run", expanded=True):

@@ -15,7 +15,7 @@ from lib.atlas import load_atlas
 from lib.groups import membership
 from lib.render import Overlay, colorbar, ortho_image, stack, titled, to_png
 from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
-from pages.common import (current_workspace, job_progress, require_ready_workspace, require_run,
+from pages.common import (current_workspace, job_progress, require_ready_run,
                           template_volume)
 from pages.review_panel import review_panel, view_param
 
@@ -33,11 +33,7 @@ HEIGHT = 300
 
 ws = current_workspace()
 st.title("Heatmaps")
-if not require_ready_workspace(ws):
-    st.stop()
-run = require_run(ws)
-if run is None:
-    st.stop()
+run = require_ready_run(ws)
 grid = run.grid
 
 

@@ -79,9 +79,10 @@ def app_url(demo_ws):
     _stop_app(proc)
 
 
-def _page(browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(30_000)
+def _page(browser, height: int = 1000, timeout_ms: int = 30_000):
+    """A new tab; ``height`` tall enough for a whole view (the app scrolls inside its own container)."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.set_default_timeout(timeout_ms)
     return page
 
 

@@ -11,6 +11,8 @@ fixtures of ``test_browser.py``; screenshots go to ``tests/artifacts/atlas_*.png
 
 from __future__ import annotations
 
+import functools
+
 import io
 import json
 import shutil
@@ -24,8 +26,8 @@ import pytest
 
 from lib import heatmaps
 from lib.templates import Grid
-from test_browser import ARTIFACTS, app_url, browser  # noqa: F401
-from test_browser import _settle as settle_script
+from test_browser import app_url, browser  # noqa: F401
+from test_browser import _no_exception, _page as new_page, _settle as settle_script, _shot as shot
 
 GROUP = "atlas-test-group"
 COPIES = ("atlas-rep-1", "atlas-rep-2")
@@ -51,11 +53,8 @@ def prepared(demo_ws, demo_run):
 
 
 # --------------------------------------------------------------------------- small helpers (as in test_browser.py)
-def _page(browser):
-    # tall enough that a whole tab fits: the app scrolls inside its own container, not the page
-    page = browser.new_page(viewport={"width": 1400, "height": 2400})
-    page.set_default_timeout(60_000)
-    return page
+# tall enough that a whole view fits in one screenshot
+_page = functools.partial(new_page, height=2400, timeout_ms=60_000)
 
 
 def _settle(page) -> None:
@@ -65,14 +64,8 @@ def _settle(page) -> None:
                            ".every(e => e.querySelector('.main-svg'))", timeout=30_000)
 
 
-def _no_exception(page) -> None:
-    errors = page.locator('[data-testid="stException"]')
-    assert errors.count() == 0, errors.first.inner_text()
-
-
 def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"atlas_{name}.png"), full_page=True)
+    shot(page, f"atlas_{name}")
 
 
 def _main(page) -> str:

@@ -11,6 +11,8 @@ go to ``tests/artifacts/``.
 
 from __future__ import annotations
 
+import functools
+
 import shutil
 import time
 
@@ -19,6 +21,7 @@ import pandas as pd
 import pytest
 
 from test_browser import _no_exception, _settle, _shot, _start_app, _stop_app, browser  # noqa: F401
+from test_browser import _page as new_page
 
 RUN_COPY = "fixture-run-median"
 
@@ -53,10 +56,8 @@ def app_url(demo_ws, median_run):
     _stop_app(proc)
 
 
-def _page(browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1500})
-    page.set_default_timeout(30_000)
-    return page
+# tall enough that a whole view fits in one screenshot
+_page = functools.partial(new_page, height=1500, timeout_ms=30_000)
 
 
 def _choose(page, label: str, option: str) -> None:

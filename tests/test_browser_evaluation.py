@@ -7,12 +7,15 @@ Chromium with Playwright, like ``test_browser.py``. Screenshots go to ``tests/ar
 
 from __future__ import annotations
 
+import functools
+
 import shutil
 import time
 
 import pytest
 
 from test_browser import _no_exception, _settle, _shot, _start_app, _stop_app, browser  # noqa: F401
+from test_browser import _page as new_page
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +25,8 @@ def app_url(demo_ws, demo_run):
     _stop_app(proc)
 
 
-def _page(browser):
-    # tall enough that a whole tab fits in one screenshot (the app scrolls inside its own container)
-    page = browser.new_page(viewport={"width": 1400, "height": 1900})
-    page.set_default_timeout(30_000)
-    return page
+# tall enough that a whole view fits in one screenshot
+_page = functools.partial(new_page, height=1900, timeout_ms=30_000)
 
 
 def test_evaluation_page_runs_a_small_evaluation_and_shows_every_view(browser, app_url, demo_ws, demo_run):

@@ -9,6 +9,8 @@ and Playwright helpers of ``test_browser.py``; screenshots go to ``tests/artifac
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import re
 import shutil
@@ -21,6 +23,7 @@ import pytest
 from lib import heatmaps, viewer
 from lib.groups import GROUPS
 from test_browser import _no_exception, _settle, _shot, app_url, browser  # noqa: F401
+from test_browser import _page as new_page
 
 METHODS = {"LRP β=0": ("lrp", {"beta": 0.0}), "Guided backprop": ("guided_backprop", {})}
 
@@ -33,11 +36,8 @@ def stores(demo_ws, demo_run):
     return out
 
 
-def _page(browser):
-    # tall enough that a full view fits: the app scrolls inside its own container, not the page
-    page = browser.new_page(viewport={"width": 1400, "height": 2300})
-    page.set_default_timeout(60_000)
-    return page
+# tall enough that a whole view fits in one screenshot
+_page = functools.partial(new_page, height=2300, timeout_ms=60_000)
 
 
 def _main(page) -> str:
