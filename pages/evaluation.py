@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 from lib import evaluation as ev
 from lib import jobs
 from pages.common import current_workspace, job_progress, require_ready_run
+from pages.review_panel import review_panel, view_param
 
 PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#2ca02c", "#ff7f0e"]
 CHOICES = ["lrp:beta=0", "lrp:beta=0.25", "lrp:beta=0.5", "lrp:beta=0.75", "lrp:beta=1", "guided_backprop",
@@ -202,11 +203,14 @@ with tab_sanity:
         st.markdown("**The map at every step**")
         have_maps = [lab for lab in labels if lab in results["sanity"] and results["sanity"][lab].get("maps_path")]
         c_method, c_slice = st.columns([1, 2])
-        lab = c_method.selectbox("Method", have_maps, key="sanity_maps_method")
+        wanted = view_param("sanity_method", "")
+        lab = c_method.selectbox("Method", have_maps, key="sanity_maps_method",
+                                 index=have_maps.index(wanted) if wanted in have_maps else 0)
         if lab:
             r = results["sanity"][lab]
             maps = np.load(r["maps_path"], mmap_mode="r")
             z = int(np.unravel_index(int(np.argmax(np.abs(np.asarray(maps[0], np.float32)))), maps.shape[1:])[2])
+            z = min(max(view_param("z", z, int), 0), maps.shape[3] - 1)
             z = c_slice.slider("Axial slice", 0, maps.shape[3] - 1, z, key="sanity_maps_z",
                           help="Starts at the original map's strongest voxel.")
             panels = make_subplots(rows=1, cols=len(r["steps"]), subplot_titles=r["steps"],
@@ -233,6 +237,12 @@ with tab_sanity:
                        "mm, left on the left), brain outline in grey; each map scaled by the 99.5th percentile of its "
                        "|values| in the brain and clipped "
                        f"(red: evidence for {settings.target}, blue: against).")
+            # a judgement of how the map degrades is a judgement of this method's maps of this scan
+            scan_md = r["example_scan"].replace("_", "\\_")   # shown as Markdown
+            review_panel(ws, {"kind": "scan", "scan_id": r["example_scan"]},
+                         {"page": "pages/evaluation.py", "run": run.id, "check": "sanity", "sanity_method": lab,
+                          "z": z, "steps": list(r["steps"])}, key=f"sanity-{lab}",
+                         title=f"Reviews of scan {scan_md} · sanity check")
 
 # --- localisation --------------------------------------------------------------------------------------------------
 with tab_loc:

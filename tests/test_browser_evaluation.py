@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import re
 import shutil
 import time
 
@@ -73,6 +74,8 @@ def test_evaluation_page_runs_a_small_evaluation_and_shows_every_view(browser, a
     # the verdicts follow the threshold without recomputing anything
     page.get_by_role("tab", name="Sanity check").click()
     _settle(page)
+    # the maps of the randomisation steps carry a review panel for their scan
+    page.get_by_text(re.compile(r"Reviews of scan .+ · sanity check")).first.wait_for()
 
     def verdicts() -> list[str]:
         lines = page.get_by_text("with every layer randomised →").all_inner_texts()
