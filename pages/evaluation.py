@@ -109,8 +109,10 @@ threshold = st.columns([1, 2])[0].slider("Sanity-check threshold", 0.05, 0.95, D
                       help="A method passes when the rank correlation |ρ| between its map from the trained model "
                            "and from the fully randomised model (mean over scans) is below this value.")
 
+# a review's link (``?check=sanity``) opens the tab it was written on
 tab_rank, tab_aopc, tab_sanity, tab_loc = st.tabs(["Ranking", "Region perturbation (AOPC)", "Sanity check",
-                                                   "Localisation"])
+                                                   "Localisation"],
+                                                  default="Sanity check" if view_param("check") == "sanity" else None)
 
 # --- ranking -------------------------------------------------------------------------------------------------------
 with tab_rank:

@@ -190,7 +190,7 @@ def test_compare_individual_and_distances(browser, app_url, demo_ws, demo_run, s
     preds = demo_run.predictions()
     hc = preds.loc[preds["diagnosis"] == "HC", "scan_id"].iloc[-1]
     page.goto(f"{app_url}/heatmaps?run={demo_run.id}&view=Individual&split=all&scan={hc}&slices=30,40,31")
-    page.get_by_text("Regions with the most relevance").wait_for(timeout=120_000)
+    page.get_by_text("Regions with the most relevance", exact=True).wait_for(timeout=120_000)
     _settle(page)
     _no_exception(page)
     text = _main(page)
