@@ -28,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import atomic, jobs
+from . import atomic, auth, jobs
 from .workspace import Workspace, default_workspace_path
 
 
@@ -650,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_parser("list", help="list accounts")
     u = users.add_parser("add", help="add an account (password prompted, or --password-stdin)")
     u.add_argument("username")
-    u.add_argument("--role", choices=["viewer", "reviewer", "admin"], default="reviewer")
+    u.add_argument("--role", choices=list(auth.ROLES), default="reviewer")
     u.add_argument("--email")
     u.add_argument("--no-password", action="store_true",
                    help="no local login: only a role for this OpenID Connect user name or e-mail")
@@ -660,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--password-stdin", action="store_true")
     u = users.add_parser("role", help="change an account's role")
     u.add_argument("username")
-    u.add_argument("role", choices=["viewer", "reviewer", "admin"])
+    u.add_argument("role", choices=list(auth.ROLES))
     for name in ("deactivate", "activate"):
         users.add_parser(name, help=f"{name} an account (accounts are never deleted)").add_argument("username")
     return p

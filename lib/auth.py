@@ -2,9 +2,16 @@
 
 Roles, each including the one before:
 
-``viewer``    reads reviews
+``viewer``    reads every page and every review
 ``reviewer``  writes reviews and replies; edits, resolves and deletes only their own
-``admin``     moderates: edits, resolves, deletes and restores anyone's review; sees deleted ones
+``analyst``   starts computations (training, heatmaps, region tables, group means, predictions,
+              biomarkers, evaluations) and cancels their own jobs
+``admin``     changes workspaces, cohort tables, splits and atlases; cancels anyone's job; moderates
+              reviews (edits, resolves, deletes and restores anyone's; sees deleted ones)
+
+``ACTIONS`` maps each state-changing action to the least role that may do it; the library checks it at
+the point of the action (:func:`authorize`), not only the pages by hiding a button. In an *open* app
+(no accounts on a single-user laptop) every action but moderation is allowed.
 
 Local accounts live in the ``users`` table of the review database (see :mod:`lib.reviews.db`) and are
 managed with ``python -m lib users …``; passwords are hashed with argon2id (argon2-cffi). With OpenID
@@ -21,7 +28,19 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-ROLES = ("viewer", "reviewer", "admin")
+ROLES = ("viewer", "reviewer", "analyst", "admin")
+
+# action -> (least role, what it is, as a sentence's object)
+ACTIONS: dict[str, tuple[str, str]] = {
+    "review": ("reviewer", "write reviews"),
+    "compute": ("analyst", "start computations (heatmaps, region tables, group means, evaluations)"),
+    "train": ("analyst", "train or resume models"),
+    "cancel_own_job": ("analyst", "cancel their own jobs"),
+    "cancel_any_job": ("admin", "cancel other people's jobs"),
+    "change_workspace": ("admin", "create or change workspaces, cohort tables and splits"),
+    "change_atlas": ("admin", "add or replace atlases"),
+    "moderate": ("admin", "moderate other people's reviews"),
+}
 MIN_PASSWORD = 10
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 
@@ -67,6 +86,30 @@ def is_admin(who: Identity | None) -> bool:
 def can_change(who: Identity | None, author: str) -> bool:
     """May ``who`` edit, resolve, reopen, delete or restore a review written by ``author``?"""
     return can_write(who) and (who.username == author or is_admin(who))
+
+
+def allowed(who: Identity | None, action: str) -> bool:
+    """May ``who`` do ``action`` (a key of ``ACTIONS``)? An open app's user may do all but moderate."""
+    least, _ = ACTIONS[action]
+    if who is None:
+        return False
+    if who.source == "open" and action != "moderate":
+        return True
+    return _rank(who.role) >= _rank(least)
+
+
+def require(who: Identity | None, action: str) -> None:
+    """Raise PermissionDenied (saying which role may) unless ``who`` may do ``action``."""
+    if allowed(who, action):
+        return
+    least, what = ACTIONS[action]
+    if who is None:
+        raise PermissionDenied(f"Sign in to {what}.")
+    need = " or ".join(r for r in ROLES if _rank(r) >= _rank(least))
+    article = "an" if need[0] in "aeiou" else "a"
+    who_article = "an" if who.role[0] in "aeiou" else "a"
+    raise PermissionDenied(f"{who.username} is {who_article} {who.role}: only {article} {need} may {what}. "
+                           "An admin can change your role.")
 
 
 def require_write(who: Identity | None) -> None:
