@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from . import atomic, auth, jobs
-from .workspace import Workspace, default_workspace_path
+from .workspace import Workspace, WorkspaceError, default_workspace_path
 
 
 def _cmd_demo(args, ws: Workspace) -> int:
@@ -103,7 +103,24 @@ def _cmd_validate(args, ws: Workspace) -> int:
     return 0 if report.ok else 1
 
 
-def _cmd_init(args, _ws: Workspace) -> int:
+def _cmd_init(args, job_ws: Workspace) -> int:
+    """Create a workspace; as a dashboard job its record lives in ``job_ws`` (the workspace that asked), which
+    may be another folder than the one created, so the outcome is written there explicitly."""
+    reporter = jobs.JobReporter(job_ws, args.job_id) if args.job_id else None
+    if reporter:
+        reporter.start()
+    try:
+        code, message = _init(args, reporter.progress if reporter else None)
+    except Exception as exc:
+        if reporter:
+            reporter.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    if reporter:
+        reporter.finish(message) if code == 0 else reporter.fail(message)
+    return code
+
+
+def _init(args, progress) -> tuple[int, str]:
     from .cohort import CohortError, read_table
     from .splits import make_splits, save_splits
     from .validation import format_report, validate_table
@@ -118,22 +135,22 @@ def _cmd_init(args, _ws: Workspace) -> int:
         cohort = read_table(table)
     except CohortError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 1, str(exc)
     base = table if table.is_dir() else table.parent
     cohort["path"] = [str(p if Path(p).is_absolute() else (base / p).resolve()) for p in cohort["path"]]
     cohort["path"] = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else p for p in cohort["path"]]
-    report = validate_table(cohort, ws, check_images=not args.no_images)
+    report = validate_table(cohort, ws, check_images=not args.no_images, progress=progress)
     print(format_report(report))
     if not report.ok:
         print(f"\nnot initialised: fix the errors above in {table}", file=sys.stderr)
-        return 1
+        return 1, f"not initialised: {report.summary()}; fix the errors in {table}"
     ws = Workspace.create(root, kind="study", resolution=args.resolution, data_roots=args.data_root or [])
     _save_report(ws, report)
     save_splits(ws, make_splits(cohort))
     atomic.write_csv(ws.cohort_csv, cohort.drop(columns=[c for c in ("row",) if c in cohort]))
     ws.update_config(complete=True, n_scans=len(cohort))
     print(f"workspace ready at {root}")
-    return 0
+    return 0, f"workspace ready at {root} ({len(cohort)} scans)"
 
 
 def _cmd_split(args, ws: Workspace) -> int:
@@ -668,10 +685,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ws = Workspace.open(args.workspace)
+    try:
+        ws = Workspace.open(args.workspace)
+    except WorkspaceError as exc:
+        if args.fn is not _cmd_init or args.job_id:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        ws = Workspace(root=Path(args.workspace or default_workspace_path()).expanduser().resolve())
     try:
         return args.fn(args, ws)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, WorkspaceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -12,6 +12,10 @@ instead of opening the dashboard. ``python -m lib users add`` writes it when it 
 
 ``workspace_roots`` are the folders the dashboard may open workspaces in; the default workspace's parent
 folder is always one of them.
+
+``review_databases = ["postgresql://lab@db.internal/reviews"]`` lists the review databases a workspace's
+``reviews_db`` may name; any other (except a SQLite file inside that workspace) is refused, so a
+workspace.json cannot make the server connect to a host of its choosing.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def config_path() -> Path:
 class ServerSettings:
     accounts: str = "off"
     workspace_roots: tuple[Path, ...] = field(default_factory=tuple)
+    review_databases: tuple[str, ...] = field(default_factory=tuple)
     source: Path | None = None
 
     @property
@@ -69,8 +74,12 @@ def load() -> ServerSettings:
     roots = env_roots.split(os.pathsep) if env_roots else raw.get("workspace_roots", [])
     if isinstance(roots, str) or not all(isinstance(r, str) for r in roots):
         raise SettingsError(f"{path}: workspace_roots must be a list of folder names")
+    databases = raw.get("review_databases", [])
+    if isinstance(databases, str) or not all(isinstance(d, str) for d in databases):
+        raise SettingsError(f"{path}: review_databases must be a list of database URLs")
     return ServerSettings(accounts=accounts,
                           workspace_roots=tuple(Path(r).expanduser().resolve() for r in roots if r.strip()),
+                          review_databases=tuple(d for d in databases if d.strip()),
                           source=path if path.exists() else None)
 
 

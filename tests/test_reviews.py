@@ -317,6 +317,9 @@ def test_target_keys_and_database_url(tmp_path, monkeypatch):
     ws = Workspace.create(tmp_path / "ws")
     monkeypatch.delenv("RELEVANCE_ATLAS_DB", raising=False)
     assert database_url(ws) == f"sqlite:///{ws.root / 'reviews.db'}"
+    # a database named in workspace.json is used only when the server's settings list it
+    monkeypatch.setenv("RELEVANCE_ATLAS_CONFIG", str(tmp_path / "server.toml"))
+    (tmp_path / "server.toml").write_text('review_databases = ["postgresql://lab@db.internal/reviews"]\n')
     ws.update_config(reviews_db="postgresql://lab@db.internal/reviews")
     assert database_url(ws) == "postgresql+psycopg://lab@db.internal/reviews"
     monkeypatch.setenv("RELEVANCE_ATLAS_DB", "postgres://team@server/atlas")

@@ -3,7 +3,10 @@
 The database of a workspace is, first match wins:
 
 1. ``$RELEVANCE_ATLAS_DB`` (a team server points every workspace at one PostgreSQL database),
-2. ``reviews_db`` in ``workspace.json``,
+2. ``reviews_db`` in ``workspace.json``, honoured only for a SQLite file inside that workspace (a bare
+   path is relative to it) or a URL listed in ``review_databases`` of the server settings
+   (:mod:`lib.settings`); any other is refused (:class:`DatabaseNotAllowed`), so a workspace.json cannot
+   make the server connect to a host or open a file of its choosing,
 3. ``sqlite:///<workspace>/reviews.db``.
 
 ``postgresql://user:pass@host/db`` URLs are served by psycopg 3. The schema is brought to the newest
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 DB_ENV = "RELEVANCE_ATLAS_DB"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -34,14 +37,50 @@ class DatabaseUnavailable(RuntimeError):
     """
 
 
+class DatabaseNotAllowed(DatabaseUnavailable):
+    """A workspace.json names a review database that the server's settings do not allow."""
+
+
+def _comparable(url: str) -> str:
+    """A URL without its password (credentials do not choose the database; host, port, name, options do)."""
+    return make_url(normalise_url(url))._replace(password=None).render_as_string(hide_password=False)
+
+
 def database_url(ws=None) -> str:
     """The SQLAlchemy URL of a workspace's review database (see the module docstring)."""
-    url = os.environ.get(DB_ENV) or (ws.config.get("reviews_db") if ws is not None else None)
-    if not url:
-        if ws is None:
-            raise ValueError(f"no workspace and no ${DB_ENV}: cannot tell where reviews are stored")
-        return f"sqlite:///{Path(ws.root) / 'reviews.db'}"
-    return normalise_url(url)
+    url = os.environ.get(DB_ENV)
+    if url:
+        return normalise_url(url)
+    if ws is None:
+        raise ValueError(f"no workspace and no ${DB_ENV}: cannot tell where reviews are stored")
+    root = Path(ws.root)
+    own = ws.config.get("reviews_db")
+    if not own:
+        return f"sqlite:///{root / 'reviews.db'}"
+    if "://" not in own:  # a bare path: a SQLite file, relative to the workspace
+        own = str((root / Path(own).expanduser()).resolve())
+    url = normalise_url(own)
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise DatabaseNotAllowed(f"{root / 'workspace.json'}: reviews_db is not a database URL or path. "
+                                 "Nothing was read or saved.") from None
+    if u.get_backend_name() == "sqlite" and not u.query and u.database and u.database != ":memory:":
+        db_file = Path(u.database).expanduser().resolve()
+        if db_file == root or root in db_file.parents:
+            return url
+    from lib import settings
+
+    try:
+        allowed = {_comparable(a) for a in settings.load().review_databases}
+    except (settings.SettingsError, ArgumentError):
+        allowed = set()  # unreadable settings allow nothing (fail closed)
+    if _comparable(url) in allowed:
+        return url
+    raise DatabaseNotAllowed(
+        f"{root / 'workspace.json'} names the review database {describe(url)}, which this server does not "
+        f"allow: reviews_db may name a SQLite file inside the workspace or a database listed in "
+        f"review_databases of the server settings ({settings.config_path()}). Nothing was read or saved.")
 
 
 def normalise_url(url: str) -> str:
