@@ -28,4 +28,10 @@ pages = [
     st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
     st.Page("pages/reviews.py", title="Reviews", icon=":material/rate_review:"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+if ws.problem:
+    # an unreadable workspace.json (the sidebar says which and why): no page runs on it, so nothing
+    # (a demo build, a review, a job) writes into that folder; another workspace can still be picked
+    st.error(f"The workspace cannot be opened: {ws.problem}")
+    st.stop()
+page.run()

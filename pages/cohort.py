@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from lib import jobs
+from lib.workspace import WorkspaceError
 from pages.common import current_workspace, job_progress, require_ready_workspace
 
 ws = current_workspace()
@@ -52,23 +53,37 @@ st.markdown(
     "or a BIDS folder. Relative paths are relative to the table's folder. Every problem is listed at once.")
 table = st.text_input("Table or BIDS folder on the server", placeholder="/data/study/cohort.csv")
 if table:
-    table_path = Path(table).expanduser().resolve()
-    report_path = ws.cache_dir / "validation" / (hashlib.sha256(str(table_path).encode()).hexdigest()[:16] + ".json")
-    key = f"validate {table_path}"
-    c1, c2 = st.columns(2)
-    if not table_path.exists():
-        st.error(f"{table_path} does not exist on the server.")
-    else:
-        running = jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
-        if c1.button("Validate", type="primary") and running is None:
-            report_path.parent.mkdir(parents=True, exist_ok=True)
-            running = jobs.submit(ws, "validate", [str(table_path), "--report", str(report_path)], key=key)
-        if running is not None:
-            job_progress(running.id, ws, rerun_when_done=True, key="other")
-        elif report_path.exists():
-            show_report(report_path, key="other")
-            target = table_path if table_path.is_dir() else table_path.parent
-            if c2.button(f"Create a workspace in {target}"):
-                init = jobs.submit(ws, "init", [str(target), "--table", str(table_path)], key=f"init {target}")
-                job_progress(init.id, ws, key="init")
-                st.caption(f"When it finishes, open `{target}` as the workspace in the sidebar.")
+    try:
+        # only inside this workspace's data roots or the server's workspace roots; the refusal is the same
+        # whether or not the path exists, and nothing outside is ever read or shown
+        table_path = ws.readable_path(table)
+    except WorkspaceError as exc:
+        table_path = None
+        st.error(str(exc))
+    if table_path is not None:
+        report_path = ws.cache_dir / "validation" / (hashlib.sha256(str(table_path).encode()).hexdigest()[:16]
+                                                     + ".json")
+        key = f"validate {table_path}"
+        c1, c2 = st.columns(2)
+        if not table_path.exists():
+            st.error(f"{table_path} does not exist on the server.")
+        else:
+            running = jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
+            if c1.button("Validate", type="primary") and running is None:
+                report_path.parent.mkdir(parents=True, exist_ok=True)
+                running = jobs.submit(ws, "validate", [str(table_path), "--report", str(report_path)], key=key)
+            if running is not None:
+                job_progress(running.id, ws, rerun_when_done=True, key="other")
+            elif report_path.exists():
+                show_report(report_path, key="other")
+                target = table_path if table_path.is_dir() else table_path.parent
+                init_key = f"init {target}"
+                # the newest init of this folder stays shown, so its outcome is seen after any rerun
+                init = next((j for j in jobs.list_jobs(ws, "init") if j.record.get("key") == init_key), None)
+                if (target / "workspace.json").exists() and init is None:
+                    st.info(f"`{target}` already holds a workspace: open it in the sidebar.")
+                elif init is None and c2.button(f"Create a workspace in {target}"):
+                    init = jobs.submit(ws, "init", [str(target), "--table", str(table_path)], key=init_key)
+                if init is not None:
+                    job_progress(init.id, ws, key="init")
+                    st.caption(f"When it finishes, open `{target}` as the workspace in the sidebar.")

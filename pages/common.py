@@ -14,34 +14,91 @@ import streamlit as st
 
 from lib import demo, jobs
 from lib.templates import DataFilesMissing
-from lib.workspace import DEFAULT_WORKSPACE, Workspace, default_workspace_path
+from lib.workspace import (DEFAULT_WORKSPACE, Workspace, WorkspaceError, allowed_roots, default_workspace_path,
+                           discover, open_confined)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _workspace_choices(roots: tuple[str, ...]) -> dict[str, str]:
+    """Workspace folders under the server's roots and their labels (looked for at most every 30 s)."""
+    choices = {}
+    for path in discover([Path(r) for r in roots]):
+        try:
+            name = Workspace.open(path).name
+        except WorkspaceError:
+            name = f"{path.name} (unreadable workspace.json)"
+        choices[str(path)] = f"{name} · {path}"
+    return choices
+
+
+def _open_request(requested: str | None) -> tuple[Workspace | None, str | None]:
+    """The workspace asked for (address, picker or typed folder), or None and why it is not opened."""
+    if not requested:
+        return None, None
+    try:
+        return open_confined(requested), None
+    except WorkspaceError as exc:
+        return None, str(exc)
+
+
+def _request(widget_key: str) -> None:
+    st.session_state["workspace_request"] = st.session_state.get(widget_key) or ""
 
 
 def sidebar_workspace() -> Workspace:
-    """Workspace picker in the sidebar; the choice is kept in the URL (``?workspace=``)."""
-    default = str(default_workspace_path())
-    current = st.query_params.get("workspace", st.session_state.get("workspace_path", default))
-    with st.sidebar:
-        st.markdown("### relevance-atlas")
-        path = st.text_input("Workspace folder", value=current,
-                             help="A folder with workspace.json, created by `python -m lib init` or the "
-                                  "Cohort & validation page. The default is the demo cohort.")
-        if st.button("Open demo workspace", use_container_width=True, disabled=path == default):
-            path = default
-    path = str(Path(path).expanduser())
-    st.session_state["workspace_path"] = path
-    if path != default:
-        st.query_params["workspace"] = path
+    """Workspace picker in the sidebar; the choice is kept in the URL (``?workspace=``).
+
+    Only workspaces inside the server's roots open (:func:`lib.workspace.open_confined`); anything else is
+    refused with one message and the previous (or the default) workspace stays. Nothing is created here.
+    """
+    default = default_workspace_path()
+    # a widget's request first, then the address, then this tab's last choice
+    requested = (st.session_state.pop("workspace_request", None) or st.query_params.get("workspace")
+                 or st.session_state.get("workspace_path"))
+    ws, refused = _open_request(requested)
+    if ws is None and requested and st.session_state.get("workspace_path") not in (None, requested):
+        ws, _ = _open_request(st.session_state["workspace_path"])
+    if ws is None:
+        try:
+            ws = Workspace.open(default)
+        except WorkspaceError as exc:
+            # the default workspace's file is garbled: say so and offer nothing that would write there
+            ws = Workspace(root=default, problem=str(exc))
+    st.session_state["workspace_path"] = str(ws.root)
+    if ws.root != default:
+        st.query_params["workspace"] = str(ws.root)
     elif "workspace" in st.query_params:
         del st.query_params["workspace"]
-    ws = Workspace.open(path)
     st.session_state["ws"] = ws
+
+    choices = dict(_workspace_choices(tuple(str(r) for r in allowed_roots())))
+    choices.setdefault(str(ws.root), f"{ws.name} · {ws.root}")
+    choices[str(default)] = f"{choices.get(str(default), str(default)).split(' · ')[0]} · {default} (default)"
+    st.session_state["ws_pick"] = str(ws.root)
     with st.sidebar:
-        if ws.exists:
+        st.markdown("### relevance-atlas")
+        st.selectbox("Workspace", list(choices), format_func=lambda p: choices.get(p, p), key="ws_pick",
+                     on_change=_request, args=("ws_pick",),
+                     help="The workspaces in the folders this server serves (its workspace_roots and the "
+                          "default workspace's folder). The default is the demo cohort.")
+        with st.expander("Open a folder by path"):
+            st.text_input("Workspace folder", key="ws_typed", on_change=_request, args=("ws_typed",),
+                          placeholder=str(default.parent / "my-study"),
+                          help="A folder with workspace.json inside the server's workspace roots, created by "
+                               "`python -m lib init` or the Cohort & validation page.")
+        if ws.problem:
+            st.caption(f"`{ws.root}`: its workspace.json cannot be read (see the message); pick another.")
+        elif ws.exists:
             st.caption(f"**{ws.name}** · {ws.kind} · {ws.config.get('n_scans', '?')} scans · "
                        f"{ws.grid.resolution:g} mm grid {ws.grid.shape}")
+            if ws.ignored_data_roots:
+                st.warning("Ignored data_roots outside the server's workspace roots: "
+                           + ", ".join(f"`{p}`" for p in ws.ignored_data_roots))
         else:
             st.caption("No workspace in this folder yet.")
+    if refused:
+        st.error(f"{refused} " + ("Showing the default workspace instead." if ws.root == default
+                                   else "The workspace shown is unchanged."))
     return ws
 
 
@@ -63,6 +120,9 @@ def is_default_demo(ws: Workspace) -> bool:
 
 def require_ready_workspace(ws: Workspace) -> bool:
     """True when the workspace has a cohort. Otherwise explains why (and builds the demo if it is the default)."""
+    if ws.problem:
+        st.error(f"The workspace cannot be opened: {ws.problem}")
+        return False
     if ws.is_demo:
         if demo.is_complete(ws):
             return True

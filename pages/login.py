@@ -18,7 +18,7 @@ import streamlit as st
 
 from lib import auth
 from lib.reviews import DatabaseUnavailable, ReviewStore, database_url
-from lib.workspace import Workspace, default_workspace_path
+from lib.workspace import Workspace, WorkspaceError, default_workspace_path
 
 
 @st.cache_resource(show_spinner=False)
@@ -32,7 +32,11 @@ def review_store(ws: Workspace) -> ReviewStore:
 
 
 def accounts_store() -> ReviewStore:
-    return review_store(Workspace.open(default_workspace_path()))
+    try:
+        ws = Workspace.open(default_workspace_path())
+    except WorkspaceError:  # a garbled workspace.json must not take the sign-in down (the app says what is wrong)
+        ws = Workspace(root=default_workspace_path())
+    return review_store(ws)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
