@@ -114,7 +114,8 @@ def discover(roots=None, *, depth: int = 2, limit: int = 200) -> list[Path]:
     ``depth`` levels below them, the default workspace first; hidden folders are skipped."""
     default = default_workspace_path()
     found: dict[Path, None] = {default: None}
-    level = list(roots if roots is not None else allowed_roots())
+    roots = [Path(r).resolve() for r in (roots if roots is not None else allowed_roots())]
+    level = list(roots)
     for _ in range(depth + 1):
         below = []
         for folder in level:
@@ -122,8 +123,10 @@ def discover(roots=None, *, depth: int = 2, limit: int = 200) -> list[Path]:
                 return list(found)
             try:
                 if (folder / "workspace.json").is_file():
-                    found.setdefault(folder.resolve(), None)
-                below += sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+                    found.setdefault(folder, None)
+                # symlinks are not followed: one could lead out of the roots (open_confined refuses those)
+                below += sorted(p for p in folder.iterdir()
+                                if not p.is_symlink() and p.is_dir() and not p.name.startswith("."))
             except OSError:  # unreadable folder
                 continue
         level = below

@@ -64,6 +64,7 @@ def test_a_symlink_out_of_the_roots_is_refused(server):
     (server / "labs" / "link").symlink_to(server / "outside" / "ws")
     with pytest.raises(WorkspaceRefused):
         open_confined(server / "labs" / "link")
+    assert (server / "outside" / "ws").resolve() not in discover()
 
 
 def test_inside_the_roots_only_existing_workspaces_open_and_nothing_is_created(server):
