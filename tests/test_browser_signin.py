@@ -9,15 +9,13 @@ workspace with its own settings file and account database, so it computes nothin
 from __future__ import annotations
 
 import io
-import os
 import sys
 import time
 
 import pytest
 
-from lib import auth, signin
+from lib import signin
 from lib.__main__ import main
-from lib.reviews import ReviewStore
 from lib.workspace import Workspace
 from test_browser import _no_exception, _page, _settle, _shot, _start_app, _stop_app, browser  # noqa: F401
 
@@ -48,7 +46,7 @@ def closed_app(tmp_path_factory):
     except BaseException:
         mp.undo()
         raise
-    yield url, ws, ReviewStore(db)
+    yield url, ws
     _stop_app(proc)
     mp.undo()
 
@@ -65,7 +63,7 @@ def _try(page, user: str, password: str) -> None:
 
 
 def test_every_account_deactivated_keeps_the_server_closed_and_the_cli_reopens_it(browser, closed_app):
-    url, ws, store = closed_app
+    url, ws = closed_app
     page = _page(browser)
     # the first visitor after the start: no list of the modules of pages/ at any moment while it loads
     page.goto(url)
@@ -113,7 +111,7 @@ def test_every_account_deactivated_keeps_the_server_closed_and_the_cli_reopens_i
 
 
 def test_guessing_is_throttled_with_a_message_saying_how_long(browser, closed_app):
-    url, _, store = closed_app
+    url, _ = closed_app
     page = _page(browser)
     page.goto(url)
     page.get_by_role("heading", name="Sign in").wait_for()
