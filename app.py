@@ -13,10 +13,7 @@ from pages.login import login_gate, sidebar_account
 
 st.set_page_config(page_title="relevance-atlas", page_icon=":material/neurology:", layout="wide")
 
-who = login_gate()  # with accounts configured, anonymous visitors get only the sign-in page
-ws = sidebar_workspace()
-sidebar_account(who)
-
+who = login_gate()  # when a sign-in is required, anonymous visitors get only the sign-in page
 pages = [
     st.Page("pages/overview.py", title="Dataset overview", icon=":material/dataset:", default=True),
     st.Page("pages/cohort.py", title="Cohort & validation", icon=":material/fact_check:"),
@@ -28,7 +25,14 @@ pages = [
     st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
     st.Page("pages/reviews.py", title="Reviews", icon=":material/rate_review:"),
 ]
-page = st.navigation(pages)
+# Streamlit's own sidebar navigation is off (.streamlit/config.toml: it would list the modules of pages/
+# to the first visitor after a start), so the sidebar lists the pages itself; deep links still route.
+page = st.navigation(pages, position="hidden")
+with st.sidebar:
+    for p in pages:
+        st.page_link(p)
+ws = sidebar_workspace()
+sidebar_account(who)
 if ws.problem:
     # an unreadable workspace.json (the sidebar says which and why): no page runs on it, so nothing
     # (a demo build, a review, a job) writes into that folder; another workspace can still be picked

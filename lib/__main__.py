@@ -15,8 +15,9 @@
     python -m lib evaluate-maps --run RUN [--methods lrp:beta=0 gradcam …]   AOPC, sanity check, localisation
     python -m lib regions --run RUN --method lrp --beta 0 [--atlas aal --merge]   region metrics table, cached
     python -m lib jobs | cancel ID        background jobs of the workspace
-    python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME
-                                          accounts of the review database (roles viewer, reviewer, admin)
+    python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME | activate NAME
+                                          accounts (roles viewer, reviewer, analyst, admin); any change
+                                          also writes accounts = "required" to the server's settings
 
 ``--workspace DIR`` (or $RELEVANCE_ATLAS_WORKSPACE) picks the workspace; the
 default is the demo workspace under ``data/demo``.
@@ -28,7 +29,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import atomic, auth, jobs
+from . import atomic, auth, jobs, settings
 from .workspace import Workspace, WorkspaceError, default_workspace_path
 
 
@@ -480,7 +481,13 @@ def _cmd_users(args, ws: Workspace) -> int:
             for u in users:
                 state = "" if u["active"] else "  (deactivated)"
                 print(f"{u['username']:<30} {u['role']:<9} {u['login']}{state}")
-            if not users:
+            now = settings.load()
+            if now.accounts_required:
+                print('the dashboard requires a sign-in (accounts = "required")')
+                if not any(u["active"] and u["role"] == "admin" for u in users):
+                    print("no active administrator: add one with `python -m lib users add NAME --role admin` "
+                          "or `python -m lib users activate NAME`")
+            elif not users:
                 print(f"no accounts in {store.display_url}: the app is open to everyone (names typed in)")
         elif args.action == "add":
             password = None if args.no_password else _read_password(args, args.username)
@@ -495,10 +502,30 @@ def _cmd_users(args, ws: Workspace) -> int:
         elif args.action in ("deactivate", "activate"):
             getattr(auth, args.action)(store, args.username)
             print(f"{args.username} {args.action}d")
-    except (auth.AccountError, ValueError, DatabaseUnavailable) as exc:
+        if args.action != "list":
+            _require_accounts()
+    except (auth.AccountError, ValueError, DatabaseUnavailable, settings.SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a replaced or damaged database file: say which, not a traceback
+        print(f"error: the account database cannot be used ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        return 1
     return 0
+
+
+def _require_accounts() -> None:
+    """Once accounts are managed, the server asks for a sign-in whatever its account database holds."""
+    import os
+
+    now = settings.load()
+    if now.accounts_required:
+        return
+    path = settings.update(accounts="required")
+    print(f'accounts = "required" written to {path}: the dashboard now asks everyone to sign in, even if the '
+          "account database goes missing or every account is deactivated")
+    if os.environ.get(settings.ACCOUNTS_ENV):
+        print(f"warning: ${settings.ACCOUNTS_ENV}={os.environ[settings.ACCOUNTS_ENV]} in this environment "
+              "overrides the file", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

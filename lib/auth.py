@@ -162,13 +162,17 @@ def _check_role(role: str) -> str:
 
 
 def accounts_configured(store) -> bool:
-    """True when the database holds at least one active account (then the app asks for a login)."""
+    """True when the database holds any account, active or not.
+
+    Deactivating every account does not make this False: whether the dashboard asks for a sign-in is
+    decided by :func:`lib.signin.decide` (the server's ``accounts`` setting first), never by there
+    being an active account.
+    """
     from sqlalchemy import func, select
 
     from .reviews.models import User
 
-    return store.run(lambda s: s.scalar(select(func.count()).select_from(User).where(User.active)) > 0,
-                     write=False)
+    return store.run(lambda s: s.scalar(select(func.count()).select_from(User)) > 0, write=False)
 
 
 def add_user(store, username: str, role: str, password: str | None = None, email: str | None = None) -> None:
@@ -238,22 +242,36 @@ def list_users(store) -> list[dict]:
 
 
 def authenticate(store, username: str, password: str) -> Identity | None:
-    """The identity for a correct user name and password of an active account, else None."""
+    """The identity for a correct user name and password of an active account, else None.
+
+    The hash is checked outside any transaction (it takes about ¼ s), so a sign-in never holds the
+    database's write lock while it hashes. Callers bound how many run at once (:mod:`lib.signin`).
+    """
     from sqlalchemy import select
 
     from .reviews.models import User
 
-    def work(s):
+    def read(s):
         user = s.scalar(select(User).where(User.username == username, User.active))
-        # hash something even for an unknown user, so timing does not reveal which names exist
-        if not check_password(user.password_hash if user else _dummy_hash(), password) or user is None:
+        return None if user is None else (user.password_hash, user.role)
+
+    found = store.run(read, write=False)
+    # hash something even for an unknown user, so timing does not reveal which names exist
+    stored = found[0] if found else None
+    if not check_password(stored or _dummy_hash(), password) or not stored:
+        return None
+    rehash = _hasher().hash(password) if _hasher().check_needs_rehash(stored) else None
+
+    def record(s):
+        user = s.scalar(select(User).where(User.username == username, User.active))
+        if user is None or user.password_hash != stored:  # deactivated or password changed meanwhile
             return None
-        if _hasher().check_needs_rehash(user.password_hash):
-            user.password_hash = _hasher().hash(password)
+        if rehash:
+            user.password_hash = rehash
         user.last_login = _now()
         return Identity(user.username, user.role, "local")
 
-    return store.run(work)
+    return store.run(record)
 
 
 _DUMMY: list[str] = []
@@ -289,7 +307,10 @@ def identity_from_oidc(store, claims: dict, default_role: str = "viewer") -> Ide
     """Map an OpenID Connect identity (``st.user``'s claims) to an Identity with a role.
 
     The user name is the e-mail claim (or ``sub``); the role comes from an active ``users`` row whose
-    user name or e-mail matches it, otherwise ``default_role``. An inactive matching row refuses access.
+    user name or e-mail matches it, otherwise ``default_role``. An inactive matching row refuses access,
+    and so does an e-mail the provider says it has not verified (``email_verified`` false): anyone can
+    type someone else's address into an account at some providers, and the address is what picks the
+    role and the name reviews are written under.
     """
     from sqlalchemy import func, or_, select
 
@@ -299,6 +320,10 @@ def identity_from_oidc(store, claims: dict, default_role: str = "viewer") -> Ide
     name = str(claims.get("email") or claims.get("preferred_username") or claims.get("sub") or "").strip()
     if not name:
         raise PermissionDenied("The identity provider sent neither an e-mail nor a subject.")
+    verified = claims.get("email_verified")
+    if claims.get("email") and (verified is False or str(verified).strip().lower() == "false"):
+        raise PermissionDenied(f"The identity provider has not verified the e-mail address {name}: verify it "
+                               "there, then sign in again.")
     low = name.lower()
 
     def work(s):

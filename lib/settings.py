@@ -8,7 +8,10 @@ environment, which wins::
 
 ``accounts = "required"`` is what makes a team server ask for a sign-in. It is a setting, not a property
 of the account database: a missing, emptied or replaced database then locks everyone out (fail closed)
-instead of opening the dashboard. ``python -m lib users add`` writes it when it makes the first account.
+instead of opening the dashboard. ``python -m lib users add`` (and every other ``users`` command that
+changes an account) writes it. With ``accounts`` unset, a server asks for a sign-in while its account
+database holds any account, active or not (see :mod:`lib.signin`); ``accounts = "off"`` written out keeps
+the dashboard open whatever the database holds.
 
 ``workspace_roots`` are the folders the dashboard may open workspaces in; the default workspace's parent
 folder is always one of them.
@@ -45,6 +48,8 @@ def config_path() -> Path:
 @dataclass(frozen=True)
 class ServerSettings:
     accounts: str = "off"
+    # whether the file or the environment names ``accounts`` (unset: decided by the account database)
+    accounts_set: bool = False
     workspace_roots: tuple[Path, ...] = field(default_factory=tuple)
     review_databases: tuple[str, ...] = field(default_factory=tuple)
     source: Path | None = None
@@ -67,7 +72,8 @@ def load() -> ServerSettings:
     """The settings now in force (read on every call: the file is tiny and may be changed by the CLI)."""
     path = config_path()
     raw = _read_file(path)
-    accounts = str(os.environ.get(ACCOUNTS_ENV) or raw.get("accounts", "off")).strip().lower()
+    named = os.environ.get(ACCOUNTS_ENV) or raw.get("accounts")
+    accounts = str(named or "off").strip().lower()
     if accounts not in ACCOUNT_MODES:
         raise SettingsError(f"{path}: accounts = {accounts!r}; use one of {', '.join(ACCOUNT_MODES)}")
     env_roots = os.environ.get(ROOTS_ENV)
@@ -77,7 +83,7 @@ def load() -> ServerSettings:
     databases = raw.get("review_databases", [])
     if isinstance(databases, str) or not all(isinstance(d, str) for d in databases):
         raise SettingsError(f"{path}: review_databases must be a list of database URLs")
-    return ServerSettings(accounts=accounts,
+    return ServerSettings(accounts=accounts, accounts_set=bool(named),
                           workspace_roots=tuple(Path(r).expanduser().resolve() for r in roots if r.strip()),
                           review_databases=tuple(d for d in databases if d.strip()),
                           source=path if path.exists() else None)

@@ -1,9 +1,11 @@
 """Sign-in and the review database of a workspace: who is using the app, and where reviews live.
 
-Accounts are *on* when the server's account database holds an active account (``python -m lib users
-add``) or Streamlit's secrets configure OpenID Connect (an ``[auth]`` section, used through
-``st.login``). Then anonymous visitors get only the sign-in page. Otherwise the app is open, as on a
-single-user lab laptop, and reviews carry the name typed into the sidebar.
+Whether anonymous visitors get only the sign-in page is decided by :func:`lib.signin.decide`: the
+server's ``accounts`` setting (``accounts = "required"``, written by ``python -m lib users add``), or
+OpenID Connect configured in Streamlit's secrets (an ``[auth]`` section, used through ``st.login``), or,
+on a server whose settings say nothing, any account in the account database. With accounts required,
+no state of the account database opens the dashboard. Otherwise the app is open, as on a single-user
+lab laptop, and reviews carry the name typed into the sidebar.
 
 The account database is the server's: ``$RELEVANCE_ATLAS_DB`` if set, else the default workspace's
 (so choosing another workspace folder in the sidebar cannot switch accounts off).
@@ -11,14 +13,16 @@ The account database is the server's: ``$RELEVANCE_ATLAS_DB`` if set, else the d
 
 from __future__ import annotations
 
+import logging
 import re
-import time
 
 import streamlit as st
 
-from lib import auth
+from lib import auth, settings, signin
 from lib.reviews import DatabaseUnavailable, ReviewStore, database_url
-from lib.workspace import Workspace, WorkspaceError, default_workspace_path
+from lib.workspace import Workspace
+
+_LOG = logging.getLogger("relevance_atlas.signin")
 
 
 @st.cache_resource(show_spinner=False)
@@ -32,17 +36,14 @@ def review_store(ws: Workspace) -> ReviewStore:
 
 
 def accounts_store() -> ReviewStore:
-    try:
-        ws = Workspace.open(default_workspace_path())
-    except WorkspaceError:  # a garbled workspace.json must not take the sign-in down (the app says what is wrong)
-        ws = Workspace(root=default_workspace_path())
-    return review_store(ws)
+    """The server's account database (reads no more of the default workspace than where it is)."""
+    return _store(signin.accounts_database_url(), "accounts")
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def _accounts_on(url: str, _store_: ReviewStore) -> bool:
+def _account_state(url: str, _store_: ReviewStore) -> signin.AccountState:
     # counted at most every 10 s per server, not on every slider move
-    return auth.accounts_configured(_store_)
+    return signin.account_state(_store_)
 
 
 def _oidc_providers() -> list[str | None] | None:
@@ -64,29 +65,56 @@ def _oidc_default_role() -> str:
         return "viewer"
 
 
+_NO_WORKSPACE_JSON = ("The default workspace's workspace.json, which says where the accounts are, cannot be "
+                      "read, so nobody can sign in now. On the server: restore it, or set $RELEVANCE_ATLAS_DB; "
+                      "the server's log names the file and the problem.")
+_PROBLEM = ("The dashboard cannot read its account database, so nobody can sign in now. The server's log "
+            "says why; on the server, `python -m lib users list` shows the problem.")
+
+
+def _gate(providers) -> tuple[signin.Gate, ReviewStore | None]:
+    """The gate now, and the account store when it could be opened. Never raises: an unreadable
+    setting or account database fails closed (the details go to the server's log, not to visitors)."""
+    try:
+        conf = settings.load()
+    except settings.SettingsError as exc:
+        _LOG.error("%s", exc)
+        return signin.Gate(required=True, problem="The server's settings file cannot be read, so nobody can "
+                                                  "sign in now. The server's log names the problem."), None
+    if conf.accounts_set and not conf.accounts_required and providers is None:
+        return signin.decide(conf, False, None), None  # explicitly open: the database is not consulted
+    try:
+        store = accounts_store()
+        state = _account_state(store.url, store)
+    except signin.AccountsUnavailable as exc:
+        _LOG.error("%s", exc)
+        return signin.decide(conf, providers is not None, None, _NO_WORKSPACE_JSON), None
+    except DatabaseUnavailable as exc:
+        _LOG.error("account database: %s", exc)
+        return signin.decide(conf, providers is not None, None, _PROBLEM), None
+    except Exception as exc:  # a replaced or damaged database file
+        _LOG.exception("account database unreadable: %s", exc)
+        return signin.decide(conf, providers is not None, None, _PROBLEM), None
+    return signin.decide(conf, providers is not None, state), store
+
+
 def login_gate() -> auth.Identity | None:
     """Call first in ``app.py``. Returns who is signed in, or None when the app is open to everyone.
 
-    With accounts on and nobody signed in, shows only the sign-in page and stops the script.
+    With a sign-in required and nobody signed in, shows only the sign-in page and stops the script.
     """
     providers = _oidc_providers()
-    try:
-        store = accounts_store()
-        local = _accounts_on(store.url, store)
-    except DatabaseUnavailable as exc:
-        # fail closed: without the account database nobody can tell whether a login is required
-        st.error(f"{exc}\n\nThe dashboard needs its account database to decide who may see it.")
-        if st.button("Try again"):
-            st.rerun()
-        st.stop()
-    if providers is None and not local:
+    gate, store = _gate(providers)
+    if not gate.required:
         st.session_state["accounts_on"] = False
         st.session_state.pop("identity", None)
         return None
     st.session_state["accounts_on"] = True
     who = None
     try:
-        if providers is not None and st.user.is_logged_in:
+        if store is None:
+            who = None
+        elif providers is not None and st.user.is_logged_in:
             who = auth.identity_from_oidc(store, st.user.to_dict(), _oidc_default_role())
         elif st.session_state.get("identity") is not None:
             who = auth.current_identity(store, st.session_state["identity"])
@@ -97,11 +125,11 @@ def login_gate() -> auth.Identity | None:
         st.session_state["login_message"] = str(exc)
         who = None
     except DatabaseUnavailable as exc:
-        st.error(str(exc))
-        st.stop()
+        _LOG.error("account database: %s", exc)
+        gate, who = signin.Gate(required=True, problem=_PROBLEM), None
     if who is None:
         def sign_in() -> None:
-            _sign_in_page(store, providers, local)
+            _sign_in_page(store, providers, gate)
 
         pages = [st.Page(sign_in, title="Sign in", icon=":material/login:", url_path="login", default=True)]
         # the sign-in answers at the address asked for (a shared link), so after signing in the same
@@ -115,31 +143,44 @@ def login_gate() -> auth.Identity | None:
     return who
 
 
-def _sign_in_page(store: ReviewStore, providers, local: bool) -> None:
+def _client_address() -> str | None:
+    """The visitor's address (behind a reverse proxy on this machine, the one it forwards in
+    X-Forwarded-For: uvicorn trusts that header from 127.0.0.1, or from $FORWARDED_ALLOW_IPS)."""
+    try:
+        return st.context.ip_address
+    except Exception:
+        return None
+
+
+def _sign_in_page(store: ReviewStore | None, providers, gate: signin.Gate) -> None:
     st.title("Sign in")
     st.caption("relevance-atlas · this dashboard is shared by a team; sign in to see it.")
     if msg := st.session_state.pop("login_message", None):
         st.warning(msg)
+    if gate.problem:
+        st.error(gate.problem)
+    elif gate.notice:
+        st.warning(gate.notice)
     if providers is not None:
         for provider in providers:
             st.button(f"Sign in with {provider or 'your organisation'}", key=f"oidc-{provider}", type="primary",
                       on_click=st.login, args=(provider,) if provider else ())
-    if local:
+    if gate.passwords and store is not None:
         with st.form("sign-in"):
             username = st.text_input("User name", autocomplete="username")
             password = st.text_input("Password", type="password", autocomplete="current-password")
             submitted = st.form_submit_button("Sign in", type="primary")
         if submitted:
             try:
-                who = auth.authenticate(store, username.strip(), password)
+                attempt = signin.sign_in(store, username, password, _client_address())
             except DatabaseUnavailable as exc:
-                st.error(str(exc))
+                _LOG.error("account database: %s", exc)
+                st.error(_PROBLEM)
                 return
-            if who is None:
-                time.sleep(1.0)  # slows down password guessing
-                st.error("Unknown user name or wrong password.")
+            if attempt.identity is None:
+                st.error(attempt.message)
             else:
-                st.session_state["identity"] = who
+                st.session_state["identity"] = attempt.identity
                 st.rerun()
         st.caption("Accounts are made by an administrator: `python -m lib users add NAME --role reviewer`.")
 

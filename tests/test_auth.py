@@ -17,6 +17,9 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     monkeypatch.delenv("RELEVANCE_ATLAS_DB", raising=False)
+    monkeypatch.delenv("RELEVANCE_ATLAS_ACCOUNTS", raising=False)
+    # `users` commands write the server's settings: never the repository's server.toml
+    monkeypatch.setenv("RELEVANCE_ATLAS_CONFIG", str(tmp_path / "server.toml"))
     return Workspace.create(tmp_path / "ws")
 
 
@@ -72,6 +75,7 @@ def test_users_cli_manages_accounts(ws, capsys):
     assert auth.authenticate(store, "alice", "another long password") is not None
     assert _cli(ws, "deactivate", "alice") == 0
     assert auth.current_identity(store, who) is None and auth.authenticate(store, "alice", "another long password") is None
+    assert auth.accounts_configured(store)  # deactivated accounts still count: the server stays closed
     assert _cli(ws, "role", "nobody", "admin") == 1
 
 
@@ -89,6 +93,21 @@ def test_oidc_identities_get_roles_from_the_users_table(ws):
         auth.identity_from_oidc(store, {"email": "dave@lab.org"})
     with pytest.raises(auth.PermissionDenied):
         auth.identity_from_oidc(store, {})
+
+
+def test_oidc_refuses_an_unverified_e_mail(ws):
+    store = ReviewStore.for_workspace(ws)
+    auth.add_user(store, "carol@lab.org", "admin")
+    # some providers let anyone put any address on an account: an unverified one must not pick a role
+    for flag in (False, "false"):
+        with pytest.raises(auth.PermissionDenied, match="not verified"):
+            auth.identity_from_oidc(store, {"email": "carol@lab.org", "email_verified": flag})
+        with pytest.raises(auth.PermissionDenied, match="not verified"):
+            auth.identity_from_oidc(store, {"email": "nobody@lab.org", "email_verified": flag}, "reviewer")
+    assert auth.identity_from_oidc(store, {"email": "carol@lab.org", "email_verified": True}).role == "admin"
+    # providers that do not send the claim at all are trusted as before
+    assert auth.identity_from_oidc(store, {"email": "carol@lab.org"}).role == "admin"
+    assert auth.identity_from_oidc(store, {"sub": "x1", "email_verified": False}).username == "x1"
 
 
 def test_permission_helpers():
