@@ -281,9 +281,16 @@ def test_agreement_matches_references(review_url):
 def test_export_csv_round_trips_and_defuses_formulas(review_url):
     store = _store(review_url)
     store.create(ALICE, SCAN, SETTINGS, verdict="plausible", text='=HYPERLINK("http://x","y")', tags=["a"])
+    # the tags column too: a first tag like a formula
+    store.create(ADMIN, SCAN, SETTINGS, verdict="unsure", text="tagged", tags=["=cmd|'/c calc'!A1", "b"])
+    store.create(BOB, SCAN, SETTINGS, verdict="unsure", text="tagged", tags=["@sum(1+1)"])
     store.create(BOB, {"kind": "region", "region": "Left Hippocampus"}, {}, verdict="unsure",
                  text="line one,\nline \"two\"")
-    df = pd.read_csv(io.StringIO(export_csv(store.find())))
+    df = pd.read_csv(io.StringIO(export_csv(store.find())), keep_default_na=False)
+    assert sorted(df.loc[df.text == "tagged", "tags"]) == ["'=cmd|'/c calc'!a1, b", "'@sum(1+1)"]
+    for col in df.columns:  # no cell of any column starts like a formula
+        assert not df[col].astype(str).str.match(r"[=+\-@\t\r]").any(), col
+    df = df[df.text != "tagged"]
     assert len(df) == 2 and set(df["author"]) == {"alice", "bob"}
     assert df.loc[df.author == "alice", "text"].item().startswith("'=")
     assert df.loc[df.author == "bob", "text"].item() == "line one,\nline \"two\""

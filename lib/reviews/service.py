@@ -514,9 +514,7 @@ def _cell(v) -> str:
         return v.isoformat(timespec="seconds")
     if isinstance(v, (dict, list)):
         return json.dumps(v, sort_keys=True)
-    if isinstance(v, tuple):
-        return ", ".join(v)
-    s = str(v)
+    s = ", ".join(v) if isinstance(v, tuple) else str(v)
     # a spreadsheet would run a cell that starts like a formula: keep it text
     return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
 
