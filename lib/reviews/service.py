@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import auth
-from . import db
+from . import audit, db
 from .models import STATUSES, TARGET_KINDS, VERDICTS, AuditEntry, Review
 
 _UNSET = object()
@@ -217,20 +217,23 @@ class ReviewStore:
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
-    def _session(self, write: bool):
+    def _session(self, write: bool, snapshot: bool = False):
         with self.engine.connect() as conn:
             if write:
                 conn.execution_options(write=True)
+            if snapshot and self.backend == "postgresql":
+                # every statement sees the same state (SQLite's read transaction already does)
+                conn.execution_options(isolation_level="REPEATABLE READ")
             with Session(bind=conn, expire_on_commit=False, autoflush=True) as s, s.begin():
                 yield s
 
-    def run(self, fn, *, write: bool = True, _migrate: bool = False):
+    def run(self, fn, *, write: bool = True, _migrate: bool = False, _snapshot: bool = False):
         """Run ``fn(session)`` in one transaction; retry once on a lost connection (see class doc)."""
         for attempt in (0, 1):
             try:
                 if _migrate:
                     db.migrate(self.engine)
-                with self._session(write) as s:
+                with self._session(write, _snapshot) as s:
                     return fn(s)
             except DBAPIError as exc:
                 if not db.is_unavailable(exc):
@@ -286,8 +289,8 @@ class ReviewStore:
             r = Review(**row)
             s.add(r)
             s.flush()
-            s.add(AuditEntry(review_id=r.id, version=1, action="create", actor=who.username, at=row["created_at"],
-                             snapshot=_snapshot(r)))
+            audit.append(s, review_id=r.id, version=1, action="create", actor=who.username, at=row["created_at"],
+                         snapshot=_snapshot(r))
             return _record(r)
 
         try:
@@ -354,8 +357,8 @@ class ReviewStore:
             if res.rowcount != 1:
                 return None
             r = s.get(Review, review_id, populate_existing=True)
-            s.add(AuditEntry(review_id=r.id, version=r.version, action=action, actor=who.username, at=now,
-                             snapshot=_snapshot(r)))
+            audit.append(s, review_id=r.id, version=r.version, action=action, actor=who.username, at=now,
+                         snapshot=_snapshot(r))
             return _record(r)
 
         done = self.run(work)
@@ -458,6 +461,13 @@ class ReviewStore:
                                        .order_by(AuditEntry.version))]
 
         return self.run(work, write=False)
+
+    def verify_audit(self) -> "audit.Verdict":
+        """Check the audit's hash chain and that every review matches its last audit row (all workspaces)."""
+        def work(s):
+            return audit.verify(s)
+
+        return self.run(work, write=False, _snapshot=True)
 
     def authors(self) -> list[str]:
         return self.run(lambda s: sorted(s.scalars(select(Review.author).distinct().where(
