@@ -20,12 +20,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from .models import AuditEntry, Review
 
 GENESIS = "0" * 64
+NEEDS_FLUSH = "audit_needs_flush"  # Session.info key: the transaction committed without waiting for its flush
 # an arbitrary constant (not the migration lock's): PostgreSQL appenders queue on it
 _PG_AUDIT_LOCK = 7_243_512
 
@@ -55,24 +56,48 @@ def row_hash_of(a) -> str:
 
 
 def append(s: Session, *, review_id: int, version: int, action: str, actor: str, at: datetime,
-           snapshot: dict) -> AuditEntry:
-    """Add one audit row at the end of the chain, in the caller's (write) transaction."""
-    postgres = s.get_bind().dialect.name == "postgresql"
-    if postgres:
-        # held to commit: the next appender reads this row as its predecessor only once it is visible
-        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = s.execute(select(AuditEntry.id, AuditEntry.row_hash).order_by(AuditEntry.id.desc()).limit(1)).first()
-    new_id = last.id + 1 if last else 1
-    if postgres:
-        # take the id from the sequence too, so an insert that leaves id to the database never collides
-        new_id = max(new_id, s.scalar(text("SELECT nextval(pg_get_serial_sequence('review_audit', 'id'))")))
-    prev = last.row_hash if last else GENESIS
-    entry = AuditEntry(id=new_id, review_id=review_id, version=version, action=action, actor=actor, at=at,
-                       snapshot=snapshot, prev_hash=prev,
-                       row_hash=chain_hash(prev, canonical(new_id, review_id, version, action, actor, at, snapshot)))
-    s.add(entry)
-    s.flush()
-    return entry
+           snapshot: dict) -> int:
+    """Add one audit row at the end of the chain, in the caller's (write) transaction; returns its id."""
+    if s.get_bind().dialect.name == "postgresql":
+        # held to commit: the next appender reads this row as its predecessor only once it is visible.
+        # The commit does not wait for its WAL flush, so the lock is not held through an fsync (appenders
+        # would otherwise queue for one fsync each); the caller waits for it once the lock is gone (flush).
+        s.execute(text("SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(:k)"),
+                  {"k": _PG_AUDIT_LOCK})
+        s.info[NEEDS_FLUSH] = True
+        # (a statement of its own: its snapshot must be taken after the lock was granted)
+        last_id, prev, seq = s.execute(text(
+            "SELECT a.id, a.row_hash, nextval(pg_get_serial_sequence('review_audit', 'id')) FROM "
+            "(SELECT 1) one LEFT JOIN (SELECT id, row_hash FROM review_audit ORDER BY id DESC LIMIT 1) a ON true")
+        ).one()
+        # the id comes from the sequence too, so an insert that leaves id to the database never collides
+        new_id = max(seq, (last_id or 0) + 1)
+    else:  # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other writer
+        last = s.execute(_LAST).first()
+        last_id, prev = last if last else (None, None)
+        new_id = (last_id or 0) + 1
+    prev = prev or GENESIS
+    s.execute(_INSERT, {"id": new_id, "review_id": review_id, "version": version, "action": action, "actor": actor,
+                        "at": at, "snapshot": snapshot, "prev_hash": prev,
+                        "row_hash": chain_hash(prev, canonical(new_id, review_id, version, action, actor, at,
+                                                               snapshot))})
+    return new_id
+
+
+_LAST = select(AuditEntry.id, AuditEntry.row_hash).order_by(AuditEntry.id.desc()).limit(1)
+_INSERT = insert(AuditEntry.__table__)
+
+
+def flush(conn) -> None:
+    """Wait until everything committed so far is on disk (PostgreSQL).
+
+    A transaction that writes WAL and commits synchronously flushes the WAL up to its own commit record,
+    which lies after every earlier commit, the asynchronous one of :func:`append` included; concurrent
+    callers share one fsync (group commit). A transactional logical message is such a write, needs no
+    table and no privilege, and changes nothing. WAL is replayed in order after a crash, so a chained row
+    is never durable without the rows it chains onto.
+    """
+    conn.exec_driver_sql("SELECT pg_logical_emit_message(true, 'relevance-atlas', 'audit flush')")
 
 
 @dataclass(frozen=True)

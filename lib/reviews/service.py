@@ -234,12 +234,31 @@ class ReviewStore:
                 if _migrate:
                     db.migrate(self.engine)
                 with self._session(write, _snapshot) as s:
-                    return fn(s)
+                    result = fn(s)
+                break
             except DBAPIError as exc:
                 if not db.is_unavailable(exc):
                     raise
                 if attempt == 1:
                     raise db.DatabaseUnavailable(db.unavailable_message(self.url, exc)) from exc
+        if s.info.get(audit.NEEDS_FLUSH):
+            self._flush()
+        return result
+
+    def _flush(self) -> None:
+        """Return only once the audit append just committed is on disk (see :func:`audit.append`)."""
+        for attempt in (0, 1):
+            try:
+                with self.engine.connect() as conn, conn.begin():
+                    audit.flush(conn)
+                return
+            except DBAPIError as exc:
+                if not db.is_unavailable(exc):
+                    raise
+                if attempt == 1:
+                    raise db.DatabaseUnavailable(
+                        f"The review database {self.display_url} went away just after saving: the change is "
+                        "stored unless the server crashed at that moment. Reload to check.") from exc
 
     # ------------------------------------------------------------------ writing
     def create(self, who: auth.Identity | None, target: dict, settings: dict | None = None, *,
