@@ -239,3 +239,20 @@ def test_setup_postgres_refuses_an_app_role_that_could_disable_triggers(postgres
     assert "createuser" in capsys.readouterr().err
     assert main(["reviews", "setup-postgres", "--owner-url", owner_url, "--app-role", "app2"]) == 0  # idempotent
     assert "GRANT SELECT, INSERT ON review_audit TO \"app2\"" in capsys.readouterr().out
+
+
+def test_audit_verify_reads_the_workspace_database(tmp_path, monkeypatch, capsys):
+    from lib.workspace import Workspace
+
+    monkeypatch.delenv("RELEVANCE_ATLAS_DB", raising=False)
+    ws = Workspace.create(tmp_path / "ws")
+    assert main(["--workspace", str(ws.root), "audit", "verify"]) == 0
+    assert "OK: 0 audit rows" in capsys.readouterr().out
+    store = ReviewStore.for_workspace(ws)
+    _history(store)
+    assert main(["--workspace", str(ws.root), "audit", "verify"]) == 0
+    out = capsys.readouterr().out
+    assert "reviews.db" in out and "OK: 7 audit rows" in out
+    Tamper(store.url)("UPDATE review_audit SET snapshot = '{}' WHERE id = 5")
+    assert main(["--workspace", str(ws.root), "audit", "verify"]) == 1
+    assert "BROKEN: audit row #5" in capsys.readouterr().out

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from .models import AuditEntry, Review
@@ -177,7 +177,3 @@ def verify(s: Session) -> Verdict:
         return Verdict(True, n, head)
     row_id, msg = problems[0]
     return Verdict(False, n, head, msg, row_id, len(problems) - 1)
-
-
-def count(s: Session) -> int:
-    return s.scalar(select(func.count()).select_from(AuditEntry))

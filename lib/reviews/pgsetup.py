@@ -83,7 +83,11 @@ def setup_postgres(owner_url: str, app_role: str, *, app_password: str | None = 
                 if app_password is None:
                     raise SetupError(f"role {app_role!r} does not exist: create it as a superuser "
                                      f"(sudo -u postgres createuser --pwprompt {app_role}) or give a password")
-                conn.exec_driver_sql(f"CREATE ROLE {app} LOGIN PASSWORD '{app_password.replace(chr(39), chr(39) * 2)}'")
+                from psycopg import sql
+
+                # quoted by the driver, sent without parameters (DDL takes none)
+                conn.connection.dbapi_connection.cursor().execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(app_role), sql.Literal(app_password)))
                 done.append(f"CREATE ROLE {app} LOGIN PASSWORD '…'")
             elif role.rolsuper or role.rolbypassrls:
                 raise SetupError(f"role {app_role!r} is a superuser (or bypasses row security): it could "
