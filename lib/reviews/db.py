@@ -8,7 +8,9 @@ The database of a workspace is, first match wins:
 
 ``postgresql://user:pass@host/db`` URLs are served by psycopg 3. The schema is brought to the newest
 Alembic revision whenever a database is opened, under a lock so two processes opening a fresh database
-at once do not both create it.
+at once do not both create it. On a team server the app connects as a role that may not change the schema
+(:mod:`lib.reviews.pgsetup`); a schema already current is left alone, an outdated one is upgraded by the
+owner role (``python -m lib reviews migrate --owner-url …``).
 """
 
 from __future__ import annotations
