@@ -256,3 +256,27 @@ def test_audit_verify_reads_the_workspace_database(tmp_path, monkeypatch, capsys
     Tamper(store.url)("UPDATE review_audit SET snapshot = '{}' WHERE id = 5")
     assert main(["--workspace", str(ws.root), "audit", "verify"]) == 1
     assert "BROKEN: audit row #5" in capsys.readouterr().out
+
+
+def test_postgres_appends_stay_chained_with_and_without_the_early_lock_release(postgres):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for revoke in (False, True):
+        _, app_url = postgres.team_database()
+        if revoke:  # an administrator may have revoked it: every append then commits synchronously
+            with sa.create_engine(_superuser_url(app_url)).begin() as conn:
+                conn.exec_driver_sql("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) "
+                                     "FROM PUBLIC")
+        store = ReviewStore(app_url, workspace="test")
+        assert store._flush_later is not revoke
+
+        def write(w: int) -> None:
+            who = auth.Identity(f"u{w}", "reviewer")
+            for j in range(10):
+                r = store.create(who, SCAN, {}, verdict="unsure", text=f"{w}-{j}")
+                store.edit(who, r.id, 1, text=f"{w}-{j} edited")
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(write, range(6)))
+        v = store.verify_audit()
+        assert v.ok and v.rows == 120, v.problem

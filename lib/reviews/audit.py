@@ -56,15 +56,19 @@ def row_hash_of(a) -> str:
 
 
 def append(s: Session, *, review_id: int, version: int, action: str, actor: str, at: datetime,
-           snapshot: dict) -> int:
-    """Add one audit row at the end of the chain, in the caller's (write) transaction; returns its id."""
+           snapshot: dict, flush_later: bool = False) -> int:
+    """Add one audit row at the end of the chain, in the caller's (write) transaction; returns its id.
+
+    ``flush_later`` (PostgreSQL, where :func:`can_flush`): the caller calls :func:`flush` after the commit.
+    """
     if s.get_bind().dialect.name == "postgresql":
         # held to commit: the next appender reads this row as its predecessor only once it is visible.
-        # The commit does not wait for its WAL flush, so the lock is not held through an fsync (appenders
-        # would otherwise queue for one fsync each); the caller waits for it once the lock is gone (flush).
-        s.execute(text("SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(:k)"),
+        # With flush_later the commit does not wait for its WAL flush, so the lock is not held through an
+        # fsync (appenders would otherwise queue for one fsync each); the caller waits for it after.
+        sync = "off" if flush_later else "on"
+        s.execute(text(f"SELECT set_config('synchronous_commit', '{sync}', true), pg_advisory_xact_lock(:k)"),
                   {"k": _PG_AUDIT_LOCK})
-        s.info[NEEDS_FLUSH] = True
+        s.info[NEEDS_FLUSH] = flush_later
         # (a statement of its own: its snapshot must be taken after the lock was granted)
         last_id, prev, seq = s.execute(text(
             "SELECT a.id, a.row_hash, nextval(pg_get_serial_sequence('review_audit', 'id')) FROM "
@@ -88,6 +92,12 @@ _LAST = select(AuditEntry.id, AuditEntry.row_hash).order_by(AuditEntry.id.desc()
 _INSERT = insert(AuditEntry.__table__)
 
 
+def can_flush(s: Session) -> bool:
+    """Whether this role may call what :func:`flush` calls (PUBLIC may, unless an administrator revoked it)."""
+    return bool(s.scalar(text("SELECT bool_or(has_function_privilege(oid, 'EXECUTE')) FROM pg_proc "
+                              "WHERE proname = 'pg_logical_emit_message' AND proargtypes[2] = 'text'::regtype")))
+
+
 def flush(conn) -> None:
     """Wait until everything committed so far is on disk (PostgreSQL).
 
@@ -97,7 +107,7 @@ def flush(conn) -> None:
     table and no privilege, and changes nothing. WAL is replayed in order after a crash, so a chained row
     is never durable without the rows it chains onto.
     """
-    conn.exec_driver_sql("SELECT pg_logical_emit_message(true, 'relevance-atlas', 'audit flush')")
+    conn.exec_driver_sql("SELECT pg_logical_emit_message(true, 'relevance-atlas', 'audit flush'::text)")
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,7 @@ class ReviewStore:
         self.workspace = workspace
         self.engine = db.make_engine(self.url, busy_timeout=busy_timeout)
         self.run(lambda s: None, write=False, _migrate=True)
+        self._flush_later = self.backend == "postgresql" and self.run(audit.can_flush, write=False)
 
     @classmethod
     def for_workspace(cls, ws, **kwargs) -> "ReviewStore":
@@ -309,7 +310,7 @@ class ReviewStore:
             s.add(r)
             s.flush()
             audit.append(s, review_id=r.id, version=1, action="create", actor=who.username, at=row["created_at"],
-                         snapshot=_snapshot(r))
+                         snapshot=_snapshot(r), flush_later=self._flush_later)
             return _record(r)
 
         try:
@@ -377,7 +378,7 @@ class ReviewStore:
                 return None
             r = s.get(Review, review_id, populate_existing=True)
             audit.append(s, review_id=r.id, version=r.version, action=action, actor=who.username, at=now,
-                         snapshot=_snapshot(r))
+                         snapshot=_snapshot(r), flush_later=self._flush_later)
             return _record(r)
 
         done = self.run(work)
