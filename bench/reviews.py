@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/reviews.py [--writers 8 --per-writer 100 --postgres URL]
 
-Writes: concurrent writers each creating reviews (one transaction per review, audit row included).
+Writes: concurrent writers each creating reviews (one transaction per review, its hash-chained audit row
+included; the chain is verified afterwards).
 Reads: the Reviews page's query (all top-level reviews with reply counts) and a one-target lookup (the
 review panel). Without ``--postgres`` a throwaway local PostgreSQL server is started (durable settings:
 fsync on, as a real server). SQLite runs in WAL mode with synchronous=NORMAL. The machine is shared, so
@@ -46,6 +47,8 @@ def measure(url: str, writers: int, per_writer: int, reads: int) -> dict:
     store = ReviewStore(url, workspace="bench")
     n = writers * per_writer
     assert len(store.find()) == n, "lost or duplicated reviews"
+    verdict = store.verify_audit()
+    assert verdict.ok and verdict.rows == n, verdict.message()
     t0 = time.perf_counter()
     for _ in range(reads):
         store.find()

@@ -18,6 +18,9 @@
     python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME | activate NAME
                                           accounts (roles viewer, reviewer, analyst, admin); any change
                                           also writes accounts = "required" to the server's settings
+    python -m lib audit verify [--db URL] check the review audit's hash chain; exit 1 at the first broken link
+    python -m lib reviews migrate --owner-url URL | setup-postgres --owner-url URL --app-role NAME
+                                          PostgreSQL: schema upgrades and grants as the owner role
 
 ``--workspace DIR`` (or $RELEVANCE_ATLAS_WORKSPACE) picks the workspace; the
 default is the demo workspace under ``data/demo``.
@@ -528,6 +531,49 @@ def _require_accounts() -> None:
               "overrides the file", file=sys.stderr)
 
 
+def _cmd_audit(args, ws: Workspace) -> int:
+    from .reviews import DatabaseUnavailable, ReviewStore, db
+
+    try:
+        store = ReviewStore(args.db) if args.db else ReviewStore.for_workspace(ws)
+        try:
+            verdict = store.verify_audit()
+        finally:
+            store.close()
+    except (DatabaseUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{db.describe(store.url)}: {verdict.message()}")
+    return 0 if verdict.ok else 1
+
+
+def _cmd_reviews(args, ws: Workspace) -> int:
+    from .reviews import DatabaseUnavailable, db, pgsetup
+
+    try:
+        if args.action == "migrate":
+            rev = pgsetup.migrate_as_owner(args.owner_url)
+            print(f"{db.describe(db.normalise_url(args.owner_url))}: schema at revision {rev}")
+        else:
+            password = sys.stdin.readline().rstrip("\n") if args.app_password_stdin else None
+            for stmt in pgsetup.setup_postgres(args.owner_url, args.app_role, app_password=password):
+                print(stmt)
+            print(f"done: the app connects as {args.app_role} (e.g. RELEVANCE_ATLAS_DB=postgresql://"
+                  f"{args.app_role}:PASSWORD@HOST/DATABASE); schema upgrades run as the owner with "
+                  "`python -m lib reviews migrate --owner-url ...`")
+    except (pgsetup.SetupError, DatabaseUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a refused connection or statement: one line, not a traceback
+        from sqlalchemy.exc import DBAPIError
+
+        if not isinstance(exc, DBAPIError):
+            raise
+        print(f"error: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -707,6 +753,20 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("role", choices=list(auth.ROLES))
     for name in ("deactivate", "activate"):
         users.add_parser(name, help=f"{name} an account (accounts are never deleted)").add_argument("username")
+
+    sp = add("audit", _cmd_audit, "check the review audit (hash chain, one row per version)")
+    audit = sp.add_subparsers(dest="action", required=True)
+    audit.add_parser("verify", help="print OK and the row count, or the first broken link (exit 1)").add_argument(
+        "--db", help="review database URL (default: the workspace's)")
+
+    sp = add("reviews", _cmd_reviews, "PostgreSQL review database: migrations and roles, as the owner role")
+    rv = sp.add_subparsers(dest="action", required=True)
+    rv.add_parser("migrate", help="upgrade the schema as the owner role").add_argument("--owner-url", required=True)
+    u = rv.add_parser("setup-postgres", help="migrate, then grant an app role only what the app needs")
+    u.add_argument("--owner-url", required=True, help="URL connecting as the role that owns the database")
+    u.add_argument("--app-role", required=True, help="role the app connects as (must exist, or see below)")
+    u.add_argument("--app-password-stdin", action="store_true",
+                   help="create the app role with the password on stdin's first line (owner needs CREATEROLE)")
     return p
 
 

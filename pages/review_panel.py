@@ -25,8 +25,8 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from lib import auth
-from lib.reviews import (VERDICTS, DatabaseUnavailable, ReviewError, ReviewRecord, ReviewStore, safe_markdown,
-                         target_key, target_label)
+from lib.reviews import (VERDICTS, DatabaseUnavailable, ReviewError, ReviewRecord, ReviewStore, plain_markdown,
+                         safe_markdown, target_key, target_label)
 from pages.login import current_identity, review_store
 
 VERDICT_BADGE = {"plausible": ":green-badge[:material/check_circle: plausible]",
@@ -101,7 +101,7 @@ def _when(dt: datetime | None) -> str:
 
 def _md_name(name: str) -> str:
     # a user name is shown inside Markdown: escape what could format it
-    return safe_markdown(name).replace("*", "\\*").replace("_", "\\_").replace("[", "\\[").replace("`", "\\`")
+    return plain_markdown(name)
 
 
 def _settings_summary(r: ReviewRecord) -> str:

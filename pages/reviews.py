@@ -8,7 +8,7 @@ import streamlit as st
 
 from lib import auth, overview
 from lib.render import ortho_image
-from lib.reviews import (TARGET_KINDS, VERDICTS, DatabaseUnavailable, export_csv, safe_markdown, target_label)
+from lib.reviews import (TARGET_KINDS, VERDICTS, DatabaseUnavailable, export_csv, plain_markdown, target_label)
 from lib.reviews.agreement import agreement
 from pages.common import current_workspace, volume
 from pages.login import current_identity, review_store
@@ -27,7 +27,7 @@ except DatabaseUnavailable as exc:
     if st.button("Try again"):
         st.rerun()
     st.stop()
-st.caption(f"Stored in {store.display_url} · filed under workspace **{safe_markdown(ws.name)}**")
+st.caption(f"Stored in {store.display_url} · filed under workspace **{plain_markdown(ws.name)}**")
 
 tab_all, tab_queue, tab_agree = st.tabs(["All reviews", "Review queue", "Agreement"])
 

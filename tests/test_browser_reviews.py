@@ -20,7 +20,9 @@ from test_browser import _no_exception, _page, _settle, _shot, _start_app, brows
 ALICE_PW = "alice's long password"
 BOB_PW = "bob's long password!"
 PAYLOAD = ("Left hippocampus relevance looks **plausible**. <script>window.__xss = 'script'</script> "
-           "<img src=x onerror=\"window.__xss = 'img'\"> and [a link](javascript:window.__xss='link')")
+           "<img src=x onerror=\"window.__xss = 'img'\"> and [a link](javascript:window.__xss='link') "
+           "![pixel][px] [![nested](https://tracker.invalid/n.png)](data:text/html,x)\n\n"
+           "[px]: https://tracker.invalid/p.png")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,9 @@ def test_hostile_review_is_inert_for_another_user(browser, team_app, demo_ws):
     # the payload is shown as the words that were typed, and none of it became markup
     assert "<script>window.__xss = 'script'</script>" in text and "<img src=x onerror=" in text
     assert main.locator("script").count() == 0 and main.locator("img[onerror]").count() == 0
-    assert main.locator("a[href^='javascript']").count() == 0
+    assert main.locator("a[href^='javascript']").count() == 0 and main.locator("a[href^='data:']").count() == 0
+    # reference-style and nested images load nothing (a remote image is a tracking pixel)
+    assert main.locator("img[src*='tracker']").count() == 0
     assert main.locator("strong", has_text="plausible").count() >= 1  # Markdown still renders
     assert not _xss_fired(bob)
     # a viewer reads but cannot write, reply or edit

@@ -11,7 +11,9 @@ The database of a workspace is, first match wins:
 
 ``postgresql://user:pass@host/db`` URLs are served by psycopg 3. The schema is brought to the newest
 Alembic revision whenever a database is opened, under a lock so two processes opening a fresh database
-at once do not both create it.
+at once do not both create it. On a team server the app connects as a role that may not change the schema
+(:mod:`lib.reviews.pgsetup`); a schema already current is left alone, an outdated one is upgraded by the
+owner role (``python -m lib reviews migrate --owner-url …``).
 """
 
 from __future__ import annotations
@@ -138,24 +140,60 @@ _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
 
 
+class SchemaOutdated(DatabaseUnavailable):
+    """The schema needs upgrading and the role the app connects as may not change it (as it should not)."""
+
+
+def _alembic_config():
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
 def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest revision (once per database and process)."""
+    """Upgrade the schema to the newest revision (once per database and process).
+
+    A schema already at the newest revision is left alone, so an application role without rights on the
+    schema (PostgreSQL's owner/app split, see :mod:`lib.reviews.pgsetup`) opens it; if it is behind and
+    the role may not upgrade it, :class:`SchemaOutdated` says which command the owner runs.
+    """
     key = engine.url.render_as_string(hide_password=False)
     with _migrate_lock:
         if key in _migrated:
             return
         from alembic import command
-        from alembic.config import Config
+        from alembic.migration import MigrationContext
+        from sqlalchemy.exc import ProgrammingError
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg = _alembic_config()
+        head, current = head_revision(), None
         with engine.connect() as conn:
             conn.execution_options(write=True)  # SQLite: hold the write lock for the whole migration
-            with conn.begin():
-                if engine.dialect.name == "postgresql":
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+            try:
+                with conn.begin():
+                    if engine.dialect.name == "postgresql":
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                    current = MigrationContext.configure(conn).get_current_revision()
+                    if current != head:
+                        cfg.attributes["connection"] = conn
+                        command.upgrade(cfg, "head")
+            except ProgrammingError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient privilege
+                    raise
+                who = engine.url.username or "this role"
+                raise SchemaOutdated(
+                    f"The review database {describe(engine.url)} is at schema revision {current or 'none'} and "
+                    f"this version of the app needs {head}, but {who} may not change the schema (the app role "
+                    "should not). Nothing was saved. The database owner upgrades it with: python -m lib "
+                    "reviews migrate --owner-url postgresql://OWNER@HOST/DATABASE") from exc
         _migrated.add(key)
 
 

@@ -3,7 +3,8 @@
 ``users``          local accounts and OpenID Connect role mappings (see :mod:`lib.auth`)
 ``reviews``        one row per review or reply; ``version`` grows with every change (optimistic locking)
 ``review_audit``   append-only: the full state of a review after every change, one row per version;
-                   database triggers refuse UPDATE and DELETE on it
+                   database triggers refuse UPDATE, DELETE, TRUNCATE and INSERT OR REPLACE on it, and
+                   each row carries a hash chained to the row before it (see ``audit.py``)
 
 The schema itself is created by the Alembic migrations in ``migrations/``; these classes must match them
 (a test compares the two).
@@ -74,7 +75,9 @@ class Review(Base):
 
 class AuditEntry(Base):
     __tablename__ = "review_audit"
-    __table_args__ = (UniqueConstraint("review_id", "version", name="uq_review_audit_version"),)
+    __table_args__ = (UniqueConstraint("review_id", "version", name="uq_review_audit_version"),
+                      # one successor per row: the chain cannot fork
+                      UniqueConstraint("prev_hash", name="uq_review_audit_prev_hash"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id"), index=True)
@@ -83,3 +86,5 @@ class AuditEntry(Base):
     actor: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     snapshot: Mapped[dict] = mapped_column(JSON)  # verdict, text, tags, status, deleted after the change
+    prev_hash: Mapped[str] = mapped_column(String(64))  # row_hash of the row before (id order)
+    row_hash: Mapped[str] = mapped_column(String(64))   # sha256(prev_hash, canonical content)

@@ -7,6 +7,7 @@ on 127.0.0.1 at a free port with ``trust`` authentication and lives in a tempora
 
     with ThrowawayPostgres() as pg:
         url = pg.create_database("reviews")
+        owner_url, app_url = pg.team_database()   # the owner/app role split of a team server
 """
 
 from __future__ import annotations
@@ -89,18 +90,41 @@ class ThrowawayPostgres:
             self._pg(["pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop"])
             self.running = False
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str | None = None) -> str:
-        """A new empty database; returns its SQLAlchemy URL."""
+    def _admin(self, *statements: str) -> None:
         import psycopg
 
-        name = name or "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
                              autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+            for stmt in statements:
+                conn.execute(stmt)
+
+    def create_database(self, name: str | None = None, owner: str = "postgres") -> str:
+        """A new empty database owned by ``owner``; returns its SQLAlchemy URL (as the owner)."""
+        name = name or "t_" + uuid.uuid4().hex[:12]
+        self._admin(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        return self.url(name, owner)
+
+    def create_role(self, name: str) -> None:
+        """An ordinary login role (no superuser, no CREATEROLE), unless it exists."""
+        self._admin(f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN "
+                    f'CREATE ROLE "{name}" LOGIN; END IF; END $$')
+
+    def team_database(self, name: str | None = None, owner: str = "atlas_owner",
+                      app: str = "atlas_app") -> tuple[str, str]:
+        """A database set up as on a team server: ``owner`` holds the schema, ``app`` only uses it.
+
+        Returns ``(owner_url, app_url)``; see :mod:`lib.reviews.pgsetup`.
+        """
+        from .pgsetup import setup_postgres
+
+        self.create_role(owner)
+        self.create_role(app)
+        owner_url = self.create_database(name, owner=owner)
+        setup_postgres(owner_url, app)
+        return owner_url, owner_url.replace(f"//{owner}@", f"//{app}@", 1)
 
     def destroy(self) -> None:
         try:

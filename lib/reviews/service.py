@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import auth
-from . import db
+from . import audit, db
 from .models import STATUSES, TARGET_KINDS, VERDICTS, AuditEntry, Review
 
 _UNSET = object()
@@ -199,6 +199,7 @@ class ReviewStore:
         self.workspace = workspace
         self.engine = db.make_engine(self.url, busy_timeout=busy_timeout)
         self.run(lambda s: None, write=False, _migrate=True)
+        self._flush_later = self.backend == "postgresql" and self.run(audit.can_flush, write=False)
 
     @classmethod
     def for_workspace(cls, ws, **kwargs) -> "ReviewStore":
@@ -217,26 +218,48 @@ class ReviewStore:
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
-    def _session(self, write: bool):
+    def _session(self, write: bool, snapshot: bool = False):
         with self.engine.connect() as conn:
             if write:
                 conn.execution_options(write=True)
+            if snapshot and self.backend == "postgresql":
+                # every statement sees the same state (SQLite's read transaction already does)
+                conn.execution_options(isolation_level="REPEATABLE READ")
             with Session(bind=conn, expire_on_commit=False, autoflush=True) as s, s.begin():
                 yield s
 
-    def run(self, fn, *, write: bool = True, _migrate: bool = False):
+    def run(self, fn, *, write: bool = True, _migrate: bool = False, _snapshot: bool = False):
         """Run ``fn(session)`` in one transaction; retry once on a lost connection (see class doc)."""
         for attempt in (0, 1):
             try:
                 if _migrate:
                     db.migrate(self.engine)
-                with self._session(write) as s:
-                    return fn(s)
+                with self._session(write, _snapshot) as s:
+                    result = fn(s)
+                break
             except DBAPIError as exc:
                 if not db.is_unavailable(exc):
                     raise
                 if attempt == 1:
                     raise db.DatabaseUnavailable(db.unavailable_message(self.url, exc)) from exc
+        if s.info.get(audit.NEEDS_FLUSH):
+            self._flush()
+        return result
+
+    def _flush(self) -> None:
+        """Return only once the audit append just committed is on disk (see :func:`audit.append`)."""
+        for attempt in (0, 1):
+            try:
+                with self.engine.connect() as conn, conn.begin():
+                    audit.flush(conn)
+                return
+            except DBAPIError as exc:
+                if not db.is_unavailable(exc):
+                    raise
+                if attempt == 1:
+                    raise db.DatabaseUnavailable(
+                        f"The review database {self.display_url} went away just after saving: the change is "
+                        "stored unless the server crashed at that moment. Reload to check.") from exc
 
     # ------------------------------------------------------------------ writing
     def create(self, who: auth.Identity | None, target: dict, settings: dict | None = None, *,
@@ -286,8 +309,8 @@ class ReviewStore:
             r = Review(**row)
             s.add(r)
             s.flush()
-            s.add(AuditEntry(review_id=r.id, version=1, action="create", actor=who.username, at=row["created_at"],
-                             snapshot=_snapshot(r)))
+            audit.append(s, review_id=r.id, version=1, action="create", actor=who.username, at=row["created_at"],
+                         snapshot=_snapshot(r), flush_later=self._flush_later)
             return _record(r)
 
         try:
@@ -354,8 +377,8 @@ class ReviewStore:
             if res.rowcount != 1:
                 return None
             r = s.get(Review, review_id, populate_existing=True)
-            s.add(AuditEntry(review_id=r.id, version=r.version, action=action, actor=who.username, at=now,
-                             snapshot=_snapshot(r)))
+            audit.append(s, review_id=r.id, version=r.version, action=action, actor=who.username, at=now,
+                         snapshot=_snapshot(r), flush_later=self._flush_later)
             return _record(r)
 
         done = self.run(work)
@@ -459,6 +482,13 @@ class ReviewStore:
 
         return self.run(work, write=False)
 
+    def verify_audit(self) -> "audit.Verdict":
+        """Check the audit's hash chain and that every review matches its last audit row (all workspaces)."""
+        def work(s):
+            return audit.verify(s)
+
+        return self.run(work, write=False, _snapshot=True)
+
     def authors(self) -> list[str]:
         return self.run(lambda s: sorted(s.scalars(select(Review.author).distinct().where(
             Review.workspace == self.workspace))), write=False)
@@ -514,9 +544,7 @@ def _cell(v) -> str:
         return v.isoformat(timespec="seconds")
     if isinstance(v, (dict, list)):
         return json.dumps(v, sort_keys=True)
-    if isinstance(v, tuple):
-        return ", ".join(v)
-    s = str(v)
+    s = ", ".join(v) if isinstance(v, tuple) else str(v)
     # a spreadsheet would run a cell that starts like a formula: keep it text
     return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
 
