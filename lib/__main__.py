@@ -15,6 +15,7 @@
     python -m lib evaluate-maps --run RUN [--methods lrp:beta=0 gradcam …]   AOPC, sanity check, localisation
     python -m lib regions --run RUN --method lrp --beta 0 [--atlas aal --merge]   region metrics table, cached
     python -m lib jobs | cancel ID        background jobs of the workspace
+    python -m lib cache verify [--repair] check cached results against their checksums; remove bad ones
     python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME
                                           accounts of the review database (roles viewer, reviewer, admin)
 
@@ -29,6 +30,7 @@ import sys
 from pathlib import Path
 
 from . import atomic, auth, jobs
+from .cache import CacheError
 from .workspace import Workspace, default_workspace_path
 
 
@@ -440,6 +442,26 @@ def _cmd_cancel(args, ws: Workspace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_cache(args, ws: Workspace) -> int:
+    from . import cache
+
+    bad, checked = cache.scan(ws.root)
+    for f in bad:
+        print(f"BAD {f.kind}: {f.path}: {f.problem}")
+    if not bad:
+        print(f"{checked} cache entries checked in {ws.root}: all intact")
+        return 0
+    print(f"{len(bad)} of {checked} cache entries are bad in {ws.root}")
+    if not args.repair:
+        print(f"remove them with: python -m lib --workspace {ws.root} cache verify --repair")
+        return 1
+    cache.repair(bad)
+    print(f"removed {len(bad)} bad entries; they are recomputed by:")
+    for how in sorted({f.recompute for f in bad}):
+        print(f"  {how}")
+    return 0
+
+
 def _read_password(args, username: str) -> str:
     """From stdin (``--password-stdin``, for scripts) or typed twice at a prompt; never from argv."""
     if args.password_stdin:
@@ -641,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--permutations", type=int, default=10_000, help="permutations and bootstrap resamples")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", action="store_true", help="print the results as JSON")
+    sp = add("cache", _cmd_cache, "check every cached result against its checksum; --repair removes bad ones")
+    sp.add_argument("action", choices=["verify"])
+    sp.add_argument("--repair", action="store_true", help="remove bad entries (recomputed on their next use)")
     add("jobs", _cmd_jobs, "list background jobs")
     sp = add("cancel", _cmd_cancel, "cancel a background job")
     sp.add_argument("id")
@@ -672,6 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args, ws)
     except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except CacheError as exc:   # a corrupted cache entry: named, with the command that repairs it
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -3,8 +3,9 @@ read-outs, a scan's top regions, differences between maps, and exports.
 
 Group means of a heatmap store (streamed by :mod:`lib.groups`) are cached on disk per (store,
 grouping) in ``<store>/group_means/<key>/``: one ``<group>.npy`` (float32 ``(X, Y, Z)`` on the run's
-grid, memory-mapped when read) per non-empty group and an ``index.json`` written last, holding the
-member counts and the colour scales. ``key`` hashes the store's folder name (itself a content key:
+grid, memory-mapped when read) per non-empty group, an ``index.json`` holding the member counts and
+the colour scales, and a ``complete.json`` marker written last (checksums, :mod:`lib.cache`): a grouping
+whose files do not match it is recomputed. ``key`` hashes the store's folder name (itself a content key:
 checkpoint, method, parameters, scans) and the exact members of every group, so a changed split,
 prediction or subgrouping is another cache entry and never a stale one.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import atomic
+from . import atomic, cache
 from .atlas import Atlas
 from .render import Overlay, ortho_image, to_png
 from .templates import Grid
@@ -77,7 +78,9 @@ class CachedGroupMeans:
     """
 
     def __init__(self, folder: Path):
+        """Raises :class:`lib.cache.CacheError` when the grouping is incomplete or its files are altered."""
         self.folder = Path(folder)
+        cache.require(self.folder, "group means", "python -m lib group-means --run RUN --store STORE")
         self.index = json.loads((self.folder / "index.json").read_text())
         self.by: str | None = self.index["by"]
         self.entries = [Entry(e["group"], e["subgroup"], int(e["count"]), e["reason"], e["file"])
@@ -156,8 +159,10 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
     from . import groups as gm
 
     folder = Path(store.folder) / "group_means" / grouping_key(store, table, by)
-    if (folder / "index.json").exists():
+    if cache.ok(folder):
         return CachedGroupMeans(folder)
+    if folder.exists():   # corrupted, unfinished or of an older version: recomputed
+        cache.discard(folder)
     ids = [s for s in table["scan_id"].astype(str) if s in store]
     result = gm.group_means(store.iter(ids), table, by=by, progress=progress)
     entries = []
@@ -176,6 +181,7 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
     atomic.write_json(folder / "index.json", {
         "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,
         "scales": {"from": source, **scales}})
+    cache.seal(folder, kind="group_means", store=Path(store.folder).name, by=by)
     return CachedGroupMeans(folder)
 
 
