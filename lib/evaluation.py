@@ -44,7 +44,8 @@ Everything runs on ``lib.models.default_device()``. Results of :func:`evaluate` 
 (check, method) in ``<workspace>/cache/evaluation/<key>/`` where the key hashes the checkpoint's
 SHA-256, the method's canonical parameters, the settings the check depends on, the scans and their
 content key (and, for localisation, the ground-truth table): a second request is read from disk,
-and an interrupted job keeps the checks it finished. Maps come from a finished heatmap store of
+and an interrupted job keeps the checks it finished; a result whose files do not match their
+checksums (:mod:`lib.cache`) counts as missing and is recomputed. Maps come from a finished heatmap store of
 the run (:mod:`lib.heatmaps`) when there is one, else they are computed for the chosen scans only.
 """
 

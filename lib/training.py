@@ -22,6 +22,7 @@ epochs as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -184,7 +185,8 @@ def predictions_problem(run_dir: str | os.PathLike) -> str | None:
             return "scores or predicted classes are altered"
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         return f"unreadable ({type(exc).__name__})"
-    cache.seal(path, kind="predictions")
+    with contextlib.suppress(OSError):   # a read-only run folder keeps its checked file unsealed
+        cache.seal(path, kind="predictions")
     return None
 
 

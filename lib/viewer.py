@@ -17,7 +17,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
+import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,8 +156,8 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
     by : None or a predictions column for subgroups (see :data:`SUBGROUPS`)
 
     The means are streamed by :func:`lib.groups.group_means` over the store (one volume in memory at a
-    time); each is written atomically and ``index.json`` last, so a reader never sees half a grouping and
-    two users computing the same grouping at once both leave a whole one.
+    time) into a temporary folder, sealed (checksums, :mod:`lib.cache`) and renamed into place, so a reader
+    never sees half a grouping and two users computing the same grouping at once both leave a whole one.
     """
     from . import groups as gm
 
@@ -165,6 +168,7 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
         cache.discard(folder)
     ids = [s for s in table["scan_id"].astype(str) if s in store]
     result = gm.group_means(store.iter(ids), table, by=by, progress=progress)
+    final, folder = folder, folder.with_name(f".{folder.name}.{os.getpid()}.{time.time_ns()}")
     entries = []
     for i, key in enumerate(result):
         g, v = key if isinstance(key, tuple) else (key, None)
@@ -182,7 +186,13 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
         "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,
         "scales": {"from": source, **scales}})
     cache.seal(folder, kind="group_means", store=Path(store.folder).name, by=by)
-    return CachedGroupMeans(folder)
+    try:
+        os.rename(folder, final)
+    except OSError:   # another user finished the same grouping first: theirs is used
+        shutil.rmtree(folder, ignore_errors=True)
+        if not cache.ok(final):
+            raise
+    return CachedGroupMeans(final)
 
 
 def scales_from(reference: np.ndarray | None, resolution: float) -> dict[str, list[float]]:
