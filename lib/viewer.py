@@ -169,29 +169,33 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
     ids = [s for s in table["scan_id"].astype(str) if s in store]
     result = gm.group_means(store.iter(ids), table, by=by, progress=progress)
     final, folder = folder, folder.with_name(f".{folder.name}.{os.getpid()}.{time.time_ns()}")
-    entries = []
-    for i, key in enumerate(result):
-        g, v = key if isinstance(key, tuple) else (key, None)
-        item = result[(g, v)]
-        file = None
-        if item.count > 0:
-            file = f"{i:03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{g}_{v}' if v is not None else g)[:60]}.npy"
-            with atomic.atomic_path(folder / file) as tmp:
-                np.save(tmp, np.asarray(item.mean, dtype=np.float32))
-        entries.append({"group": g, "subgroup": None if v is None else str(v), "count": int(item.count),
-                        "reason": item.reason, "file": file})
-    source = next((g for g in ("AD", *gm.GROUPS) if result.count(g) > 0), None)
-    scales = scales_from(result.mean(source) if source else None, store.grid.resolution)
-    atomic.write_json(folder / "index.json", {
-        "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,
-        "scales": {"from": source, **scales}})
-    cache.seal(folder, kind="group_means", store=Path(store.folder).name, by=by)
     try:
-        os.rename(folder, final)
-    except OSError:   # another user finished the same grouping first: theirs is used
-        shutil.rmtree(folder, ignore_errors=True)
-        if not cache.ok(final):
-            raise
+        entries = []
+        for i, key in enumerate(result):
+            g, v = key if isinstance(key, tuple) else (key, None)
+            item = result[(g, v)]
+            file = None
+            if item.count > 0:
+                file = f"{i:03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{g}_{v}' if v is not None else g)[:60]}.npy"
+                with atomic.atomic_path(folder / file) as tmp:
+                    np.save(tmp, np.asarray(item.mean, dtype=np.float32))
+            entries.append({"group": g, "subgroup": None if v is None else str(v), "count": int(item.count),
+                            "reason": item.reason, "file": file})
+        source = next((g for g in ("AD", *gm.GROUPS) if result.count(g) > 0), None)
+        scales = scales_from(result.mean(source) if source else None, store.grid.resolution)
+        atomic.write_json(folder / "index.json", {
+            "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,
+            "scales": {"from": source, **scales}})
+        cache.seal(folder, kind="group_means", store=Path(store.folder).name, by=by)
+        try:
+            os.rename(folder, final)
+        except OSError:   # another user finished the same grouping first: theirs is used
+            shutil.rmtree(folder, ignore_errors=True)
+            if not cache.ok(final):
+                raise
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)   # an interrupted grouping leaves nothing
+        raise
     return CachedGroupMeans(final)
 
 
