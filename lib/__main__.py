@@ -21,6 +21,7 @@
     python -m lib audit verify [--db URL] check the review audit's hash chain; exit 1 at the first broken link
     python -m lib reviews migrate --owner-url URL | setup-postgres --owner-url URL --app-role NAME
                                           PostgreSQL: schema upgrades and grants as the owner role
+    python -m lib cache verify [--repair] check cached results against their checksums; remove bad ones
 
 ``--workspace DIR`` (or $RELEVANCE_ATLAS_WORKSPACE) picks the workspace; the
 default is the demo workspace under ``data/demo``.
@@ -33,6 +34,7 @@ import sys
 from pathlib import Path
 
 from . import atomic, auth, jobs, settings
+from .cache import CacheError
 from .workspace import Workspace, WorkspaceError, default_workspace_path
 
 
@@ -461,6 +463,26 @@ def _cmd_cancel(args, ws: Workspace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_cache(args, ws: Workspace) -> int:
+    from . import cache
+
+    bad, checked = cache.scan(ws.root)
+    for f in bad:
+        print(f"BAD {f.kind}: {f.path}: {f.problem}")
+    if not bad:
+        print(f"{checked} cache entries checked in {ws.root}: all intact")
+        return 0
+    print(f"{len(bad)} of {checked} cache entries are bad in {ws.root}")
+    if not args.repair:
+        print(f"remove them with: python -m lib --workspace {ws.root} cache verify --repair")
+        return 1
+    cache.repair(bad)
+    print(f"removed {len(bad)} bad entries; they are recomputed by:")
+    for how in sorted({f.recompute for f in bad}):
+        print(f"  {how}")
+    return 0
+
+
 def _read_password(args, username: str) -> str:
     """From stdin (``--password-stdin``, for scripts) or typed twice at a prompt; never from argv."""
     if args.password_stdin:
@@ -731,6 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--permutations", type=int, default=10_000, help="permutations and bootstrap resamples")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", action="store_true", help="print the results as JSON")
+    sp = add("cache", _cmd_cache, "check every cached result against its checksum; --repair removes bad ones")
+    sp.add_argument("action", choices=["verify"])
+    sp.add_argument("--repair", action="store_true", help="remove bad entries (recomputed on their next use)")
     add("jobs", _cmd_jobs, "list background jobs")
     sp = add("cancel", _cmd_cancel, "cancel a background job")
     sp.add_argument("id")
@@ -781,7 +806,8 @@ def main(argv: list[str] | None = None) -> int:
         ws = Workspace(root=Path(args.workspace or default_workspace_path()).expanduser().resolve())
     try:
         return args.fn(args, ws)
-    except (FileNotFoundError, WorkspaceError) as exc:
+    except (FileNotFoundError, WorkspaceError, CacheError) as exc:
+        # CacheError: a corrupted cache entry, named with the command that repairs it
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -287,21 +287,53 @@ def read_names_table(path: str | Path) -> pd.DataFrame:
     return out[out["index"] != 0].reset_index(drop=True)  # 0 is background whatever the table calls it
 
 
+MAX_LABELS_FILE = 64 << 20
+"""Largest labels file accepted (bytes on disk): a 1 mm MNI atlas is 1–5 MB gzipped, 30 MB uncompressed."""
+MAX_LABELS_DATA = 512 << 20
+"""Largest uncompressed label volume accepted (bytes, from the header's dimensions × bytes per voxel,
+checked before any voxel is decompressed): a 1 mm MNI grid (182 × 218 × 182) is 29 MiB as int32 and
+58 MiB as float64, a 0.5 mm grid as float64 462 MiB; anything larger is not an atlas for these grids,
+and a small gzip can otherwise expand to gigabytes in memory."""
+
+
+def _check_labels_size(path: Path):
+    """The image with its header read and its size checked; no voxel is decompressed here."""
+    size = path.stat().st_size
+    if size > MAX_LABELS_FILE:
+        raise AtlasError(f"{path}: the file has {size / 2**20:.0f} MiB; labels images up to "
+                         f"{MAX_LABELS_FILE >> 20} MiB are accepted.")
+    try:
+        img = nib.load(str(path))   # reads the header only
+        shape = tuple(int(d) for d in img.header.get_data_shape())
+        itemsize = int(img.header.get_data_dtype().itemsize)
+    except Exception as exc:
+        raise AtlasError(f"{path}: could not be read as a NIfTI image ({exc}).") from exc
+    if any(d < 0 for d in shape):
+        raise AtlasError(f"{path}: the header gives negative dimensions {shape}.")
+    nbytes = int(np.prod(shape, dtype=object)) * max(itemsize, 1)
+    if nbytes > MAX_LABELS_DATA:
+        raise AtlasError(f"{path}: the header declares a {' × '.join(map(str, shape))} volume of "
+                         f"{nbytes / 2**20:,.0f} MiB uncompressed; label volumes up to {MAX_LABELS_DATA >> 20} "
+                         f"MiB are accepted (a 1 mm atlas is about 30 MiB).")
+    return img
+
+
 def read_labels_image(path: str | Path, resolution: float = 2.0) -> tuple[np.ndarray, list[str]]:
     """An integer label volume on ``Grid(resolution)`` from any NIfTI, and warnings.
 
     Resampled with nilearn nearest-neighbour interpolation when off the grid. Raises
     :class:`AtlasError` naming the file for: missing/unreadable file, not 3D (a 4D
     image with one volume is accepted; a probabilistic 4D atlas is not), non-integer
-    or negative labels, NaN/Inf.
+    or negative labels, NaN/Inf, a file over :data:`MAX_LABELS_FILE` or a volume over
+    :data:`MAX_LABELS_DATA` uncompressed (checked from the header before decompressing).
     """
     from nilearn.image import resample_img
 
     path = Path(path)
     if not path.is_file():
         raise AtlasError(f"{path}: labels image not found.")
+    img = _check_labels_size(path)
     try:
-        img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:
         raise AtlasError(f"{path}: could not be read as a NIfTI image ({exc}).") from exc

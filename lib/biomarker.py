@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from . import atomic, stats
+from . import cache as _cache
 from .atlas import Atlas, hemisphere_of, merge_hemispheres
 from .workspace import Workspace
 
@@ -157,13 +158,16 @@ def segmentation_volumes(ws: Workspace, cohort: pd.DataFrame, column: str, label
                 "files": stamp})
     cache = ws.cache_dir / "biomarker" / "volumes" / f"{key}.csv"
     ids = cohort["scan_id"].astype(str).to_numpy()
-    if cache.exists():
+    if _cache.ok(cache):
         cached = pd.read_csv(cache, dtype={"scan_id": str}).set_index("scan_id")["volume"]
-        return cached.reindex(ids)
+        if set(ids) <= set(cached.index):
+            return cached.reindex(ids)
+    _cache.discard(cache)   # absent, corrupted or of an older version: recomputed
     have = [i for i, s in enumerate(stamp) if s is not None]
     vols = np.full(len(ids), np.nan)
     vols[have] = label_volumes([paths[i] for i in have], labels, progress)
     atomic.write_csv(cache, pd.DataFrame({"scan_id": ids, "volume": vols}))
+    _cache.seal(cache, kind="biomarker", column=column)
     return pd.Series(vols, index=pd.Index(ids, name="scan_id"), name="volume")
 
 
@@ -255,7 +259,12 @@ def find_region_table(ws: Workspace, store, atlas: str = "neuromorphometrics") -
     from . import region_tables
 
     path = region_tables.find_table(ws, store, region_tables.get_atlas(ws, atlas, store.grid.resolution))
-    return None if path is None else region_tables.read_table(path)
+    if path is None:
+        return None
+    try:
+        return region_tables.read_table(path, store)
+    except _cache.CacheError:   # lacks scans of the store: absent, so the page offers to recompute it
+        return None
 
 
 def region_table(ws: Workspace, store, atlas: str = "neuromorphometrics", progress: Progress | None = None
@@ -275,7 +284,8 @@ def region_table(ws: Workspace, store, atlas: str = "neuromorphometrics", progre
     from . import region_tables
 
     atl = region_tables.get_atlas(ws, atlas, store.grid.resolution)
-    return region_tables.read_table(region_tables.compute_table(ws, store, atl, progress=progress))
+    # a table that lacks scans of the store is an error, never a biomarker over fewer scans
+    return region_tables.read_table(region_tables.compute_table(ws, store, atl, progress=progress), store)
 
 
 def hippocampus_regions(atlas_table: pd.DataFrame, side: str = "both") -> list[str]:

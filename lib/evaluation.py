@@ -44,7 +44,8 @@ Everything runs on ``lib.models.default_device()``. Results of :func:`evaluate` 
 (check, method) in ``<workspace>/cache/evaluation/<key>/`` where the key hashes the checkpoint's
 SHA-256, the method's canonical parameters, the settings the check depends on, the scans and their
 content key (and, for localisation, the ground-truth table): a second request is read from disk,
-and an interrupted job keeps the checks it finished. Maps come from a finished heatmap store of
+and an interrupted job keeps the checks it finished; a result whose files do not match their
+checksums (:mod:`lib.cache`) counts as missing and is recomputed. Maps come from a finished heatmap store of
 the run (:mod:`lib.heatmaps`) when there is one, else they are computed for the chosen scans only.
 """
 
@@ -67,7 +68,7 @@ from scipy import ndimage
 from scipy.stats import rankdata
 from torch import nn
 
-from . import atomic
+from . import atomic, cache
 from .models import CLASSES
 from .templates import Grid
 
@@ -610,7 +611,13 @@ def _key(payload: dict) -> str:
 
 
 def _read(folder: Path) -> dict | None:
-    res = atomic.read_json(folder / "result.json")
+    """A cached result, or None when absent or bad (no marker, truncated, altered: recomputed)."""
+    if not cache.ok(folder):
+        return None
+    try:
+        res = atomic.read_json(folder / "result.json")
+    except ValueError:
+        return None
     if res is not None and (folder / "maps.npy").exists():
         res["maps_path"] = str(folder / "maps.npy")
     return res
@@ -624,6 +631,9 @@ def _write(folder: Path, result: dict, maps: np.ndarray | None = None) -> None:
         if maps is not None:
             np.save(tmp / "maps.npy", maps)
         atomic.write_json(tmp / "result.json", result)
+        cache.seal(tmp, kind="evaluation")
+        if folder.exists() and not cache.ok(folder):   # corrupted or of an older version: replaced
+            cache.discard(folder)
         if folder.exists():  # an identical result written by a concurrent job
             shutil.rmtree(tmp)
             return
@@ -721,9 +731,9 @@ class Evaluation:
         for check in checks:
             if check == "localisation" and not self.has_truth():
                 continue
-            if check == "aopc" and not self.folder("random").exists():
+            if check == "aopc" and not cache.ok(self.folder("random")):
                 out.append(("aopc", "random order"))
-            out += [(check, m.label) for m in self.methods if not self.folder(check, m).exists()]
+            out += [(check, m.label) for m in self.methods if not cache.ok(self.folder(check, m))]
         return out
 
     # work

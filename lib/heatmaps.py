@@ -11,7 +11,9 @@ every user of a lab server reads the same store; nobody computes it twice:
 * work in progress lives in ``<key>.partial/``; after each batch the maps are
   flushed and then the batch is marked done, so an interrupted job (cancel,
   SIGKILL, reboot) resumes where it stopped;
-* the finished folder is renamed into place in one step.
+* the finished folder is sealed (:func:`lib.cache.seal`: checksums of its files in ``complete.json``,
+  written last) and renamed into place in one step; a store whose files do not match (truncated,
+  altered, marker missing) is never read: it counts as absent and is recomputed.
 
 Storage: float16 scaled per scan by its largest absolute value (kept as
 float32), so relevance of ~1e-6 per voxel keeps float16's 11-bit relative
@@ -33,7 +35,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from . import atomic
+from . import atomic, cache
 from .templates import Grid
 from .training import Run, _load_batch, _scan_table, load_checkpoint
 from .volumes import VolumeStore, volume_store
@@ -47,7 +49,9 @@ class HeatmapStore:
     """A finished store: ``get(scan_id)`` → float32 ``(X, Y, Z)`` on the run's grid."""
 
     def __init__(self, folder: Path):
+        """Raises :class:`lib.cache.CacheError` when the store is incomplete or its files are altered."""
         self.folder = Path(folder)
+        cache.require(self.folder, "heatmap store", "python -m lib explain --run RUN --method METHOD")
         self.meta = json.loads((self.folder / "index.json").read_text())
         self.scan_ids: list[str] = [str(s) for s in self.meta["scan_ids"]]
         self.grid = Grid(float(self.meta["resolution"]))
@@ -135,7 +139,7 @@ def _lookup(ws: Workspace, run: Run, method: str, params: dict, target: str):
 def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str = "AD", **params) -> HeatmapStore | None:
     """The finished store for this request, or None (nothing is computed here)."""
     *_, folder = _lookup(ws, run, method, params, target)
-    return HeatmapStore(folder) if (folder / "index.json").exists() else None
+    return HeatmapStore(folder) if cache.ok(folder) else None
 
 
 def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str = "AD", **params) -> str:
@@ -171,23 +175,31 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
             progress(done, total, msg)
 
     cohort, volumes, call, canonical, folder = _lookup(ws, run, method, params, target)
-    if (folder / "index.json").exists():
+    if cache.ok(folder):
         return HeatmapStore(folder)
     with _exclusive(folder.with_suffix(".lock"),
                     on_wait=lambda: tick(0, 1, "the same heatmaps are being computed by another job: waiting")):
-        if (folder / "index.json").exists():  # the job we waited for finished them
+        if cache.ok(folder):  # the job we waited for finished them
             return HeatmapStore(folder)
+        if folder.exists():  # corrupted, unfinished or of an older version: recomputed
+            cache.discard(folder)
         model, normaliser, _meta = load_checkpoint(run.best_checkpoint, device)
         dev = next(model.parameters()).device
         partial = folder.with_name(folder.name + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
         n, shape = len(volumes), volumes.shape
         maps_path, done_path, scale_path = partial / "maps.npy", partial / "done.npy", partial / "scale.npy"
+        maps = None
         if maps_path.exists() and done_path.exists():
-            maps = np.load(maps_path, mmap_mode="r+")
-            done = np.load(done_path)
-            scale = np.load(scale_path)
-        else:
+            try:
+                maps = np.load(maps_path, mmap_mode="r+")
+                done = np.load(done_path)
+                scale = np.load(scale_path)
+                if maps.shape != (n, *shape) or done.shape != (n,) or scale.shape != (n,):
+                    raise ValueError("work in progress of another shape")
+            except (OSError, ValueError, EOFError):   # damaged work in progress: start again
+                maps = None
+        if maps is None:
             maps = np.lib.format.open_memmap(maps_path, mode="w+", dtype=np.float16, shape=(n, *shape))
             done = np.zeros(n, dtype=bool)
             scale = np.zeros(n, dtype=np.float32)
@@ -214,6 +226,7 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
             "scan_ids": volumes.scan_ids, "resolution": run.grid.resolution, "params": canonical,
             "target": target, "run": run.id, "checkpoint_sha256": run.checkpoint_hash(),
             "version": STORE_VERSION}, indent=1))
+        cache.seal(partial, kind="heatmaps", params=canonical, target=target, run=run.id)
         os.rename(partial, folder)
     return HeatmapStore(folder)
 
@@ -226,7 +239,7 @@ def list_stores(ws: Workspace, run: Run | None = None) -> list[HeatmapStore]:
     out = []
     sha = run.checkpoint_hash() if run else None
     for d in sorted(root.iterdir()):
-        if (d / "index.json").exists():
+        if d.is_dir() and not d.name.startswith(".") and cache.ok(d):   # a bad store is not listed
             s = HeatmapStore(d)
             if sha is None or s.meta.get("checkpoint_sha256") == sha:
                 out.append(s)

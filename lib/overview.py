@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from . import atomic
+from . import atomic, cache
 from .splits import assign, load_splits
 from .workspace import Workspace
 
@@ -98,8 +98,9 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
     """
     cohort = load_cohort(ws)
     target = group_means_path(ws, cohort)
-    if target.exists():
+    if cache.ok(target):
         return target
+    cache.discard(target)   # absent, corrupted or of an older version: recomputed
     sums = {dx: np.zeros(ws.grid.shape, np.float64) for dx in ("AD", "HC")}
     n = {"AD": 0, "HC": 0}
     total = len(cohort)
@@ -115,11 +116,16 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
     img = nib.Nifti1Image(stack, ws.grid.affine)
     img.header["descrip"] = f"mean AD (n={n['AD']}), mean HC (n={n['HC']}), AD-HC".encode()[:79]
     atomic.write_nifti(target, img)
+    cache.seal(target, kind="overview", AD=n["AD"], HC=n["HC"])
     return target
 
 
 def read_group_means(path: str | Path) -> dict[str, np.ndarray]:
-    """The three volumes of a group-means file: AD, HC and AD − HC."""
+    """The three volumes of a group-means file: AD, HC and AD − HC.
+
+    Raises :class:`lib.cache.CacheError` naming the file when it does not match its checksum marker.
+    """
+    cache.require(path, "cohort mean images", "python -m lib means")
     data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
     return {"AD": data[..., 0], "HC": data[..., 1], "AD - HC": data[..., 2]}
 
@@ -127,7 +133,7 @@ def read_group_means(path: str | Path) -> dict[str, np.ndarray]:
 def group_means(ws: Workspace, cohort: pd.DataFrame | None = None) -> dict[str, np.ndarray] | None:
     """The cached group means, or None if they have not been computed for the current cohort."""
     target = group_means_path(ws, load_cohort(ws) if cohort is None else cohort)
-    return read_group_means(target) if target.exists() else None
+    return read_group_means(target) if cache.ok(target) else None
 
 
 def ground_truth(ws: Workspace, scan_id: str) -> dict | None:

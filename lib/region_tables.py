@@ -3,7 +3,8 @@
 A table is the tidy scan × region output of :func:`lib.regions.region_metrics` (signed, positive
 and absolute metrics) for every scan of one heatmap store on one atlas. It lives in
 ``<workspace>/cache/regions/<key>.parquet`` with a ``<key>.json`` beside it (store, atlas, counts),
-written atomically, the JSON last. ``key`` hashes the store's folder name (itself a content key:
+written atomically, and a ``<key>.parquet.ok`` marker last (its size and checksum, :mod:`lib.cache`):
+a table that does not match its marker, or covers other scans than its store, is recomputed. ``key`` hashes the store's folder name (itself a content key:
 checkpoint, method, parameters, scans) and the atlas's content (labels and names, so a user atlas
 replaced under the same name, or left/right merging, is another key and never a stale table).
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import atomic
+from . import atomic, cache
 from .atlas import DEFAULT_ATLAS, Atlas, AtlasError, atlas_from_files, load_atlas
 from .templates import ATLAS_FILES
 from .workspace import Workspace
@@ -117,13 +118,28 @@ def table_path(ws: Workspace, store, atlas: Atlas) -> Path:
 
 
 def find_table(ws: Workspace, store, atlas: Atlas) -> Path | None:
-    """The cached table's path if it is complete (its JSON written), else None. Nothing is computed."""
+    """The cached table's path if it is complete and intact (its marker matches), else None. Nothing is
+    computed."""
     path = table_path(ws, store, atlas)
-    return path if path.with_suffix(".json").exists() and path.exists() else None
+    return path if path.with_suffix(".json").exists() and cache.ok(path) else None
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+def read_table(path: str | Path, store=None) -> pd.DataFrame:
+    """A cached table; :class:`lib.cache.CacheError` naming it when it is corrupted or (with ``store``)
+    lacks some of the store's scans, never a partial table."""
+    path = Path(path)
+    cache.require(path, "region table", "python -m lib regions --run RUN --store STORE --atlas ATLAS")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow's errors have no common base; the checksum matched, so it is a bug
+        raise cache.CacheError(f"region table at {path} is not readable ({exc}). Remove it with "
+                               f"`{cache.REPAIR}`.") from exc
+    if store is not None:
+        missing = set(store.scan_ids) - set(table["scan_id"].astype(str))
+        if missing:
+            raise cache.CacheError(f"region table at {path} lacks {len(missing)} of the {len(store)} scans of its "
+                                   f"heatmap store. Remove it with `{cache.REPAIR}` and recompute it.")
+    return table
 
 
 def compute_table(ws: Workspace, store, atlas: Atlas, *, progress: Progress | None = None,
@@ -137,7 +153,11 @@ def compute_table(ws: Workspace, store, atlas: Atlas, *, progress: Progress | No
 
     path = table_path(ws, store, atlas)
     if find_table(ws, store, atlas):
-        return path
+        meta = cache.meta(path)
+        if set(meta.get("scans", [])) >= set(store.scan_ids):
+            return path
+    if path.exists() or cache.marker_of(path).exists():   # corrupted, partial or of an older version
+        cache.discard(path)
     ids = list(store.scan_ids)
     n = len(ids)
 
@@ -158,6 +178,8 @@ def compute_table(ws: Workspace, store, atlas: Atlas, *, progress: Progress | No
         "store": Path(store.folder).name, "params": store.params, "target": store.meta.get("target", "AD"),
         "run": store.meta.get("run"), "atlas": atlas.name, "atlas_key": atlas_key(atlas),
         "regions": atlas.n_regions, "scans": n, "created": time.time(), "version": CACHE_VERSION})
+    cache.seal(path, kind="regions", store=Path(store.folder).name, atlas=atlas.name,
+               scans=sorted(set(table["scan_id"])))
     return path
 
 

@@ -22,6 +22,7 @@ epochs as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -132,8 +133,17 @@ class Run:
         return atomic.read_json(self.dir / "summary.json")
 
     def predictions(self) -> pd.DataFrame | None:
+        """Every scan's prediction, or None when there are none yet, or when the file is corrupted (then it
+        is removed, so ``python -m lib predict --run RUN`` or the page's job recomputes it)."""
         p = self.dir / "predictions.csv"
-        return pd.read_csv(p, dtype={"scan_id": str, "subject_id": str}) if p.exists() else None
+        if not p.exists():
+            return None
+        if predictions_problem(self.dir) is not None:
+            from . import cache
+
+            cache.discard(p)
+            return None
+        return pd.read_csv(p, dtype={"scan_id": str, "subject_id": str})
 
     def metrics(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(batch losses, epoch metrics) as flat tables; a torn last line (a kill mid-write) is skipped."""
@@ -142,6 +152,42 @@ class Run:
     def load_model(self, device: torch.device | str | None = None) -> tuple[nn.Module, Normaliser]:
         model, normaliser, _ = load_checkpoint(self.best_checkpoint, device)
         return model, normaliser
+
+
+_PREDICTION_COLUMNS = ("scan_id", "diagnosis", "split", "ad_score", "predicted", "outcome")
+
+
+def predictions_problem(run_dir: str | os.PathLike) -> str | None:
+    """What is wrong with a run's ``predictions.csv`` (a sentence) or None.
+
+    With its checksum marker (:mod:`lib.cache`) the file must match it. A file without one (written by an
+    older version) must parse, hold every scan of the run exactly once with a score in [0, 1] and agree
+    with its predicted classes; it is then sealed as it is, so existing runs keep their predictions.
+    """
+    from . import cache
+
+    run_dir = Path(run_dir)
+    path = run_dir / "predictions.csv"
+    if cache.marker_of(path).exists():
+        return cache.problem(path)
+    if not path.exists():
+        return "missing"
+    try:
+        df = pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
+        if any(c not in df for c in _PREDICTION_COLUMNS):
+            return "not a predictions table (columns missing)"
+        score = pd.to_numeric(df["ad_score"], errors="coerce")
+        config = atomic.read_json(run_dir / "config.json") or {}
+        scans = {str(x) for part in (config.get("parts") or {}).values() for x in part}
+        if scans and (set(df["scan_id"]) != scans or df["scan_id"].duplicated().any()):
+            return "does not hold every scan of the run once (partial or altered)"
+        if not score.between(0, 1).all() or ((score >= 0.5) != (df["predicted"] == "AD")).any():
+            return "scores or predicted classes are altered"
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        return f"unreadable ({type(exc).__name__})"
+    with contextlib.suppress(OSError):   # a read-only run folder keeps its checked file unsealed
+        cache.seal(path, kind="predictions")
+    return None
 
 
 def _pid_alive(pid) -> bool:
@@ -581,6 +627,9 @@ def finish_run(ws: Workspace, run: Run, *, store: VolumeStore | None = None, coh
                                progress=(lambda d, t: progress(d, t, "predicting every scan")) if progress else None)
     preds = predictions_table(cohort, scores)
     atomic.write_csv(run.dir / "predictions.csv", preds)
+    from . import cache
+
+    cache.seal(run.dir / "predictions.csv", kind="predictions", run=run.id)
     summary = {"run": run.id, "best_epoch": meta["epoch"], "checkpoint_sha256": run.checkpoint_hash()}
     for part in ("train", "validation", "test"):
         sel = preds[preds["split"] == part]

@@ -3,8 +3,9 @@ read-outs, a scan's top regions, differences between maps, and exports.
 
 Group means of a heatmap store (streamed by :mod:`lib.groups`) are cached on disk per (store,
 grouping) in ``<store>/group_means/<key>/``: one ``<group>.npy`` (float32 ``(X, Y, Z)`` on the run's
-grid, memory-mapped when read) per non-empty group and an ``index.json`` written last, holding the
-member counts and the colour scales. ``key`` hashes the store's folder name (itself a content key:
+grid, memory-mapped when read) per non-empty group, an ``index.json`` holding the member counts and
+the colour scales, and a ``complete.json`` marker written last (checksums, :mod:`lib.cache`): a grouping
+whose files do not match it is recomputed. ``key`` hashes the store's folder name (itself a content key:
 checkpoint, method, parameters, scans) and the exact members of every group, so a changed split,
 prediction or subgrouping is another cache entry and never a stale one.
 
@@ -16,7 +17,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
+import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import atomic
+from . import atomic, cache
 from .atlas import Atlas
 from .render import Overlay, ortho_image, to_png
 from .templates import Grid
@@ -77,7 +81,9 @@ class CachedGroupMeans:
     """
 
     def __init__(self, folder: Path):
+        """Raises :class:`lib.cache.CacheError` when the grouping is incomplete or its files are altered."""
         self.folder = Path(folder)
+        cache.require(self.folder, "group means", "python -m lib group-means --run RUN --store STORE")
         self.index = json.loads((self.folder / "index.json").read_text())
         self.by: str | None = self.index["by"]
         self.entries = [Entry(e["group"], e["subgroup"], int(e["count"]), e["reason"], e["file"])
@@ -150,33 +156,47 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
     by : None or a predictions column for subgroups (see :data:`SUBGROUPS`)
 
     The means are streamed by :func:`lib.groups.group_means` over the store (one volume in memory at a
-    time); each is written atomically and ``index.json`` last, so a reader never sees half a grouping and
-    two users computing the same grouping at once both leave a whole one.
+    time) into a temporary folder, sealed (checksums, :mod:`lib.cache`) and renamed into place, so a reader
+    never sees half a grouping and two users computing the same grouping at once both leave a whole one.
     """
     from . import groups as gm
 
     folder = Path(store.folder) / "group_means" / grouping_key(store, table, by)
-    if (folder / "index.json").exists():
+    if cache.ok(folder):
         return CachedGroupMeans(folder)
+    if folder.exists():   # corrupted, unfinished or of an older version: recomputed
+        cache.discard(folder)
     ids = [s for s in table["scan_id"].astype(str) if s in store]
     result = gm.group_means(store.iter(ids), table, by=by, progress=progress)
-    entries = []
-    for i, key in enumerate(result):
-        g, v = key if isinstance(key, tuple) else (key, None)
-        item = result[(g, v)]
-        file = None
-        if item.count > 0:
-            file = f"{i:03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{g}_{v}' if v is not None else g)[:60]}.npy"
-            with atomic.atomic_path(folder / file) as tmp:
-                np.save(tmp, np.asarray(item.mean, dtype=np.float32))
-        entries.append({"group": g, "subgroup": None if v is None else str(v), "count": int(item.count),
-                        "reason": item.reason, "file": file})
-    source = next((g for g in ("AD", *gm.GROUPS) if result.count(g) > 0), None)
-    scales = scales_from(result.mean(source) if source else None, store.grid.resolution)
-    atomic.write_json(folder / "index.json", {
-        "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,
-        "scales": {"from": source, **scales}})
-    return CachedGroupMeans(folder)
+    final, folder = folder, folder.with_name(f".{folder.name}.{os.getpid()}.{time.time_ns()}")
+    try:
+        entries = []
+        for i, key in enumerate(result):
+            g, v = key if isinstance(key, tuple) else (key, None)
+            item = result[(g, v)]
+            file = None
+            if item.count > 0:
+                file = f"{i:03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{g}_{v}' if v is not None else g)[:60]}.npy"
+                with atomic.atomic_path(folder / file) as tmp:
+                    np.save(tmp, np.asarray(item.mean, dtype=np.float32))
+            entries.append({"group": g, "subgroup": None if v is None else str(v), "count": int(item.count),
+                            "reason": item.reason, "file": file})
+        source = next((g for g in ("AD", *gm.GROUPS) if result.count(g) > 0), None)
+        scales = scales_from(result.mean(source) if source else None, store.grid.resolution)
+        atomic.write_json(folder / "index.json", {
+            "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,
+            "scales": {"from": source, **scales}})
+        cache.seal(folder, kind="group_means", store=Path(store.folder).name, by=by)
+        try:
+            os.rename(folder, final)
+        except OSError:   # another user finished the same grouping first: theirs is used
+            shutil.rmtree(folder, ignore_errors=True)
+            if not cache.ok(final):
+                raise
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)   # an interrupted grouping leaves nothing
+        raise
+    return CachedGroupMeans(final)
 
 
 def scales_from(reference: np.ndarray | None, resolution: float) -> dict[str, list[float]]:

@@ -5,7 +5,9 @@ scan is loaded (and resampled, when the run's grid differs from the scans')
 once per grid. The store lives in ``<workspace>/cache/volumes/<key>/`` where
 the key hashes the grid and every scan's path, size and modification time: a
 changed scan gives a new store, never a stale one. It is built in a temporary
-folder and renamed into place, so a reader never sees half a store.
+folder, sealed (:func:`lib.cache.seal`: checksums in ``complete.json``, written last)
+and renamed into place, so a reader never sees half a store; a store that no longer
+matches its checksums (or has no marker) is rebuilt on its next use.
 
 Intensity normalisation follows scikit-learn's fit/transform split: a
 :class:`Normaliser` is fitted on the training scans only and applied to all.
@@ -25,6 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from . import cache
 from .templates import Grid
 from .workspace import Workspace
 
@@ -45,7 +48,9 @@ class VolumeStore:
     """Read-only view of a built store: ``array[i]`` is scan ``scan_ids[i]`` as float32 ``(X, Y, Z)``."""
 
     def __init__(self, folder: Path):
+        """Raises :class:`lib.cache.CacheError` when the store is incomplete or its files are altered."""
         self.folder = Path(folder)
+        cache.require(self.folder, "volume store", "any job that reads the scans (it is rebuilt)")
         meta = json.loads((self.folder / "index.json").read_text())
         self.scan_ids: list[str] = [str(s) for s in meta["scan_ids"]]
         self.grid = Grid(float(meta["resolution"]))
@@ -80,8 +85,10 @@ def volume_store(ws: Workspace, cohort: pd.DataFrame, grid: Grid | None = None,
 
     grid = grid or ws.grid
     target = store_path(ws, cohort, grid)
-    if (target / "index.json").exists():
+    if cache.ok(target):
         return VolumeStore(target)
+    if target.exists():   # corrupted, unfinished or of an older version: rebuilt
+        cache.discard(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -101,11 +108,12 @@ def volume_store(ws: Workspace, cohort: pd.DataFrame, grid: Grid | None = None,
         (tmp / "index.json").write_text(json.dumps({
             "scan_ids": [str(s) for s in cohort["scan_id"]], "resolution": grid.resolution,
             "shape": list(grid.shape), "version": STORE_VERSION}))
+        cache.seal(tmp, kind="volumes", resolution=grid.resolution, scans=n)
         try:
             os.rename(tmp, target)
         except OSError:
             # another process finished the same store first: use theirs
-            if not (target / "index.json").exists():
+            if not cache.ok(target):
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:

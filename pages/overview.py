@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from lib import jobs, overview
+from lib import cache, jobs, overview
 from lib.render import Overlay, ortho_image
 from pages.common import (atlas_labels, current_workspace, group_means, job_progress,
                           require_ready_workspace, volume)
@@ -135,7 +135,7 @@ with tab_view:
 
 with tab_mean:
     means_file = overview.group_means_path(ws, cohort)
-    means = group_means(str(means_file)) if means_file.exists() else None
+    means = group_means(str(means_file)) if cache.ok(means_file) else None   # a bad file counts as absent
     if means is None:
         running = jobs.find_active(ws, "means")
         if running is None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lib import biomarker, stats
+from lib import biomarker, cache, stats
 from lib.atlas import load_atlas
 from lib.heatmaps import HeatmapStore
 from lib.templates import Grid
@@ -31,6 +31,7 @@ def _fake_store(ws: Workspace, name: str, maps: np.ndarray, scan_ids, params: di
     (folder / "index.json").write_text(json.dumps({"scan_ids": list(scan_ids), "resolution": RES,
                                                    "params": params, "target": "AD", "run": "r",
                                                    "checkpoint_sha256": "x", "version": 1}))
+    cache.seal(folder)   # its completeness marker, written last
     return HeatmapStore(folder)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import atomic, groups, viewer
+from lib import atomic, cache, groups, viewer
 from lib.atlas import atlas_from_arrays
 from lib.heatmaps import HeatmapStore
 from lib.render import ortho_image, slice_2d
@@ -35,6 +35,7 @@ def _store(folder, maps: dict[str, np.ndarray], params=None) -> HeatmapStore:
     (folder / "index.json").write_text(json.dumps({"scan_ids": ids, "resolution": GRID.resolution,
                                                    "params": params or {"method": "lrp", "beta": 0.0},
                                                    "target": "AD", "checkpoint_sha256": "x"}))
+    cache.seal(folder)   # its completeness marker, written last
     return HeatmapStore(folder)
 
 
