@@ -267,8 +267,10 @@ def require_ready_run(ws: Workspace):
 def require_run(ws: Workspace):
     """The run the analysis pages explain (sidebar choice, kept in ``?run=``), or None with an explanation.
 
-    On the demo workspace the shipped demo model is installed as a run on first use
-    and its predictions are computed in the background.
+    On the demo workspace the shipped demo model is installed as a run on first use (a system action, like
+    building the default demo: a copy of files shipped with the app, allowed to anyone signed in) and its
+    predictions are computed in the background, started only by someone who may ``compute``; a viewer is
+    told they are missing and who can compute them.
     """
     from lib.training import TrainingError, install_shipped_run, list_runs, shipped_models
 

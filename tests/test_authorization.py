@@ -216,3 +216,63 @@ def test_the_caption_of_a_locked_button_names_the_role_like_the_refusal():
             assert sentence[0].lower() + sentence[1:-1] in str(exc)
     assert auth.who_may("compute").startswith("Only an analyst or admin may start computations")
     assert auth.who_may("change_atlas") == "Only an admin may add or replace atlases."
+
+
+def _actor_script():
+    import os
+
+    import streamlit as st
+
+    from lib import auth
+    from lib.reviews import ReviewStore
+    from pages.login import current_actor
+
+    store = ReviewStore(os.environ["RELEVANCE_ATLAS_DB"], workspace="ws")
+    if st.session_state.get("mode") == "open":
+        st.session_state["accounts_on"] = False
+        first = current_actor()
+        st.session_state["author_name"] = "  Ines   Roth "
+        st.text(f"{first!r}|{current_actor()!r}")
+    else:
+        st.session_state["accounts_on"] = True
+        st.session_state["identity"] = auth.Identity("anna", "analyst", "local")  # as signed in earlier
+        seen = [current_actor()]
+        auth.set_role(store, "anna", "viewer")
+        seen.append(current_actor())
+        auth.deactivate(store, "anna")
+        seen.append(current_actor())
+        st.text("|".join(repr(s) for s in seen))
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch, store):
+    monkeypatch.setenv("RELEVANCE_ATLAS_DB", str(store.url))
+    monkeypatch.setenv("RELEVANCE_ATLAS_WORKSPACE", str(Workspace.create(tmp_path / "default").root))
+    monkeypatch.delenv("RELEVANCE_ATLAS_ACCOUNTS", raising=False)
+    monkeypatch.setenv("RELEVANCE_ATLAS_CONFIG", str(tmp_path / "server.toml"))
+    return store
+
+
+def _run_actor_script(mode: str) -> str:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_actor_script, default_timeout=60)
+    at.session_state["mode"] = mode
+    at.run()
+    assert not at.exception, at.exception
+    return at.text[0].value
+
+
+def test_current_actor_rereads_the_account_database_on_every_call(app_env):
+    auth.add_user(app_env, "anna", "analyst", PASSWORD)
+    seen = _run_actor_script("accounts")
+    assert seen.split("|") == [repr(auth.Identity("anna", "analyst", "local")),
+                               repr(auth.Identity("anna", "viewer", "local")), "None"]
+
+
+def test_current_actor_in_an_open_app_and_when_accounts_are_required(app_env, monkeypatch):
+    assert _run_actor_script("open").split("|") == [repr(auth.Identity("local user", "reviewer", "open")),
+                                                   repr(auth.Identity("Ines Roth", "reviewer", "open"))]
+    # a page that found the app open a moment ago does not act openly once the server requires accounts
+    monkeypatch.setenv("RELEVANCE_ATLAS_ACCOUNTS", "required")
+    assert _run_actor_script("open") == "None|None"
