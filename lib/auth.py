@@ -10,7 +10,7 @@ Roles, each including the one before:
               reviews (edits, resolves, deletes and restores anyone's; sees deleted ones)
 
 ``ACTIONS`` maps each state-changing action to the least role that may do it; the library checks it at
-the point of the action (:func:`authorize`), not only the pages by hiding a button. In an *open* app
+the point of the action (:func:`require`; jobs and atlases in :mod:`lib.jobs` and :mod:`lib.region_tables`), not only the pages by hiding a button. In an *open* app
 (no accounts on a single-user laptop) every action but moderation is allowed.
 
 Local accounts live in the ``users`` table of the review database (see :mod:`lib.reviews.db`) and are

@@ -4,7 +4,7 @@ A job is ``python -m lib <command> … --job-id ID`` started detached from the
 caller (a Streamlit rerun, a browser tab). Its record lives in
 ``<workspace>/jobs/<ID>/status.json`` (written atomically) next to ``log.txt``::
 
-    {"id", "command", "args", "key", "pid", "state", "done", "total", "message",
+    {"id", "command", "args", "key", "owner", "pid", "state", "done", "total", "message",
      "error", "created", "started", "updated", "finished"}
 
 ``state`` is one of ``queued``, ``running``, ``done``, ``failed``, ``cancelled``.
