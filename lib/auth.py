@@ -10,8 +10,9 @@ Roles, each including the one before:
               reviews (edits, resolves, deletes and restores anyone's; sees deleted ones)
 
 ``ACTIONS`` maps each state-changing action to the least role that may do it; the library checks it at
-the point of the action (:func:`require`; jobs and atlases in :mod:`lib.jobs` and :mod:`lib.region_tables`), not only the pages by hiding a button. In an *open* app
-(no accounts on a single-user laptop) every action but moderation is allowed.
+the point of the action (:func:`require`, called by :mod:`lib.jobs` and :mod:`lib.region_tables` too),
+not only the pages by hiding a button. In an *open* app (no accounts on a single-user laptop) every
+action but moderation is allowed.
 
 Local accounts live in the ``users`` table of the review database (see :mod:`lib.reviews.db`) and are
 managed with ``python -m lib users …``; passwords are hashed with argon2id (argon2-cffi). With OpenID
