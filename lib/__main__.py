@@ -457,8 +457,19 @@ def _cmd_jobs(args, ws: Workspace) -> int:
     return 0
 
 
+def cli_identity():
+    """Who acts from the command line: the local user, with every role. Whoever has a shell on the server
+    owns the workspace files and the job processes (could edit or kill them directly), so a role check there
+    would protect nothing; roles guard what the dashboard lets a browser do."""
+    import getpass
+
+    from . import auth
+
+    return auth.Identity(getpass.getuser(), "admin", "cli")
+
+
 def _cmd_cancel(args, ws: Workspace) -> int:
-    ok = jobs.cancel(ws, args.id)
+    ok = jobs.cancel(ws, args.id, who=cli_identity())
     print("cancel requested" if ok else f"job {args.id} is not running")
     return 0 if ok else 1
 

@@ -10,8 +10,9 @@ Roles, each including the one before:
               reviews (edits, resolves, deletes and restores anyone's; sees deleted ones)
 
 ``ACTIONS`` maps each state-changing action to the least role that may do it; the library checks it at
-the point of the action (:func:`authorize`), not only the pages by hiding a button. In an *open* app
-(no accounts on a single-user laptop) every action but moderation is allowed.
+the point of the action (:func:`require`, called by :mod:`lib.jobs` and :mod:`lib.region_tables` too),
+not only the pages by hiding a button. In an *open* app (no accounts on a single-user laptop) every
+action but moderation is allowed.
 
 Local accounts live in the ``users`` table of the review database (see :mod:`lib.reviews.db`) and are
 managed with ``python -m lib users …``; passwords are hashed with argon2id (argon2-cffi). With OpenID
@@ -334,3 +335,40 @@ def identity_from_oidc(store, claims: dict, default_role: str = "viewer") -> Ide
         raise PermissionDenied(f"The account {name} is deactivated.")
     role = user.role if user is not None else default_role
     return Identity(name, role, "oidc", claims.get("name") or None)
+
+
+def refresh(store, who: Identity | None) -> Identity | None:
+    """``who`` as the account database says now, for the moment of an action (a click, a callback).
+
+    A role change or deactivation therefore takes effect on the next click, not on the next page load.
+    Local accounts: the current role, None once deactivated. OpenID Connect identities: the role of an
+    active ``users`` row matching their name or e-mail, None if that row was deactivated, else the role
+    they signed in with. ``open`` and ``cli`` identities have no account to re-read and are returned as they are.
+    """
+    if who is None or who.source not in ("local", "oidc"):
+        return who
+    if who.source == "local":
+        return current_identity(store, who)
+    from sqlalchemy import func, or_, select
+
+    from .reviews.models import User
+
+    low = who.username.lower()
+
+    def work(s):
+        user = s.scalar(select(User).where(or_(func.lower(User.username) == low, func.lower(User.email) == low)))
+        return None if user is None else (user.active, user.role)
+
+    row = store.run(work, write=False)
+    if row is None:
+        return who
+    active, role = row
+    return Identity(who.username, role, "oidc", who.display_name) if active else None
+
+
+def who_may(action: str) -> str:
+    """The sentence a page shows next to a button the current role cannot use (same words as require)."""
+    least, what = ACTIONS[action]
+    need = " or ".join(r for r in ROLES if _rank(r) >= _rank(least))
+    article = "an" if need[0] in "aeiou" else "a"
+    return f"Only {article} {need} may {what}."

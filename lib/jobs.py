@@ -4,7 +4,7 @@ A job is ``python -m lib <command> … --job-id ID`` started detached from the
 caller (a Streamlit rerun, a browser tab). Its record lives in
 ``<workspace>/jobs/<ID>/status.json`` (written atomically) next to ``log.txt``::
 
-    {"id", "command", "args", "key", "pid", "state", "done", "total", "message",
+    {"id", "command", "args", "key", "owner", "pid", "state", "done", "total", "message",
      "error", "created", "started", "updated", "finished"}
 
 ``state`` is one of ``queued``, ``running``, ``done``, ``failed``, ``cancelled``.
@@ -13,6 +13,12 @@ A record that says ``running`` but whose process is gone is reported as
 looks alive. Any page or user reads the same records, so progress survives a
 browser reload; a second request with the same ``key`` while one runs returns
 the running job instead of starting a duplicate.
+
+Starting and cancelling are checked here, at the point of the action, against the role of ``who``
+(:data:`lib.auth.ACTIONS`; the job command's action is :func:`action_of`); the record keeps the
+submitter's user name as ``owner``. ``who`` is a required keyword, so no caller can forget it; pages
+pass the identity re-read from the account database at the click (``pages.login.current_actor``), the
+command line its local user (someone with a shell on the server owns the files and processes anyway).
 """
 
 from __future__ import annotations
@@ -29,10 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import atomic
-from .workspace import REPO_ROOT, Workspace
+from . import atomic, auth
+from .workspace import REPO_ROOT, Workspace, default_workspace_path
 
 ACTIVE = ("queued", "running")
+# job command -> action of lib.auth.ACTIONS; a command not listed needs "change_workspace" (admins)
+COMMAND_ACTIONS = {
+    "train": "train",
+    **dict.fromkeys(("explain", "regions", "group-means", "means", "predict", "biomarker", "evaluate-maps",
+                     "evaluate"), "compute"),
+    **dict.fromkeys(("init", "validate", "split", "demo"), "change_workspace"),
+}
 CANCEL_MARKER = "cancel-requested"
 
 
@@ -138,12 +151,37 @@ def find_active(ws: Workspace, key: str) -> Job | None:
     return next((j for j in list_jobs(ws) if j.record.get("key") == key and j.active), None)
 
 
-def submit(ws: Workspace, command: str, args: list[str] | None = None, *, key: str | None = None) -> Job:
-    """Start ``python -m lib <command> <args>`` for ``ws`` in a detached process.
+def action_of(ws: Workspace, command: str) -> str | None:
+    """The action (a key of ``auth.ACTIONS``) that starting ``command`` in ``ws`` needs.
 
-    If a job with the same ``key`` (default: command and args) is still active,
-    that job is returned and nothing new starts.
+    None for building the default demo workspace: a system action that any signed-in identity may start,
+    since a fresh server needs it before any page can be shown and its content is deterministic. A demo
+    built in another folder changes that folder, like ``init``.
     """
+    if command == "demo" and ws.root.resolve() == default_workspace_path():
+        return None
+    return COMMAND_ACTIONS.get(command, "change_workspace")
+
+
+def may_submit(who: auth.Identity | None, ws: Workspace, command: str) -> bool:
+    action = action_of(ws, command)
+    return who is not None if action is None else auth.allowed(who, action)
+
+
+def submit(ws: Workspace, command: str, args: list[str] | None = None, *, key: str | None = None,
+           who: auth.Identity | None) -> Job:
+    """Start ``python -m lib <command> <args>`` for ``ws`` in a detached process, as ``who``.
+
+    Raises ``auth.PermissionDenied`` (nothing written) unless ``who``'s role allows the command's
+    action (:func:`action_of`). If a job with the same ``key`` (default: command and args) is still
+    active, that job is returned and nothing new starts.
+    """
+    action = action_of(ws, command)
+    if action is None:
+        if who is None:
+            raise auth.PermissionDenied("Sign in to build the demo cohort.")
+    else:
+        auth.require(who, action)
     args = [str(a) for a in (args or [])]
     key = key or " ".join([command, *args])
     ws.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +193,8 @@ def submit(ws: Workspace, command: str, args: list[str] | None = None, *, key: s
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         path = ws.jobs_dir / job_id
         path.mkdir()
-        record = {"id": job_id, "command": command, "args": args, "key": key, "state": "queued",
+        record = {"id": job_id, "command": command, "args": args, "key": key, "owner": who.username,
+                  "state": "queued",
                   "done": 0, "total": 0, "message": "starting", "error": None, "pid": None,
                   "created": time.time(), "started": None, "updated": time.time(), "finished": None}
         atomic.write_json(path / "status.json", record)
@@ -172,10 +211,27 @@ def submit(ws: Workspace, command: str, args: list[str] | None = None, *, key: s
     return Job(path, current)
 
 
-def cancel(ws: Workspace, job_id: str) -> bool:
-    """Ask a running job to stop (SIGTERM to its process group). Returns whether it was active."""
+def cancel_action(who: auth.Identity | None, job: Job) -> str:
+    """``cancel_own_job`` for the job's owner, ``cancel_any_job`` for anyone else (a job without owner too)."""
+    own = who is not None and job.record.get("owner") is not None and job.record.get("owner") == who.username
+    return "cancel_own_job" if own else "cancel_any_job"
+
+
+def may_cancel(who: auth.Identity | None, job: Job) -> bool:
+    return auth.allowed(who, cancel_action(who, job))
+
+
+def cancel(ws: Workspace, job_id: str, *, who: auth.Identity | None) -> bool:
+    """Ask a running job to stop (SIGTERM to its process group), as ``who``. Returns whether it was active.
+
+    Raises ``auth.PermissionDenied`` unless ``who`` may cancel it: their own job needs
+    ``cancel_own_job``, anyone else's ``cancel_any_job``.
+    """
     job = get(ws, job_id)
-    if job is None or not job.active:
+    if job is None:
+        return False
+    auth.require(who, cancel_action(who, job))
+    if not job.active:
         return False
     (job.path / CANCEL_MARKER).touch()
     pid = job.record.get("pid")

@@ -76,9 +76,14 @@ def get_atlas(ws: Workspace, name: str, resolution: float, merge: bool = False) 
 
 
 def save_user_atlas(ws: Workspace, name: str, labels_path: str | Path, names_path: str | Path,
-                    resolution: float) -> Atlas:
+                    resolution: float, *, who) -> Atlas:
     """Check a labels NIfTI + names table (:func:`lib.atlas.atlas_from_files`) and keep a copy in the
-    workspace as atlas ``name``. Nothing is copied if the files are refused (AtlasError names them)."""
+    workspace as atlas ``name``, as ``who`` (an ``auth.Identity``; adding or replacing an atlas needs
+    ``change_atlas``, else ``auth.PermissionDenied`` before any file is read). Nothing is copied if the
+    files are refused (AtlasError names them)."""
+    from . import auth
+
+    auth.require(who, "change_atlas")
     if not _NAME.match(name) or name in ATLAS_FILES:
         raise AtlasError(f"atlas name {name!r}: use letters, digits, '_', '-' or '.', and not a shipped "
                          f"atlas's name ({', '.join(sorted(ATLAS_FILES))}).")

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from lib import jobs, region_analysis as ra, region_figures as rf, region_tables as rt, viewer
+from lib import auth, jobs, region_analysis as ra, region_figures as rf, region_tables as rt, viewer
 from lib.atlas import AtlasError
-from pages.common import current_workspace, job_progress, require_ready_run
+from pages.common import allowed, current_workspace, job_progress, locked, missing_for, require_ready_run, submit_job
+from pages.login import current_actor
 from pages.review_panel import review_panel, view_param
 
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
@@ -89,8 +90,8 @@ def active_job(key: str):
     return jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
 
 
-def submit(args: list[str], key: str) -> None:
-    jobs.submit(ws, "regions", args, key=key)
+def submit(args: list[str], key: str) -> bool:
+    return submit_job(ws, "regions", args, key=key) is not None
 
 
 # --------------------------------------------------------------------------- what is analysed
@@ -102,8 +103,8 @@ if not stores:
     st.info(f"No heatmaps of run **{run.id}** yet. The region metrics need them: compute LRP β = 0 (the paper's "
             "method) here, or any method on the **Heatmaps** page.")
     args, key = rt.request([run.id], method="lrp", betas=[0.0])
-    if not running and st.button("Compute LRP β = 0 heatmaps and their region metrics", type="primary"):
-        submit(args, key)
+    if not running and st.button("Compute LRP β = 0 heatmaps and their region metrics", type="primary",
+                                 disabled=locked("compute")) and submit(args, key):
         st.rerun()
     for job in running:
         job_progress(job.id, ws, rerun_when_done=True, key="regions")
@@ -152,8 +153,9 @@ def add_atlas() -> None:
         lab.write_bytes(up_labels.getvalue())
         nam.write_bytes(up_names.getvalue())
         try:
-            added = rt.save_user_atlas(ws, name, lab, nam, resolution)
-        except AtlasError as exc:
+            # the identity as the account database says at the click (a callback runs before app.py)
+            added = rt.save_user_atlas(ws, name, lab, nam, resolution, who=current_actor())
+        except (AtlasError, auth.PermissionDenied) as exc:
             ss["at_atlas_msg"] = ("error", str(exc), [])
             return
     ss["at_atlas"] = added.name
@@ -164,11 +166,14 @@ def add_atlas() -> None:
 with st.expander("Add your own atlas", icon=":material/upload_file:"):
     st.caption(f"A labels NIfTI in MNI space (any grid; resampled to the run's {resolution:g} mm grid with nearest "
                "neighbour) and a CSV/TSV table with an `index` (label value) and a `name` column.")
+    may_not = locked("change_atlas")
     u1, u2, u3 = st.columns([1, 1, 1])
-    up_labels = u1.file_uploader("Labels (.nii / .nii.gz)", type=["nii", "gz"], key="at_up_labels")
-    up_names = u2.file_uploader("Names (.csv / .tsv)", type=["csv", "tsv", "txt"], key="at_up_names")
-    up_name = u3.text_input("Atlas name", key="at_up_name", placeholder="e.g. my_parcellation")
-    u3.button("Check and add", disabled=not (up_labels and up_names and up_name.strip()), on_click=add_atlas)
+    up_labels = u1.file_uploader("Labels (.nii / .nii.gz)", type=["nii", "gz"], key="at_up_labels", disabled=may_not)
+    up_names = u2.file_uploader("Names (.csv / .tsv)", type=["csv", "tsv", "txt"], key="at_up_names",
+                                disabled=may_not)
+    up_name = u3.text_input("Atlas name", key="at_up_name", placeholder="e.g. my_parcellation", disabled=may_not)
+    u3.button("Check and add", disabled=may_not or not (up_labels and up_names and up_name.strip()),
+              on_click=add_atlas)
 if "at_atlas_msg" in st.session_state:
     kind, text, notes = st.session_state.pop("at_atlas_msg")
     (st.success if kind == "success" else st.error)(text)
@@ -193,6 +198,9 @@ if table_file is None:
         if st.button("Try again"):
             st.session_state[f"retry-{store_key}"] = True
             st.rerun()
+        st.stop()
+    if job is None and not allowed("compute"):
+        missing_for("compute", f"The region metrics of these heatmaps on **{atlas.name}** are")
         st.stop()
     if job is None:
         # reading a finished store is quick and needs no model: start at once
@@ -373,8 +381,8 @@ with tabs[2]:
             else:
                 st.caption(f"Missing: {', '.join(f'β = {b:g}' for b in missing)} (heatmaps of every scan with the "
                            "run's model, then their region metrics).")
-                if st.button(f"Compute the missing β values ({len(missing)})", key="at_betas_go"):
-                    submit(args, key)
+                if st.button(f"Compute the missing β values ({len(missing)})", key="at_betas_go",
+                             disabled=locked("compute")) and submit(args, key):
                     st.rerun()
         if len(found) >= 2:
             _figure(rf.overlap_figure(ra.overlap_matrices(found, k=int(k_top), min_voxels=min_voxels),
@@ -405,8 +413,8 @@ with tabs[2]:
                 else:
                     st.caption(f"{len(lacking)} of the group's {len(members)} runs have no {method_label} region "
                                "metrics yet.")
-                    if st.button(f"Compute them ({len(lacking)} runs)", key="at_runs_go"):
-                        submit(args, key)
+                    if st.button(f"Compute them ({len(lacking)} runs)", key="at_runs_go",
+                                 disabled=locked("compute")) and submit(args, key):
                         st.rerun()
             if len(have) >= 2:
                 mo = ra.mean_overlaps(have, k=int(k_top), min_voxels=min_voxels)
@@ -439,8 +447,8 @@ with tabs[3]:
             job = active_job(key)
             if job is not None:
                 job_progress(job.id, ws, rerun_when_done=True, key="methods")
-            elif st.button(f"Compute region metrics of the other {len(lacking)} method(s)", key="at_methods_go"):
-                submit(args, key)
+            elif st.button(f"Compute region metrics of the other {len(lacking)} method(s)", key="at_methods_go",
+                           disabled=locked("compute")) and submit(args, key):
                 st.rerun()
         long = ra.method_top_regions(have, k=k_m, min_voxels=min_voxels)
         for g, name in (("AD", "AD patients"), ("HC", "healthy controls")):

@@ -12,7 +12,7 @@ import streamlit as st
 
 from lib import biomarker, heatmaps, jobs, region_tables, viewer
 from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
-from pages.common import current_workspace, job_progress, require_ready_run
+from pages.common import allowed, current_workspace, job_progress, locked, missing_for, require_ready_run, submit_job
 from pages.review_panel import review_panel
 
 PAPER_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -75,10 +75,10 @@ lrp_stores = [s for s in stores if s.params.get("method") == "lrp"]
 gb_store = next((s for s in stores if s.params.get("method") == "guided_backprop"), None)
 
 
-def _submit_explain(method: str, beta: float | None = None) -> None:
+def _submit_explain(method: str, beta: float | None = None) -> bool:
     params = {"beta": beta} if beta is not None else {}
     args = ["--run", run.id, "--method", method] + (["--beta", f"{beta:g}"] if beta is not None else [])
-    jobs.submit(ws, "explain", args, key=heatmaps.job_key(ws, run, method, **params))
+    return submit_job(ws, "explain", args, key=heatmaps.job_key(ws, run, method, **params)) is not None
 
 
 def _active(command: str) -> list:
@@ -90,9 +90,8 @@ for job in _active("explain") + _active("regions"):
 if not lrp_stores and gb_store is None:
     st.info(f"No heatmaps of run **{run.id}** yet. The figure needs LRP (β = 0, the paper's) and guided backprop "
             "maps of every scan; they are computed once in the background and cached for every page.")
-    if st.button("Compute LRP β = 0 and guided backprop", type="primary", icon=":material/calculate:"):
-        _submit_explain("lrp", 0.0)
-        _submit_explain("guided_backprop")
+    if st.button("Compute LRP β = 0 and guided backprop", type="primary", icon=":material/calculate:",
+                 disabled=locked("compute")) and _submit_explain("lrp", 0.0) and _submit_explain("guided_backprop"):
         st.rerun()
     st.stop()
 
@@ -111,7 +110,13 @@ def region_table(store, atlas: str) -> pd.DataFrame | None:
         _region_table.clear()
         return _region_table(str(store.folder), atlas)
     args, key = region_tables.request([run.id], stores=[store.folder.name], atlas=atlas)
-    job = jobs.find_active(ws, key) or jobs.submit(ws, "regions", args, key=key)
+    job = jobs.find_active(ws, key)
+    if job is None and not allowed("compute"):
+        missing_for("compute", f"The {atlas} region table of the {biomarker.method_label(store.params)} maps is")
+        return None
+    job = job or submit_job(ws, "regions", args, key=key)
+    if job is None:
+        return None
     job_progress(job.id, ws, rerun_when_done=True, key=f"regions-{store.folder.name}")
     return None
 
@@ -268,16 +273,16 @@ with fig9_tab:
                 fig9_panel(lrp_stores[lrp_pick], "lrp")
             else:
                 st.info("No LRP heatmaps of this run yet.")
-                if st.button("Compute LRP β = 0", key="bm_do_lrp"):
-                    _submit_explain("lrp", 0.0)
+                if st.button("Compute LRP β = 0", key="bm_do_lrp", disabled=locked("compute")) and \
+                        _submit_explain("lrp", 0.0):
                     st.rerun()
         with right:
             if gb_store is not None:
                 fig9_panel(gb_store, "gb")
             else:
                 st.info("No guided backprop heatmaps of this run yet.")
-                if st.button("Compute guided backprop", key="bm_do_gb"):
-                    _submit_explain("guided_backprop")
+                if st.button("Compute guided backprop", key="bm_do_gb", disabled=locked("compute")) and \
+                        _submit_explain("guided_backprop"):
                     st.rerun()
         st.caption(f"True positives (AD classified AD) with a least-squares line; false positives (controls classified "
                    f"AD) drawn as well, as in the paper, to see whether they are outliers. Relevance is summed over "
@@ -312,10 +317,11 @@ with beta_tab:
             st.caption(f"No heatmaps yet for β = {', '.join(f'{b:g}' for b in missing)}.")
             if st.button(f"Compute LRP β = {', '.join(f'{b:g}' for b in missing)}", key="bm_do_betas",
                          icon=":material/calculate:",
-                         help="One background job computes the missing heatmaps and their region tables."):
+                         help="One background job computes the missing heatmaps and their region tables.",
+                         disabled=locked("compute")):
                 args, key = region_tables.request([run.id], method="lrp", betas=missing, atlas=atlas_name)
-                jobs.find_active(ws, key) or jobs.submit(ws, "regions", args, key=key)
-                st.rerun()
+                if jobs.find_active(ws, key) or submit_job(ws, "regions", args, key=key):
+                    st.rerun()
 
 
 # --------------------------------------------------------------------------- any region × any measure

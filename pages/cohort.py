@@ -7,7 +7,8 @@ import streamlit as st
 
 from lib import jobs
 from lib.workspace import WorkspaceError
-from pages.common import current_workspace, job_progress, require_ready_workspace
+from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
+from pages.login import current_actor
 
 ws = current_workspace()
 st.title("Cohort & validation")
@@ -38,8 +39,8 @@ if ws.exists and ws.cohort_csv.exists():
         show_report(ws.validation_json, key="ws")
     elif running is None:
         st.info("This workspace has not been validated yet.")
-    if running is None and st.button("Validate again"):
-        running = jobs.submit(ws, "validate", [], key="validate")
+    if running is None and st.button("Validate again", disabled=locked("change_workspace")):
+        running = submit_job(ws, "validate", [], key="validate")
     if running is not None:
         job_progress(running.id, ws, rerun_when_done=True, key="validate")
 else:
@@ -69,9 +70,11 @@ if table:
             st.error(f"{table_path} does not exist on the server.")
         else:
             running = jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
-            if c1.button("Validate", type="primary") and running is None:
-                report_path.parent.mkdir(parents=True, exist_ok=True)
-                running = jobs.submit(ws, "validate", [str(table_path), "--report", str(report_path)], key=key)
+            may_not = locked("change_workspace", c1)
+            if c1.button("Validate", type="primary", disabled=may_not) and running is None:
+                if jobs.may_submit(current_actor(), ws, "validate"):
+                    report_path.parent.mkdir(parents=True, exist_ok=True)
+                running = submit_job(ws, "validate", [str(table_path), "--report", str(report_path)], key=key)
             if running is not None:
                 job_progress(running.id, ws, rerun_when_done=True, key="other")
             elif report_path.exists():
@@ -82,8 +85,8 @@ if table:
                 init = next((j for j in jobs.list_jobs(ws, "init") if j.record.get("key") == init_key), None)
                 if (target / "workspace.json").exists() and init is None:
                     st.info(f"`{target}` already holds a workspace: open it in the sidebar.")
-                elif init is None and c2.button(f"Create a workspace in {target}"):
-                    init = jobs.submit(ws, "init", [str(target), "--table", str(table_path)], key=init_key)
+                elif init is None and c2.button(f"Create a workspace in {target}", disabled=may_not):
+                    init = submit_job(ws, "init", [str(target), "--table", str(table_path)], key=init_key)
                 if init is not None:
                     job_progress(init.id, ws, key="init")
                     st.caption(f"When it finishes, open `{target}` as the workspace in the sidebar.")

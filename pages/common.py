@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from lib import demo, jobs
+from lib import auth, demo, jobs
 from lib.templates import DataFilesMissing
 from lib.workspace import (DEFAULT_WORKSPACE, Workspace, WorkspaceError, allowed_roots, default_workspace_path,
                            discover, open_confined)
+from pages.login import current_actor
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -102,6 +103,46 @@ def sidebar_workspace() -> Workspace:
     return ws
 
 
+# --------------------------------------------------------------------------- roles at the buttons
+# A button the current role cannot use is drawn disabled with a caption naming the role it needs; the
+# action itself is checked again in lib with the identity re-read at the click (current_actor), so a
+# click on a button drawn before a demotion is refused too, as an st.error, never a traceback.
+def allowed(action: str) -> bool:
+    """May the person acting now do ``action`` (a key of ``auth.ACTIONS``)? For drawing buttons."""
+    return auth.allowed(current_actor(), action)
+
+
+def locked(action: str, where=None) -> bool:
+    """True (and a caption naming the role needed, in ``where`` or the page) when ``action`` is not allowed.
+
+    Use as ``st.button(..., disabled=locked("compute"))``; keep the button's key and help the same for
+    every role, so a click made before a role change still reaches the handler and is refused there.
+    """
+    if allowed(action):
+        return False
+    (where or st).caption(f":material/lock: {auth.who_may(action)}")
+    return True
+
+
+def denied(exc: auth.PermissionDenied) -> None:
+    st.error(str(exc), icon=":material/lock:")
+
+
+def submit_job(ws: Workspace, command: str, args: list[str] | None = None, *, key: str | None = None):
+    """``jobs.submit`` as the person clicking now; None (with the reason shown) when their role may not."""
+    try:
+        return jobs.submit(ws, command, args, key=key, who=current_actor())
+    except auth.PermissionDenied as exc:
+        denied(exc)
+        return None
+
+
+def missing_for(action: str, what: str) -> None:
+    """Tell a role that may not start the work what is missing and who can (``what`` ends "is"/"are")."""
+    st.info(f"{what} not computed yet. {auth.who_may(action)} It is computed when one of them opens this page.",
+            icon=":material/lock:")
+
+
 def current_workspace() -> Workspace:
     if "ws" not in st.session_state:
         # A server's first request, if it is a deep link (/training), runs the page without app.py:
@@ -150,7 +191,11 @@ def require_ready_workspace(ws: Workspace) -> bool:
             except DataFilesMissing as exc:
                 st.error(str(exc))
                 return False
-            job = jobs.submit(ws, "demo", [], key="demo")
+            # the default demo is a system action any signed-in identity may start; a demo elsewhere
+            # changes that folder and needs an admin (jobs.action_of)
+            job = submit_job(ws, "demo", [], key="demo")
+            if job is None:
+                return False
         if ws.cohort_csv.exists():
             st.caption("The demo generator has changed since this demo cohort was built; it is rebuilt.")
         st.info("**Building the demo cohort** — synthetic scans made from the ICBM152 template and the "
@@ -196,8 +241,22 @@ def job_progress(job_id: str, ws: Workspace, *, rerun_when_done: bool = False, k
     _view()
     # outside the fragment: a click must not race the fragment's timed reruns
     job = jobs.get(ws, job_id)
-    if job is not None and job.active and st.button("Cancel", key=f"cancel-{job_id}-{key}"):
-        jobs.cancel(ws, job_id)
+    if job is not None and job.active:
+        cancel_button(ws, job, "Cancel", key=f"cancel-{job_id}-{key}")
+
+
+def cancel_button(ws: Workspace, job, label: str, *, key: str) -> None:
+    """A job's cancel button: disabled, with the role needed, for someone who may not cancel it."""
+    who = current_actor()
+    disabled = not jobs.may_cancel(who, job)
+    if disabled:
+        st.caption(f":material/lock: {auth.who_may(jobs.cancel_action(who, job))}")
+    if st.button(label, key=key, disabled=disabled):
+        try:
+            jobs.cancel(ws, job.id, who=current_actor())  # re-read at the click
+        except auth.PermissionDenied as exc:
+            denied(exc)
+            return
         time.sleep(0.5)
         st.rerun()
 
@@ -268,8 +327,10 @@ def require_ready_run(ws: Workspace):
 def require_run(ws: Workspace):
     """The run the analysis pages explain (sidebar choice, kept in ``?run=``), or None with an explanation.
 
-    On the demo workspace the shipped demo model is installed as a run on first use
-    and its predictions are computed in the background.
+    On the demo workspace the shipped demo model is installed as a run on first use (a system action, like
+    building the default demo: a copy of files shipped with the app, allowed to anyone signed in) and its
+    predictions are computed in the background, started only by someone who may ``compute``; a viewer is
+    told they are missing and who can compute them.
     """
     from lib.training import TrainingError, install_shipped_run, list_runs, shipped_models
 
@@ -284,8 +345,14 @@ def require_run(ws: Workspace):
     runs = _usable_runs(ws)
     pending = [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.predictions() is None and r.config.get("shipped")]
     for r in pending:
-        job = jobs.find_active(ws, f"predict:{r.id}") or jobs.submit(ws, "predict", ["--run", r.id],
-                                                                    key=f"predict:{r.id}")
+        job = jobs.find_active(ws, f"predict:{r.id}")
+        if job is None and not allowed("compute"):
+            # a viewer does not start heavy work: applying the model waits for someone who may compute
+            missing_for("compute", f"The shipped model **{r.id}**'s predictions for this cohort are")
+            return None
+        job = job or submit_job(ws, "predict", ["--run", r.id], key=f"predict:{r.id}")
+        if job is None:
+            return None
         st.info(f"Applying the shipped model **{r.id}** to every scan of the cohort (once, about a minute).")
         job_progress(job.id, ws, rerun_when_done=True, key="predict")
         return None

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from lib import evaluation as ev
 from lib import jobs
-from pages.common import current_workspace, job_progress, require_ready_run
+from pages.common import current_workspace, job_progress, locked, require_ready_run, submit_job
 from pages.review_panel import review_panel, view_param
 
 PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#2ca02c", "#ff7f0e"]
@@ -57,7 +57,7 @@ with st.expander("Settings and run", expanded=True):
                                           "mean: the scan's brain mean; uniform: noise between the scan's brain "
                                           "minimum and maximum (Samek et al. 2017); blur: the scan smoothed with "
                                           f"σ = {DEFAULTS.blur_mm:g} mm.")
-        submitted = st.form_submit_button("Run evaluation", type="primary")
+        submitted = st.form_submit_button("Run evaluation", type="primary", disabled=locked("compute"))
 
 if not chosen:
     st.info("Choose at least one method.")
@@ -69,10 +69,11 @@ checks = checks or list(ev.CHECKS)
 
 if submitted:
     if request.missing(checks):
-        job = jobs.submit(ws, "evaluate-maps", request.cli_args(checks), key=request.job_key(checks))
-        st.session_state["evaluation_job"] = job.id
-        time.sleep(1.0)
-        st.rerun()
+        job = submit_job(ws, "evaluate-maps", request.cli_args(checks), key=request.job_key(checks))
+        if job is not None:
+            st.session_state["evaluation_job"] = job.id
+            time.sleep(1.0)
+            st.rerun()
     else:
         st.success("Everything asked for is already computed for these settings: shown below.")
 

@@ -15,8 +15,8 @@ from lib.atlas import load_atlas
 from lib.groups import membership
 from lib.render import Overlay, colorbar, ortho_image, stack, titled, to_png
 from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
-from pages.common import (current_workspace, job_progress, require_ready_run,
-                          template_volume)
+from pages.common import (allowed, current_workspace, job_progress, locked, missing_for, require_ready_run,
+                          submit_job, template_volume)
 from pages.review_panel import review_panel, view_param
 
 GROUP_HELP = {"AD": "all AD scans", "HC": "all healthy controls", "TP": "AD classified AD",
@@ -71,10 +71,10 @@ stores = [_store(str(s.folder)) for s in viewer.stores_of(ws, sha)]
 running = [j for j in jobs.list_jobs(ws, "explain") if j.active and run.id in j.record.get("args", [])]
 
 
-def _submit_explain(method: str, beta: float | None) -> None:
+def _submit_explain(method: str, beta: float | None) -> bool:
     params = {"beta": beta} if beta is not None else {}
     args = ["--run", run.id, "--method", method] + (["--beta", f"{beta:g}"] if beta is not None else [])
-    jobs.submit(ws, "explain", args, key=heatmaps.job_key(ws, run, method, **params))
+    return submit_job(ws, "explain", args, key=heatmaps.job_key(ws, run, method, **params)) is not None
 
 
 with st.expander("Compute heatmaps of this run", expanded=not stores and not running,
@@ -87,16 +87,16 @@ with st.expander("Compute heatmaps of this run", expanded=not stores and not run
     beta = c2.number_input("LRP β", 0.0, 5.0, 0.0, 0.25, disabled=method != "lrp", key="hm_new_b",
                            help="β-rule with α = 1 + β; β = 0 is the paper's default")
     c3.write("")
-    if c3.button("Compute", type="primary", key="hm_new_go"):
-        _submit_explain(method, beta if method == "lrp" else None)
+    may_not = locked("compute")
+    if c3.button("Compute", type="primary", key="hm_new_go", disabled=may_not) and \
+            _submit_explain(method, beta if method == "lrp" else None):
         st.rerun()
     if not stores:
         q1, q2, _ = st.columns([1, 1, 2])
-        if q1.button("LRP β = 0 (the paper's)", key="hm_quick_lrp"):
-            _submit_explain("lrp", 0.0)
+        if q1.button("LRP β = 0 (the paper's)", key="hm_quick_lrp", disabled=may_not) and _submit_explain("lrp", 0.0):
             st.rerun()
-        if q2.button("Guided backprop", key="hm_quick_gb"):
-            _submit_explain("guided_backprop", None)
+        if q2.button("Guided backprop", key="hm_quick_gb", disabled=may_not) and \
+                _submit_explain("guided_backprop", None):
             st.rerun()
 for job in running:
     job_progress(job.id, ws, rerun_when_done=True, key="explain")
@@ -144,7 +144,13 @@ def _means(s: heatmaps.HeatmapStore, by_name: str) -> viewer.CachedGroupMeans:
         bar.empty()
         return out
     args, key = viewer.job_request(run, s, split, by_column and by_name)
-    job = jobs.find_active(ws, key) or jobs.submit(ws, "group-means", args, key=key)
+    job = jobs.find_active(ws, key)
+    if job is None and not allowed("compute"):
+        missing_for("compute", f"The {name} group means of these {len(table)} scans are")
+        st.stop()
+    job = job or submit_job(ws, "group-means", args, key=key)
+    if job is None:
+        st.stop()
     st.info(f"Averaging the {name} heatmaps of {len(table)} scans in the background (once; cached for everyone).")
     job_progress(job.id, ws, rerun_when_done=True, key="group-means")
     st.stop()

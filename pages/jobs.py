@@ -1,11 +1,9 @@
 """Jobs: every background job of the workspace, its progress, log and a cancel button."""
 
-import time
-
 import streamlit as st
 
 from lib import jobs
-from pages.common import current_workspace, since
+from pages.common import cancel_button, current_workspace, since
 
 ws = current_workspace()
 st.title("Jobs")
@@ -31,14 +29,12 @@ def job_table():
             else:
                 st.write(job.message)
             st.code(job.log_tail(20) or "(no output)", language=None)
-            st.caption(f"job {job.id} · pid {r.get('pid')} · record {job.path / 'status.json'}")
+            st.caption(f"job {job.id} · started by {r.get('owner') or 'unknown'} · pid {r.get('pid')} · "
+                       f"record {job.path / 'status.json'}")
 
 
 # cancel buttons stay outside the live fragment so a click never races its timed reruns
 for active in [j for j in jobs.list_jobs(ws) if j.active]:
-    if st.button(f"Cancel {active.record.get('command')} ({active.id})", key=f"cancel-{active.id}"):
-        jobs.cancel(ws, active.id)
-        time.sleep(0.5)
-        st.rerun()
+    cancel_button(ws, active, f"Cancel {active.record.get('command')} ({active.id})", key=f"cancel-{active.id}")
 
 job_table()

@@ -208,3 +208,34 @@ def current_identity() -> auth.Identity | None:
         return who
     name = " ".join(str(st.session_state.get("author_name") or "").split())
     return auth.Identity(name, "reviewer", "open") if name else None
+
+
+def current_actor() -> auth.Identity | None:
+    """Who acts at this moment, re-read from the account database on every call: call it at the click,
+    in the button's handler or callback, never keep a value from the render (a callback runs before
+    ``app.py`` signs the request in again, and a demoted or deactivated user's page still shows the
+    buttons of their old role). None when nobody is signed in or the account was deactivated.
+
+    In an open app (no accounts: a single-user laptop) it is a reviewer by the name typed in the sidebar,
+    or "local user", who may do everything but moderate. The app counts as open only when sign-in found
+    it open and the server's settings do not require accounts; an unreadable account database or settings
+    file counts as nobody (fail closed).
+    """
+    from lib import settings
+    from lib.settings import SettingsError
+
+    if st.session_state.get("accounts_on") is False:
+        try:
+            required = settings.load().accounts_required
+        except SettingsError:
+            return None
+        if not required:
+            name = " ".join(str(st.session_state.get("author_name") or "").split())
+            return auth.Identity(name or "local user", "reviewer", "open")
+    who = st.session_state.get("identity")
+    if who is None:
+        return None
+    try:
+        return auth.refresh(accounts_store(), who)
+    except DatabaseUnavailable:
+        return None

@@ -7,8 +7,8 @@ import streamlit as st
 
 from lib import cache, jobs, overview
 from lib.render import Overlay, ortho_image
-from pages.common import (atlas_labels, current_workspace, group_means, job_progress,
-                          require_ready_workspace, volume)
+from pages.common import (atlas_labels, current_workspace, group_means, job_progress, locked,
+                          require_ready_workspace, submit_job, volume)
 from pages.review_panel import review_panel, view_param
 
 GROUP_COLORS = {"AD": "#f28e2b", "HC": "#59a14f"}  # the paper's orange (AD) and green (HC)
@@ -141,8 +141,8 @@ with tab_mean:
         if running is None:
             st.info("The mean images of AD and HC scans are computed once in the background (one pass over "
                     "all scans) and then cached.")
-            if st.button("Compute mean AD and HC images"):
-                running = jobs.submit(ws, "means", [], key="means")
+            if st.button("Compute mean AD and HC images", disabled=locked("compute")):
+                running = submit_job(ws, "means", [], key="means")
         if running is not None:
             job_progress(running.id, ws, rerun_when_done=True, key="means")
     else:

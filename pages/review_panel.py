@@ -27,7 +27,7 @@ import streamlit as st
 from lib import auth
 from lib.reviews import (VERDICTS, DatabaseUnavailable, ReviewError, ReviewRecord, ReviewStore, plain_markdown,
                          safe_markdown, target_key, target_label)
-from pages.login import current_identity, review_store
+from pages.login import current_actor, current_identity, review_store
 
 VERDICT_BADGE = {"plausible": ":green-badge[:material/check_circle: plausible]",
                  "implausible": ":red-badge[:material/cancel: implausible]",
@@ -121,10 +121,18 @@ def _show_flash(key: str) -> None:
         getattr(st, kind)(text)
 
 
+def _actor() -> auth.Identity | None:
+    """Who clicked, as the account database says now: a callback runs before app.py signs the request in
+    again, so the identity of the render may hold a role since taken away. In an open app, the typed name."""
+    who = current_actor()
+    return current_identity() if who is not None and who.source == "open" else who
+
+
 def _act(key: str, fn, done: str | None = None) -> bool:
-    """Run one store call from a button callback; any refusal becomes a message for the person."""
+    """Run one store call ``fn(who)`` from a button callback, as the person clicking now (never the
+    identity the buttons were drawn for); any refusal becomes a message for the person."""
     try:
-        fn()
+        fn(_actor())
     except auth.PermissionDenied as exc:
         _flash(key, "error", str(exc))
     except (ReviewError, DatabaseUnavailable) as exc:
@@ -193,7 +201,7 @@ def _edit_popover(store, r: ReviewRecord, who, k: str, flash_key: str, label: st
             changes = {"text": ss[f"{k}-text"]}
             if not r.is_reply:
                 changes.update(verdict=ss[f"{k}-verdict"], tags=ss[f"{k}-tags"])
-            _act(flash_key, lambda: store.edit(who, r.id, version, **changes), f"Review #{r.id} saved.")
+            _act(flash_key, lambda who: store.edit(who, r.id, version, **changes), f"Review #{r.id} saved.")
 
         st.button("Save", key=f"{k}-save", type="primary", on_click=save)
 
@@ -210,7 +218,7 @@ def _actions(store: ReviewStore, r: ReviewRecord, who, k: str, flash_key: str) -
 
             def reply():
                 text = st.session_state.get(f"{k}-reply", "")
-                if _act(flash_key, lambda: store.reply(who, r.id, text), "Reply posted."):
+                if _act(flash_key, lambda who: store.reply(who, r.id, text), "Reply posted."):
                     st.session_state[f"{k}-reply"] = ""
 
             st.button("Post reply", key=f"{k}-post", type="primary", on_click=reply)
@@ -219,16 +227,16 @@ def _actions(store: ReviewStore, r: ReviewRecord, who, k: str, flash_key: str) -
             _edit_popover(store, r, who, k, flash_key)
         if r.status == "open":
             cols[2].button("Resolve", key=f"{k}-resolve", icon=":material/task_alt:",
-                           on_click=lambda v=r.version: _act(flash_key, lambda: store.resolve(who, r.id, v)))
+                           on_click=lambda v=r.version: _act(flash_key, lambda who: store.resolve(who, r.id, v)))
         else:
             cols[2].button("Reopen", key=f"{k}-reopen", icon=":material/undo:",
-                           on_click=lambda v=r.version: _act(flash_key, lambda: store.reopen(who, r.id, v)))
+                           on_click=lambda v=r.version: _act(flash_key, lambda who: store.reopen(who, r.id, v)))
         cols[3].button("Delete", key=f"{k}-delete", icon=":material/delete:",
-                       on_click=lambda v=r.version: _act(flash_key, lambda: store.delete(who, r.id, v),
+                       on_click=lambda v=r.version: _act(flash_key, lambda who: store.delete(who, r.id, v),
                                                          f"Review #{r.id} deleted (an admin can restore it)."))
     elif can_change and r.deleted:
         cols[1].button("Restore", key=f"{k}-restore", icon=":material/restore_from_trash:",
-                       on_click=lambda v=r.version: _act(flash_key, lambda: store.restore(who, r.id, v)))
+                       on_click=lambda v=r.version: _act(flash_key, lambda who: store.restore(who, r.id, v)))
     with cols[4].popover("History", icon=":material/history:"):
         try:
             for h in store.history(r.id):
@@ -289,7 +297,7 @@ def _new_review_form(store: ReviewStore, who, target: dict, settings: dict, key:
             if not verdict:
                 _flash(key, "warning", "Choose a verdict first.")
                 return
-            if _act(key, lambda: store.create(who, target, settings, verdict=verdict, text=text, tags=tags,
+            if _act(key, lambda who: store.create(who, target, settings, verdict=verdict, text=text, tags=tags,
                                               page=settings.get("page")), "Review saved."):
                 ss[f"{key}-new-text"] = ""
                 ss[f"{key}-new-tags"] = ""

@@ -155,7 +155,7 @@ with tab_queue:
                             from pages.review_panel import _flash
                             _flash("rv-queue", "warning", "Choose a verdict first.")
                             return
-                        if _act("rv-queue", lambda: store.create(who, {"kind": "scan", "scan_id": scan}, settings,
+                        if _act("rv-queue", lambda who: store.create(who, {"kind": "scan", "scan_id": scan}, settings,
                                                                  verdict=ss["queue-verdict"], text=ss.get("queue-text", ""),
                                                                  blinded=blinded, page=settings["page"]),
                                 f"Rated {scan}."):

@@ -9,7 +9,7 @@ import streamlit as st
 from lib import jobs, monitor
 from lib.models import REGISTRY
 from lib.training import list_runs
-from pages.common import current_workspace, job_progress, require_ready_workspace
+from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
 
 ws = current_workspace()
 st.title("Training")
@@ -45,7 +45,7 @@ with st.expander("Start a training run", expanded=not runs):
         folds = c2.multiselect("Cross-validation folds", list(range(k)),
                                help="Empty: the workspace's train/validation split. Each chosen fold gives "
                                     "runs validated on that fold (the test split never changes).")
-        submitted = st.form_submit_button("Start training", type="primary")
+        submitted = st.form_submit_button("Start training", type="primary", disabled=locked("train"))
     if submitted:
         try:
             seeds = [int(s) for s in seeds_text.replace(",", " ").split()] or [0]
@@ -57,10 +57,11 @@ with st.expander("Start a training run", expanded=not runs):
                     "--batch-size", str(batch), "--shift", str(shift), "--seeds", *map(str, seeds)]
             if folds:
                 args += ["--folds", *map(str, folds)]
-            job = jobs.submit(ws, "train", args)
-            st.session_state["train_job"] = job.id
-            time.sleep(1.0)
-            st.rerun()
+            job = submit_job(ws, "train", args)
+            if job is not None:
+                st.session_state["train_job"] = job.id
+                time.sleep(1.0)
+                st.rerun()
 
 active_jobs = [j for j in jobs.list_jobs(ws, "train") if j.active]
 for job in active_jobs:
@@ -90,8 +91,8 @@ for r in (by_id[i] for i in chosen):
         cols = st.columns([3, 1])
         cols[0].warning(f"Run **{r.id}** is {r.status} at epoch {r.state.get('epoch', -1) + 1}"
                         f"{': ' + r.state['error'] if r.state.get('error') else ''}.")
-        if cols[1].button("Resume", key=f"resume-{r.id}"):
-            jobs.submit(ws, "train", ["--resume", r.id], key=f"train:{r.id}")
+        if cols[1].button("Resume", key=f"resume-{r.id}", disabled=locked("train", cols[1])) and \
+                submit_job(ws, "train", ["--resume", r.id], key=f"train:{r.id}"):
             time.sleep(1.0)
             st.rerun()
 if not chosen:

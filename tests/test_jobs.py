@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from lib import jobs
+from lib import auth, jobs
 from lib.workspace import Workspace
 
 
@@ -28,13 +28,14 @@ def _wait_running(ws, job_id, timeout=60):
     raise AssertionError("job never reported progress")
 
 
+ADMIN = auth.Identity("tester", "admin")
 SLOW_DEMO = ["--subjects", "60", "--resolution", "2", "--workers", "2"]
 
 
 def test_job_runs_in_background_and_records_progress(demo_ws):
     import pandas as pd
 
-    job = jobs.submit(demo_ws, "validate", [])
+    job = jobs.submit(demo_ws, "validate", [], who=ADMIN)
     done = _wait(demo_ws, job.id)
     assert done.state == "done", done.error
     assert done.fraction == 1.0
@@ -45,30 +46,30 @@ def test_job_runs_in_background_and_records_progress(demo_ws):
 
 def test_same_request_while_running_is_not_duplicated(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    first = jobs.submit(ws, "demo", SLOW_DEMO, key="demo")
-    second = jobs.submit(ws, "demo", SLOW_DEMO, key="demo")
+    first = jobs.submit(ws, "demo", SLOW_DEMO, key="demo", who=ADMIN)
+    second = jobs.submit(ws, "demo", SLOW_DEMO, key="demo", who=ADMIN)
     assert second.id == first.id
-    assert jobs.cancel(ws, first.id)
+    assert jobs.cancel(ws, first.id, who=ADMIN)
     _wait(ws, first.id)
 
 
 def test_cancel_leaves_no_half_written_results(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    job = jobs.submit(ws, "demo", SLOW_DEMO)
+    job = jobs.submit(ws, "demo", SLOW_DEMO, who=ADMIN)
     _wait_running(ws, job.id)
-    assert jobs.cancel(ws, job.id)
+    assert jobs.cancel(ws, job.id, who=ADMIN)
     final = _wait(ws, job.id, timeout=15)  # promptly, worker processes included
     assert final.state == "cancelled"
     # the cohort table is written last: a cancelled build has none, and no temporary files remain
     assert not (ws.root / "cohort.csv").exists()
     leftovers = [p for p in ws.root.rglob(".*") if p.is_file() and p.name.startswith(".") and "tmp" not in p.parts]
     assert not [p for p in leftovers if p.suffix in (".gz", ".csv", ".json")], leftovers
-    assert not jobs.cancel(ws, job.id)  # nothing left to cancel
+    assert not jobs.cancel(ws, job.id, who=ADMIN)  # nothing left to cancel
 
 
 def test_killed_job_is_reported_failed_not_running(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    job = jobs.submit(ws, "demo", SLOW_DEMO)
+    job = jobs.submit(ws, "demo", SLOW_DEMO, who=ADMIN)
     running = _wait_running(ws, job.id)
     os.killpg(os.getpgid(running.record["pid"]), signal.SIGKILL)
     time.sleep(0.5)
@@ -79,7 +80,7 @@ def test_killed_job_is_reported_failed_not_running(tmp_path):
 
 def test_failure_is_recorded_with_message(tmp_path):
     ws = Workspace.create(tmp_path / "ws")
-    job = jobs.submit(ws, "means", [])  # no cohort table in this workspace
+    job = jobs.submit(ws, "means", [], who=ADMIN)  # no cohort table in this workspace
     final = _wait(ws, job.id)
     assert final.state == "failed"
     assert "cohort.csv" in final.error
@@ -88,7 +89,7 @@ def test_failure_is_recorded_with_message(tmp_path):
 
 def test_cancel_while_the_process_is_still_starting_reads_cancelled(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    job = jobs.submit(ws, "demo", SLOW_DEMO)
-    assert jobs.cancel(ws, job.id)  # at once: the child is still importing its libraries
+    job = jobs.submit(ws, "demo", SLOW_DEMO, who=ADMIN)
+    assert jobs.cancel(ws, job.id, who=ADMIN)  # at once: the child is still importing its libraries
     final = _wait(ws, job.id, timeout=30)
     assert final.state == "cancelled"

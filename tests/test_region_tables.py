@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import heatmaps, region_tables as rt
+from lib import auth, heatmaps, region_tables as rt
 from lib.__main__ import main
 from lib.atlas import AtlasError, load_atlas
 from lib.templates import Grid
 from lib.workspace import Workspace
+
+ADMIN = auth.Identity("tester", "admin")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_keys_follow_the_atlas_content(demo_ws, demo_run, lrp_store, tmp_path):
     labels[35:45, 30:40, 20:30] = 2
     nib.save(nib.Nifti1Image(labels, grid.affine), tmp_path / "parc.nii.gz")
     pd.DataFrame({"index": [1, 2], "name": ["Left_Box", "Right_Box"]}).to_csv(tmp_path / "parc.csv", index=False)
-    mine = rt.save_user_atlas(demo_ws, "boxes", tmp_path / "parc.nii.gz", tmp_path / "parc.csv", res)
+    mine = rt.save_user_atlas(demo_ws, "boxes", tmp_path / "parc.nii.gz", tmp_path / "parc.csv", res, who=ADMIN)
     assert mine.n_regions == 2 and "boxes" in rt.list_atlases(demo_ws)
     assert rt.list_atlases(demo_ws)[0] == "neuromorphometrics"
     again = rt.get_atlas(demo_ws, "boxes", res)
@@ -77,16 +79,16 @@ def test_keys_follow_the_atlas_content(demo_ws, demo_run, lrp_store, tmp_path):
     # replaced under the same name: another key, so never a stale table
     labels[20:30, 30:40, 20:30] = 2
     nib.save(nib.Nifti1Image(labels, grid.affine), tmp_path / "parc.nii.gz")
-    rt.save_user_atlas(demo_ws, "boxes", tmp_path / "parc.nii.gz", tmp_path / "parc.csv", res)
+    rt.save_user_atlas(demo_ws, "boxes", tmp_path / "parc.nii.gz", tmp_path / "parc.csv", res, who=ADMIN)
     assert rt.atlas_key(rt.get_atlas(demo_ws, "boxes", res)) != rt.atlas_key(mine)
     # refused files are not copied, and names cannot escape the atlas folder or shadow a shipped atlas
     pd.DataFrame({"index": [1], "name": ["Left_Box"]}).to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(AtlasError, match="no row in the names table"):
-        rt.save_user_atlas(demo_ws, "broken", tmp_path / "parc.nii.gz", tmp_path / "short.csv", res)
+        rt.save_user_atlas(demo_ws, "broken", tmp_path / "parc.nii.gz", tmp_path / "short.csv", res, who=ADMIN)
     assert "broken" not in rt.list_atlases(demo_ws)
     for bad in ("../x", "aal", ""):
         with pytest.raises(AtlasError, match="atlas name"):
-            rt.save_user_atlas(demo_ws, bad, tmp_path / "parc.nii.gz", tmp_path / "parc.csv", res)
+            rt.save_user_atlas(demo_ws, bad, tmp_path / "parc.nii.gz", tmp_path / "parc.csv", res, who=ADMIN)
     with pytest.raises(KeyError, match="unknown atlas"):
         rt.get_atlas(demo_ws, "../boxes", res)
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from lib import jobs
+from lib import auth, jobs
 from lib.reviews.db import DatabaseNotAllowed, DatabaseUnavailable, database_url
 from lib.workspace import (REFUSED, Workspace, WorkspaceError, WorkspaceRefused, allowed_roots, discover,
                            open_confined)
 
 from test_cli import _good_table
+
+ADMIN = auth.Identity("tester", "admin")
 
 
 @pytest.fixture()
@@ -160,7 +162,7 @@ def test_the_init_job_of_another_folder_reports_done(tmp_path):
     asking = Workspace.create(tmp_path / "asking")
     target = tmp_path / "study"
     table = _good_table(target, n=6)
-    job = jobs.submit(asking, "init", [str(target), "--table", str(table), "--resolution", "4"], key="init")
+    job = jobs.submit(asking, "init", [str(target), "--table", str(table), "--resolution", "4"], key="init", who=ADMIN)
     done = _wait(asking, job.id)
     assert done.state == "done", (done.record, done.log_tail())
     assert "workspace ready" in done.message
@@ -173,7 +175,7 @@ def test_a_refused_init_job_reports_failed_with_the_reason(tmp_path):
     target = tmp_path / "study"
     table = _good_table(target, n=4)
     table.write_text(table.read_text().replace("scans/p1.nii.gz", "scans/absent.nii.gz"))
-    job = jobs.submit(asking, "init", [str(target), "--table", str(table), "--resolution", "4"], key="init")
+    job = jobs.submit(asking, "init", [str(target), "--table", str(table), "--resolution", "4"], key="init", who=ADMIN)
     done = _wait(asking, job.id)
     assert done.state == "failed" and "not initialised" in done.error and "1 error" in done.error
     assert not (target / "workspace.json").exists()
