@@ -17,6 +17,7 @@ from lib import jobs, region_analysis as ra, region_figures as rf, region_tables
 from lib.atlas import AtlasError
 from pages.common import current_workspace, job_progress, require_ready_run
 from pages.review_panel import review_panel, view_param
+from pages.report_button import report_button
 
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
 ATLAS_NAMES = {"neuromorphometrics": "Neuromorphometrics (the paper's)", "aal": "AAL2",
@@ -27,6 +28,7 @@ TABS = ["Top regions", "Fingerprints", "Robustness", "Methods", "AD vs HC tests"
 ws = current_workspace()
 st.title("Atlas metrics")
 run = require_ready_run(ws)
+report_button(ws, run)
 resolution = run.grid.resolution
 
 
