@@ -643,7 +643,8 @@ def stored_settings(ws: Workspace, run, stores, atlas, evaluation: dict, biomark
         "subjects_per_part": {k: len(v) for k, v in parts.items()}, "best_epoch": summ.get("best_epoch"),
         "epochs_run": summ.get("epochs_run"), "stopped": summ.get("stopped"), "torch": run.config.get("torch"),
         "cohort_fingerprint": run.config.get("cohort_fingerprint"), "workspace": ws.name, "workspace_kind": ws.kind,
-        "n_scans": ws.config.get("n_scans"),
+        "n_scans": ws.config.get("n_scans"), "workspace_resolution_mm": ws.config.get("resolution"),
+        "demo_config": ws.config.get("demo_config") if ws.is_demo else None, "split": _split_settings(ws),
         "heatmaps": [{"store": s.folder.name, "label": _store_label(s), "method": s.params.get("method"),
                       "params": {k: v for k, v in s.params.items() if k != "method"},
                       "target": s.meta.get("target", "AD"), "scans": len(s)} for s in stores],
@@ -653,6 +654,13 @@ def stored_settings(ws: Workspace, run, stores, atlas, evaluation: dict, biomark
         "fingerprint_min_score": FINGERPRINT_MIN_SCORE, "crosshair_mni": list(CROSSHAIR_MNI),
         "biomarker": biomarker, "evaluation": evaluation,
     }
+
+
+def _split_settings(ws: Workspace) -> dict | None:
+    d = atomic.read_json(ws.splits_json)
+    if not d:
+        return None
+    return {k: d[k] for k in ("test_fraction", "validation_fraction", "k_folds", "seed", "balanced_test") if k in d}
 
 
 def methods_paragraph(s: dict) -> str:
@@ -665,17 +673,24 @@ def methods_paragraph(s: dict) -> str:
         f"{s['workspace_kind']} workspace, cohort fingerprint {s['cohort_fingerprint']}), resampled to a "
         f"{s['resolution_mm']:g} mm MNI grid of {'×'.join(str(v) for v in s['input_shape'] or [])} voxels. Subjects were split "
         f"without overlap into {n.get('train', 0)} training, {n.get('validation', 0)} validation and {n.get('test', 0)} "
-        f"test subjects" + (f" (cross-validation fold {t['fold']})" if t.get("fold") is not None else "") + ".",
+        f"test subjects" + (f" (cross-validation fold {t['fold']})" if t.get("fold") is not None else "")
+        + (f"; the workspace split holds out {sp['test_fraction']:g} of the subjects for testing and "
+           f"{sp['validation_fraction']:g} for validation ({'as many AD as HC test subjects, ' if sp.get('balanced_test') else ''}"
+           f"{sp.get('k_folds')} folds, seed {sp.get('seed')})" if (sp := s.get("split")) and "test_fraction" in sp else "")
+        + ".",
         f"Training used Adam with learning rate {t.get('lr'):g}, weight decay {t.get('weight_decay'):g}, batch size "
         f"{t.get('batch_size')}, at most {t.get('max_epochs')} epochs with early stopping after {t.get('patience')} "
         f"epochs without improvement of the validation balanced accuracy, "
         f"{'class-weighted' if t.get('class_weighted') else 'unweighted'} cross-entropy, random left–right flips "
         f"(p = {t.get('flip_p'):g}) and translations ({'2 mm' if shift is None else f'{shift} voxels'}), "
         f"{t.get('normalisation')} intensity normalisation ({t.get('scan_scaling')} scan scaling), seed {t.get('seed')}"
-        f"{', mixed precision' if t.get('amp') else ''}; the checkpoint of epoch {(s['best_epoch'] or 0) + 1} "
+        f"{', mixed precision on CUDA' if t.get('amp') else ''}; the checkpoint of epoch {(s['best_epoch'] or 0) + 1} "
         f"(of {s['epochs_run']}, stopped {s['stopped']}; SHA-256 {str(s['checkpoint_sha256'])[:16]}…) was analysed"
         f" (PyTorch {s['torch']}).",
     ]
+    if s.get("demo_config"):
+        text.insert(1, "The cohort is the synthetic demo of this project (python -m lib demo; "
+                    + ", ".join(f"{k} = {v}" for k, v in sorted(s["demo_config"].items())) + ").")
     if s["heatmaps"]:
         maps = "; ".join(f"{h['label']} ({', '.join(f'{k} = {v}' for k, v in sorted(h['params'].items())) or 'defaults'}"
                          f", class {h['target']} explained, {h['scans']} scans)" for h in s["heatmaps"])

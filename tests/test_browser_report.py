@@ -4,10 +4,12 @@ one file (plotly charts drawn, slice images decoded, every section present)."""
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
 from lib import report
+from test_browser import _no_exception, _settle, _start_app, _stop_app
 from test_report import analysed, built  # noqa: F401  (the fixture run, analysed, and its report)
 
 
@@ -57,3 +59,40 @@ def test_report_renders_offline(built, browser, tmp_path):
     assert not refused, refused
     assert not errors, errors
     context.close()
+
+
+
+def test_report_button_builds_and_offers_the_report(analysed, browser, tmp_path):
+    """On an analysis page: Report → Build the report runs the background job; when it is done the page
+    offers the HTML and the PDF for download."""
+    ws, run = analysed
+    key = report.content_key(ws, run)
+    shutil.rmtree(report.cache_folder(ws, key), ignore_errors=True)   # the page builds it, not an earlier test
+    proc, url = _start_app(ws.root)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/evaluation?run={run.id}")
+        page.get_by_role("heading", name="Evaluating explanations").wait_for()
+        _settle(page)
+        page.get_by_role("button", name="Report").first.click()
+        page.get_by_role("button", name="Build the report").click()
+        start = time.time()   # the job runs in its own process
+        while (files := report.cached(ws, run, key)) is None or "pdf" not in files:
+            assert time.time() - start < 300, "the report job did not finish"
+            time.sleep(2)
+        page.reload()
+        _settle(page)
+        page.get_by_role("button", name="Report").first.click()
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="PDF").click()
+        assert dl.value.path().read_bytes().startswith(b"%PDF")
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="HTML").click()
+        text = dl.value.path().read_text()
+        assert f"Run report · {run.id}" in text and "data-section='reviews'" in text
+        _no_exception(page)
+        page.screenshot(path=str(tmp_path / "button.png"))
+        page.close()
+    finally:
+        _stop_app(proc)

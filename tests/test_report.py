@@ -81,6 +81,11 @@ def test_methods_paragraph_matches_the_stored_settings(built):
                    f"(p = {t['flip_p']:g})", run.checkpoint_hash()[:16],
                    "neuromorphometrics atlas", f"{report.PERMUTATIONS:,} permutations"):
         assert needle in paragraph, needle
+    split = json.loads(ws.splits_json.read_text())
+    assert (f"holds out {split['test_fraction']:g} of the subjects for testing and {split['validation_fraction']:g} "
+            f"for validation" in paragraph and f"{split['k_folds']} folds, seed {split['seed']})" in paragraph)
+    demo = ws.config["demo_config"]
+    assert f"n_subjects = {demo['n_subjects']}" in paragraph and f"seed = {demo['seed']}" in paragraph
     # every parameter each heatmap store recorded, as stored
     stores = list((ws.cache_dir / "heatmaps").glob("*/index.json"))
     assert stores
