@@ -47,6 +47,7 @@ TOP_K = 25
 OVERLAP_K = 10
 PERMUTATIONS = 10_000
 FINGERPRINT_MIN_SCORE = 0.9
+PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#2ca02c", "#ff7f0e"]
 SECTIONS = {
     "cohort": "Cohort",
     "training": "Training and test metrics",
@@ -522,7 +523,13 @@ def _biomarker_section(ws, run, stores, preds) -> tuple[Section, dict]:
         sec.figures.append(Figure("fig9_beta", "Pearson r of hippocampal relevance and volume in the true positives "
                                   "per LRP β, with 95 % bootstrap intervals; dotted: Böhle et al. 2019 (ADNI).",
                                   plotly=biomarker.beta_figure(bt, title="Hippocampal relevance vs volume across β")))
-        sec.tables.append(("r across β (true positives)", bt.drop(columns=["store"]).round(3)))
+        shown = pd.DataFrame({"β": [f"{b:g}" for b in bt["beta"]], "n": bt["n"], "Pearson r": bt["r"].map(_fmt),
+                              "permutation p": [biomarker.format_p(v, PERMUTATIONS) if pd.notna(v) else "—"
+                                                for v in bt["p_permutation"]], "Spearman ρ": bt["rho"].map(_fmt),
+                              "95 % CI of r": [f"{_fmt(lo, 2)} … {_fmt(hi, 2)}" for lo, hi in
+                                               zip(bt["ci_low"], bt["ci_high"])],
+                              "paper r": [biomarker.format_r(v) if pd.notna(v) else "—" for v in bt["paper_r"]]})
+        sec.tables.append(("r across β (true positives)", shown))
     if lrp0 is None and gb is None:
         sec.missing.append(f"Needs LRP β=0 and guided backprop heatmaps: "
                            f"`{_cmd(ws, f'explain --run {run.id} --method lrp --beta 0')}`, "
@@ -557,9 +564,10 @@ def _evaluation_section(ws, run) -> tuple[Section, dict]:
     curves = ev.aopc_curves(results)
     if not curves.empty:
         fig = go.Figure()
-        for lab, g in curves.groupby("label", sort=False):
+        for i, (lab, g) in enumerate(curves.groupby("label", sort=False)):
             fig.add_trace(go.Scatter(x=g["k"], y=g["drop"], mode="lines", name=lab,
-                                     line=dict(dash="dash", color="#7f7f7f") if lab == "random order" else dict()))
+                                     line=dict(dash="dash", color="#7f7f7f") if lab == "random order"
+                                     else dict(color=PALETTE[i % len(PALETTE)])))
         fig.update_layout(height=400, title="Region perturbation: mean drop of the AD probability",
                           xaxis_title="regions perturbed, k", yaxis_title="output drop",
                           margin=dict(l=10, r=10, t=50, b=10))
@@ -570,11 +578,12 @@ def _evaluation_section(ws, run) -> tuple[Section, dict]:
         fig = make_subplots(rows=1, cols=3, subplot_titles=("Spearman ρ", "SSIM (|maps|)", "top-k overlap"))
         for i, (lab, g) in enumerate(st_table.groupby("label", sort=False)):
             for col, metric in enumerate(("spearman", "ssim", "topk"), start=1):
-                fig.add_trace(go.Scatter(x=g["i"], y=g[metric], mode="lines+markers", name=lab, legendgroup=lab,
-                                         showlegend=col == 1), row=1, col=col)
+                fig.add_trace(go.Scatter(x=g["step"], y=g[metric], mode="lines+markers", name=lab, legendgroup=lab,
+                                         showlegend=col == 1, line=dict(color=PALETTE[i % len(PALETTE)])),
+                              row=1, col=col)
         fig.update_layout(height=380, title="Sanity check: similarity to the trained model's map as layers are "
                           "randomised (output layer first)", margin=dict(l=10, r=10, t=70, b=10))
-        fig.update_xaxes(title_text="layers randomised")
+        fig.update_xaxes(title_text="randomised down to", tickangle=-40)
         sec.figures.append(Figure("sanity", "Cascading randomisation (Adebayo et al. 2018); a method passes when "
                                   f"|ρ| < {ev.Settings().sanity_threshold:g} with every layer randomised.", plotly=fig))
     s = request.settings
@@ -663,6 +672,23 @@ def _split_settings(ws: Workspace) -> dict | None:
     return {k: d[k] for k in ("test_fraction", "validation_fraction", "k_folds", "seed", "balanced_test") if k in d}
 
 
+def _heatmap_settings(stores: list[dict]) -> str:
+    """Each method's stored parameters, those shared by all its stores said once (LRP over several β)."""
+    by_method: dict[str, list[dict]] = {}
+    for h in stores:
+        by_method.setdefault(str(h["method"]), []).append(h)
+    out = []
+    for hs in by_method.values():
+        shared = {k: v for k, v in hs[0]["params"].items() if all(h["params"].get(k, object()) == v for h in hs)}
+        own = [", ".join(f"{k} = {v}" for k, v in sorted(h["params"].items()) if k not in shared) for h in hs]
+        labels = "; ".join(f"{h['label']}" + (f" ({o})" if o else "") for h, o in zip(hs, own))
+        common = ", ".join(f"{k} = {v}" for k, v in sorted(shared.items())) or "defaults"
+        targets = sorted({h["target"] for h in hs})
+        out.append(f"{labels} ({common}; class {', '.join(targets)} explained; "
+                   f"{', '.join(sorted({str(h['scans']) for h in hs}))} scans)")
+    return "; ".join(out)
+
+
 def methods_paragraph(s: dict) -> str:
     """The methods as prose, every number taken from ``s`` (:func:`stored_settings`)."""
     t = s["train"]
@@ -692,9 +718,7 @@ def methods_paragraph(s: dict) -> str:
         text.insert(1, "The cohort is the synthetic demo of this project (python -m lib demo; "
                     + ", ".join(f"{k} = {v}" for k, v in sorted(s["demo_config"].items())) + ").")
     if s["heatmaps"]:
-        maps = "; ".join(f"{h['label']} ({', '.join(f'{k} = {v}' for k, v in sorted(h['params'].items())) or 'defaults'}"
-                         f", class {h['target']} explained, {h['scans']} scans)" for h in s["heatmaps"])
-        text.append(f"Heatmaps were computed for every scan with: {maps}. Group maps average the {s['split_analysed']} "
+        text.append(f"Heatmaps were computed for every scan with: {_heatmap_settings(s['heatmaps'])}. Group maps average the {s['split_analysed']} "
                     "split per diagnosis and outcome (TP, FP, TN, FN) and are shown on the paper's shared scale "
                     "(50th–99.5th percentile of the average AD map within the brain).")
     if s["atlas"]:
@@ -914,6 +938,8 @@ def to_matplotlib(fig, size: tuple[float, float] | None = None, bottom: float = 
             ax.invert_yaxis()
         if xl.get("range") is not None:
             ax.set_xlim(*xl["range"])
+        if xl.get("tickangle"):
+            ax.tick_params(axis="x", labelrotation=-float(xl["tickangle"]), labelsize=7)
         ax.grid(True, color="#eee", lw=0.6)
         ax.set_axisbelow(True)
     for shape in layout.get("shapes", []) or []:
@@ -1156,6 +1182,17 @@ def write(ws: Workspace, run, *, pdf: bool = True, progress: Progress | None = N
     atomic.write_text(folder / f"{run.id}_report.html", to_html(report, svgs))
     tick(14, 14, "done")
     return cached(ws, run, report.key)
+
+
+def figures_zip(files: dict[str, Path]) -> bytes:
+    """The report's figures folder (SVG charts, PNG slice panels) as one zip, for a download."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(Path(files["figures"]).iterdir()) if "figures" in files else []:
+            z.write(f, f.name)
+    return buf.getvalue()
 
 
 def export(files: dict[str, Path], out: Path) -> list[Path]:

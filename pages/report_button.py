@@ -34,15 +34,17 @@ def report_button(ws: Workspace, run) -> None:
         job = jobs.find_active(ws, report.job_key(ws, run, key)) if ws.jobs_dir.exists() else None
         if files is not None and "pdf" in files:
             st.caption(f"Report of run **{run.id}** for the results computed so far.")
-            c1, c2 = st.columns(2)
+            c1, c2, c3 = st.columns(3)
             c1.download_button("HTML", data=lambda: _read(files["html"]), file_name=f"{run.id}_report.html",
                                mime="text/html", icon=":material/download:", on_click="ignore", key="report-html",
                                width="stretch")
             c2.download_button("PDF", data=lambda: _read(files["pdf"]), file_name=f"{run.id}_report.pdf",
                                mime="application/pdf", icon=":material/picture_as_pdf:", on_click="ignore",
                                key="report-pdf", width="stretch")
-            st.caption(f"SVG of every chart: `{files.get('figures', '')}`, or the SVG link under each chart of the "
-                       "HTML.")
+            c3.download_button("Figures", data=lambda: report.figures_zip(files), file_name=f"{run.id}_figures.zip",
+                               mime="application/zip", icon=":material/folder_zip:", on_click="ignore",
+                               key="report-figures", width="stretch",
+                               help="Every chart as SVG and every slice panel as PNG, for a paper")
             return
         if job is not None:
             job_progress(job.id, ws, rerun_when_done=True, key="report")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import zipfile
 
 import pytest
 
@@ -91,6 +92,10 @@ def test_report_button_builds_and_offers_the_report(analysed, browser, tmp_path)
             page.get_by_role("button", name="HTML").click()
         text = dl.value.path().read_text()
         assert f"Run report · {run.id}" in text and "data-section='reviews'" in text
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="Figures").click()
+        names = zipfile.ZipFile(dl.value.path()).namelist()
+        assert "learning_curves.svg" in names and any(n.startswith("group_maps_") and n.endswith(".png") for n in names)
         _no_exception(page)
         page.screenshot(path=str(tmp_path / "button.png"))
         page.close()
