@@ -136,8 +136,8 @@ def content_key(ws: Workspace, run) -> str:
              "cohort": _stamp(ws.cohort_csv), "splits": _stamp(ws.splits_json), "reviews": reviews_stamp(ws)}
     stores = viewer.stores_of(ws, sha) if sha != "-" else []
     parts["stores"] = [s.folder.name for s in stores]
-    parts["group_means"] = sorted(p.parent.parent.parent.name + "/" + p.parent.name
-                                  for s in stores for p in (s.folder / "group_means").glob("*/index.json"))
+    # group means are not keyed: they follow from the stores and the predictions, and the report averages
+    # missing small ones itself (keying them would change the key by building the report)
     regions = ws.cache_dir / "regions"
     parts["regions"] = sorted(p.name for p in regions.glob("*.json")) if regions.exists() else []
     evaluation = ws.cache_dir / "evaluation"
@@ -315,18 +315,17 @@ def _group_maps_section(ws: Workspace, run, stores, preds) -> Section:
             sec.missing.append(f"{label}: group means not computed: "
                                f"`{_cmd(ws, f'group-means --run {run.id} --store {store.folder.name}')}`.")
             continue
-        panels = []
+        panels, ov = [], None
         for g in ("AD", "HC", "TP", "FP", "TN", "FN"):
             e = means.entry(g)
             if e.count == 0:
                 continue
-            ov = viewer.overlay(means[g], "paper", means, alpha=0.8)
+            ov = viewer.overlay(means[g], "paper", means, alpha=0.8)   # one scale shared by every group
             panels.append(titled(ortho_image(background, ijk, overlay=ov, height=130, bg_range=bg_range),
                                  f"{g} · n = {e.count}", size=12))
         if not panels:
             sec.missing.append(f"{label}: no scans of the {SPLIT} split in any group.")
             continue
-        ov = viewer.overlay(means[means.scale_from or "AD"], "paper", means)
         img = stack([stack(panels[i:i + 2], vertical=False) for i in range(0, len(panels), 2)]
                     + [colorbar(ov.cmap, ov.vmin, ov.vmax, label="relevance")])
         x, y, z = (float(v) for v in grid.voxel_to_mni(ijk))
@@ -551,7 +550,7 @@ def _evaluation_section(ws, run) -> tuple[Section, dict]:
     missing = request.missing()
     if missing:
         names = sorted({lab for _, lab in missing}, key=lambda x: (x != "random order", x))
-        sec.missing.append(f"Not computed with the default settings: {', '.join(names)}: "
+        sec.missing.append(f"With the default settings: {', '.join(names)}: "
                            f"`{_cmd(ws, 'evaluate-maps ' + ' '.join(request.cli_args()))}`.")
     if not done:
         return sec, {}
@@ -809,10 +808,6 @@ def _colour(c, default="#1f77b4"):
         v = [float(x) for x in m.group(1).split(",")]
         return (v[0] / 255, v[1] / 255, v[2] / 255, v[3] if len(v) > 3 else 1.0)
     return c
-
-
-def _floats(values) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in (values if values is not None else [])], dtype=object)
 
 
 def _plain(v):
