@@ -14,6 +14,7 @@
     python -m lib explain --run RUN --method lrp --beta 0   heatmaps of every scan, cached on disk
     python -m lib evaluate-maps --run RUN [--methods lrp:beta=0 gradcam …]   AOPC, sanity check, localisation
     python -m lib regions --run RUN --method lrp --beta 0 [--atlas aal --merge]   region metrics table, cached
+    python -m lib report --run RUN [--out report.html] [--pdf]   a run's report (HTML, PDF, SVG figures), cached
     python -m lib jobs | cancel ID        background jobs of the workspace
     python -m lib users list | add NAME --role R | passwd NAME | role NAME R | deactivate NAME | activate NAME
                                           accounts (roles viewer, reviewer, analyst, admin); any change
@@ -450,6 +451,30 @@ def _cmd_regions(args, ws: Workspace) -> int:
     return code
 
 
+def _cmd_report(args, ws: Workspace) -> int:
+    from . import report
+    from .training import TrainingError, load_run
+
+    try:
+        run = load_run(ws, args.run)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result = {}
+
+    def work(progress):
+        result["files"] = report.write(ws, run, pdf=args.pdf, progress=progress)
+        return f"report of {run.id} in {result['files']['html'].parent}"
+
+    code = jobs.run_as_job(ws, args.job_id, work, desc="report")
+    if code == 0:
+        files = result["files"]
+        paths = report.export(files, Path(args.out)) if args.out else [p for k, p in files.items()
+                                                                       if k in ("html", "pdf", "figures")]
+        print("\n".join(str(p) for p in paths))
+    return code
+
+
 def _cmd_jobs(args, ws: Workspace) -> int:
     for job in jobs.list_jobs(ws):
         r = job.record
@@ -767,6 +792,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("cache", _cmd_cache, "check every cached result against its checksum; --repair removes bad ones")
     sp.add_argument("action", choices=["verify"])
     sp.add_argument("--repair", action="store_true", help="remove bad entries (recomputed on their next use)")
+    sp = add("report", _cmd_report, "a run's report: one self-contained HTML file (and a PDF), every figure also as "
+                                    "SVG; built from the cached results, cached by its content")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--out", help="write the HTML here (the PDF and a _figures folder beside it); default: print "
+                                  "the cached files' paths")
+    sp.add_argument("--pdf", action="store_true", help="also the PDF")
     add("jobs", _cmd_jobs, "list background jobs")
     sp = add("cancel", _cmd_cancel, "cancel a background job")
     sp.add_argument("id")

@@ -43,7 +43,7 @@ ACTIVE = ("queued", "running")
 COMMAND_ACTIONS = {
     "train": "train",
     **dict.fromkeys(("explain", "regions", "group-means", "means", "predict", "biomarker", "evaluate-maps",
-                     "evaluate"), "compute"),
+                     "evaluate", "report"), "compute"),
     **dict.fromkeys(("init", "validate", "split", "demo"), "change_workspace"),
 }
 CANCEL_MARKER = "cancel-requested"

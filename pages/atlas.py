@@ -18,6 +18,7 @@ from lib.atlas import AtlasError
 from pages.common import allowed, current_workspace, job_progress, locked, missing_for, require_ready_run, submit_job
 from pages.login import current_actor
 from pages.review_panel import review_panel, view_param
+from pages.report_button import report_button
 
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
 ATLAS_NAMES = {"neuromorphometrics": "Neuromorphometrics (the paper's)", "aal": "AAL2",
@@ -28,6 +29,7 @@ TABS = ["Top regions", "Fingerprints", "Robustness", "Methods", "AD vs HC tests"
 ws = current_workspace()
 st.title("Atlas metrics")
 run = require_ready_run(ws)
+report_button(ws, run)
 resolution = run.grid.resolution
 
 

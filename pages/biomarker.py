@@ -14,6 +14,7 @@ from lib import biomarker, heatmaps, jobs, region_tables, viewer
 from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
 from pages.common import allowed, current_workspace, job_progress, locked, missing_for, require_ready_run, submit_job
 from pages.review_panel import review_panel
+from pages.report_button import report_button
 
 PAPER_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
@@ -30,6 +31,7 @@ st.caption("Do the heatmaps track biology? Böhle et al. 2019 (Fig 9) correlate 
            "with hippocampal volume in correctly classified AD patients: r = −0.560 (permutation p < 0.001), "
            "weaker as β grows, while guided backprop shows none (r = 0.096).")
 run = require_ready_run(ws)
+report_button(ws, run)
 
 
 # --------------------------------------------------------------------------- cached loaders

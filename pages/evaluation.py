@@ -12,6 +12,7 @@ from lib import evaluation as ev
 from lib import jobs
 from pages.common import current_workspace, job_progress, locked, require_ready_run, submit_job
 from pages.review_panel import review_panel, view_param
+from pages.report_button import report_button
 
 PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#2ca02c", "#ff7f0e"]
 CHOICES = ["lrp:beta=0", "lrp:beta=0.25", "lrp:beta=0.5", "lrp:beta=0.75", "lrp:beta=1", "guided_backprop",
@@ -27,6 +28,7 @@ st.caption("Heatmaps have no ground truth on real data. Three measurements stand
            "removing random regions?), the **sanity check** (does the map change when the model's weights are "
            "randomised?) and, on the demo cohort, **localisation** of the atrophy the generator put in.")
 run = require_ready_run(ws)
+report_button(ws, run)
 
 # --- the request ---------------------------------------------------------------------------------------------------
 with st.expander("Settings and run", expanded=True):

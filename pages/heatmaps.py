@@ -18,6 +18,7 @@ from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _coh
 from pages.common import (allowed, current_workspace, job_progress, locked, missing_for, require_ready_run,
                           submit_job, template_volume)
 from pages.review_panel import review_panel, view_param
+from pages.report_button import report_button
 
 GROUP_HELP = {"AD": "all AD scans", "HC": "all healthy controls", "TP": "AD classified AD",
               "FP": "HC classified AD", "TN": "HC classified HC", "FN": "AD classified HC"}
@@ -34,6 +35,7 @@ HEIGHT = 300
 ws = current_workspace()
 st.title("Heatmaps")
 run = require_ready_run(ws)
+report_button(ws, run)
 grid = run.grid
 
 

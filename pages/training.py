@@ -10,6 +10,7 @@ from lib import jobs, monitor
 from lib.models import REGISTRY
 from lib.training import list_runs
 from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
+from pages.report_button import report_button
 
 ws = current_workspace()
 st.title("Training")
@@ -153,6 +154,7 @@ c1, c2 = st.columns([2, 1])
 focus_id = c1.selectbox("Run", chosen, key="eval_run")
 split = c2.radio("Split", ["test", "validation", "train"], horizontal=True)
 focus = by_id[focus_id]
+report_button(ws, focus)
 ev = monitor.evaluation(focus, split)
 if ev is None:
     st.info("Predictions appear when the run finishes (the best checkpoint is applied to every scan).")
