@@ -397,7 +397,19 @@ def cohort_table(cohort_csv: str, mtime_ns: int):
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def heatmap_store(folder: str):
+def _heatmap_store(folder: str, sealed: int):
     from lib.heatmaps import HeatmapStore
 
     return HeatmapStore(folder)
+
+
+def heatmap_store(folder: str):
+    """The store of ``folder``, shared by sessions; keyed by its completeness marker's stamp so that a store
+    removed and rebuilt (``cache verify --repair``, a recomputation) is opened afresh, never served stale."""
+    from lib import cache
+
+    try:
+        sealed = (Path(folder) / cache.MARKER).stat().st_mtime_ns
+    except FileNotFoundError:
+        sealed = 0
+    return _heatmap_store(folder, sealed)
