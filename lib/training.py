@@ -23,7 +23,6 @@ epochs as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -38,7 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import atomic
+from . import atomic, cache
 from .metrics import classification_metrics, outcome
 from .models import CLASSES, build_model, default_device
 from .templates import Grid
@@ -232,11 +231,7 @@ def load_run(ws: Workspace, run_id: str | os.PathLike) -> Run:
 
 
 def file_hash(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return cache.sha256(path)
 
 
 def read_metrics(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

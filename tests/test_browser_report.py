@@ -10,22 +10,8 @@ import zipfile
 import pytest
 
 from lib import report
-from test_browser import _no_exception, _settle, _start_app, _stop_app
+from test_browser import _no_exception, _settle, _start_app, _stop_app, browser  # noqa: F401
 from test_report import analysed, built  # noqa: F401  (the fixture run, analysed, and its report)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    exe = shutil.which("chromium")
-    assert exe, "Debian's chromium is not installed: run the README's test command (it installs it)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 def test_report_renders_offline(built, browser, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 from lib import auth, settings, signin
 from lib.__main__ import main
+from test_auth import _cli
 from lib.reviews import ReviewStore
 from lib.reviews import db as rdb
 from lib.workspace import Workspace
@@ -30,15 +31,6 @@ def server(tmp_path, monkeypatch):
     ws = Workspace.create(tmp_path / "ws")
     monkeypatch.setenv("RELEVANCE_ATLAS_WORKSPACE", str(ws.root))
     return ws
-
-
-def _cli(ws, *args, stdin: str = "") -> int:
-    old = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        return main(["--workspace", str(ws.root), "users", *args])
-    finally:
-        sys.stdin = old
 
 
 def _replace(root: Path, content: bytes | None) -> None:
