@@ -259,7 +259,7 @@ def test_occlusion_runs_on_the_pif_net():
     assert m.shape == x.shape and bool(m.abs().sum() > 0)
 
 
-def test_train_resume_and_explain_pif_end_to_end(demo_ws, capsys):
+def test_train_and_explain_pif_end_to_end(demo_ws, demo_run, capsys):
     from lib.training import load_run
 
     root = str(demo_ws.root)
@@ -275,3 +275,15 @@ def test_train_resume_and_explain_pif_end_to_end(demo_ws, capsys):
     assert main(["--workspace", root, "evaluate", "--run", "pif-run"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0.0 <= report["balanced_accuracy"] <= 1.0
+
+    # compared with the Böhle run of the same seed: scores, epochs, time, and the overlap of top LRP regions
+    from lib import model_comparison
+
+    assert main(["--workspace", root, "regions", "--run", "fixture-run", "pif-run"]) == 0
+    per_run, per_model, overlap = model_comparison.comparison(demo_ws, [demo_run, run])
+    assert list(per_model["model"]) == ["boehle2019", "pif2021"] and list(per_model["runs"]) == [1, 1]
+    assert (per_run["time_to_best_s"] > 0).all() and (per_run["best_epoch"] >= 1).all()
+    assert list(overlap["pairs"]) == ["boehle2019 × pif2021"] and list(overlap["n"]) == [1]
+    assert overlap.filter(like="top10").stack().between(0, 100).all()
+    table = model_comparison.markdown(per_model, overlap)
+    assert "| pif2021 | 1 |" in table and "| boehle2019 × pif2021 | 1 |" in table
