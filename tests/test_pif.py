@@ -8,6 +8,7 @@ reference shares no code with the engine's patch handling.
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,7 +265,7 @@ def test_occlusion_on_the_pif_net_equals_the_one_patch_loop():
     assert rel_l2(m, ref) <= 1e-5
 
 
-def test_train_and_explain_pif_end_to_end(demo_ws, demo_run, capsys):
+def test_train_and_explain_pif_end_to_end(demo_ws, demo_run, capsys, monkeypatch):
     from lib.training import load_run
 
     root = str(demo_ws.root)
@@ -292,3 +293,17 @@ def test_train_and_explain_pif_end_to_end(demo_ws, demo_run, capsys):
     assert overlap.filter(like="top10").stack().between(0, 100).all()
     table = model_comparison.markdown(per_model, overlap)
     assert "| pif2021 | 1 |" in table and "| boehle2019 × pif2021 | 1 |" in table
+
+    # the Training page shows the comparison when the runs shown span two models
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RELEVANCE_ATLAS_WORKSPACE", root)
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/training.py").run()
+    [shown] = [m for m in at.multiselect if m.label == "Runs to show"]
+    shown.set_value(["fixture-run", "pif-run"]).run()
+    assert not at.exception
+    assert "Model comparison" in [h.value for h in at.subheader]
+    assert any("| boehle2019 × pif2021 | 1 |" in m.value for m in at.markdown)
+    assert any("maximum of 28%" in c.value for c in at.caption)
