@@ -1,6 +1,7 @@
 """Training throughput (scans/s) and peak memory of the CNNs on several grids, side by side.
 
     .venv/bin/python bench/training.py [--steps 6] [--batch-size 8] [--models boehle2019 pif2021] [--rounds 2]
+                                       [--grids 3mm 2mm 96]
 
 Each grid runs in its own process (so peak resident memory is that grid's alone): a few warm-up
 steps, then timed optimiser steps (forward, backward, Adam) with augmentation-free random batches,
@@ -25,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GRIDS = {"demo model 3 mm": (65, 77, 65), "demo workspace 2 mm": (97, 115, 97), "96×114×96": (96, 114, 96)}
+SHORT = {"3mm": "demo model 3 mm", "2mm": "demo workspace 2 mm", "96": "96×114×96"}
 
 
 def _one(shape, steps: int, batch: int, model_name: str) -> dict:
@@ -87,14 +89,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--models", "--model", nargs="+", default=["boehle2019", "pif2021"])
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is kept")
+    ap.add_argument("--grids", nargs="+", choices=list(SHORT), default=list(SHORT),
+                    help="3mm, 2mm and/or 96 (default all three)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(_one(tuple(json.loads(args.one)), args.steps, args.batch_size, args.models[0])))
         return
+    grids = {SHORT[g]: GRIDS[SHORT[g]] for g in SHORT if g in args.grids}
+    ref_grid = "96×114×96" if "96×114×96" in grids else None
     results: dict = {}
     for _ in range(max(1, args.rounds)):
-        for name, shape in GRIDS.items():
+        for name, shape in grids.items():
             for model in args.models:
                 proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(shape), "--steps",
                                        str(args.steps), "--batch-size", str(args.batch_size), "--models", model],
@@ -106,24 +112,24 @@ def main() -> None:
                     r["infer_scans_per_s"] = max(r["infer_scans_per_s"], best["infer_scans_per_s"])
                 results[(name, model)] = r
     first = args.models[0]
-    device = results[("96×114×96", first)]["device"]
-    gpu = "peak_gpu_mb" in results[("96×114×96", first)]
+    any_result = results[(next(iter(grids)), first)]
+    device, gpu = any_result["device"], "peak_gpu_mb" in any_result
     print(f"batch {args.batch_size}, {args.steps} timed steps, device {device}, best of {args.rounds} "
           f"alternating rounds")
     print(f"{'grid':<22}{'model':<12}{'train scans/s':>14}{'× 96×114×96':>13}{'× ' + first:>14}"
           f"{'infer scans/s':>15}{'peak RSS MB':>13}{'params':>10}" + ("  peak GPU MB" if gpu else ""))
-    for name in GRIDS:
+    for name in grids:
         for model in args.models:
             r = results[(name, model)]
             rate = r["train_scans_per_s"]
-            line = (f"{name if model == first else '':<22}{model:<12}{rate:>14.2f}"
-                    f"{rate / results[('96×114×96', model)]['train_scans_per_s']:>13.2f}"
+            vs_ref = rate / results[(ref_grid, model)]["train_scans_per_s"] if ref_grid else float("nan")
+            line = (f"{name if model == first else '':<22}{model:<12}{rate:>14.2f}{vs_ref:>13.2f}"
                     f"{rate / results[(name, first)]['train_scans_per_s']:>14.2f}"
                     f"{r['infer_scans_per_s']:>15.2f}{r['peak_rss_mb']:>13.0f}{r['params']:>10}")
             if gpu:
                 line += f"{r['peak_gpu_mb']:>13.0f}"
             print(line)
-    for model in args.models:
+    for model in args.models if "demo model 3 mm" in grids else []:
         demo = results[("demo model 3 mm", model)]
         print(f"{model}: an epoch of the demo model (~110 training scans) costs about "
               f"{110 / demo['train_scans_per_s']:.0f} s of training steps here")
