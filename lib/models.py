@@ -161,10 +161,10 @@ class PatchIndividualFilters3d(nn.Module):
         return F.conv3d(self.split(x), self.weight, self.bias, 1, self.conv_padding, 1, self.n_patches)
 
     def extra_repr(self) -> str:
+        extra = self.n_patches - math.prod(self.grid)
         return (f"{self.in_channels}, {self.filters} filters × {self.n_patches} patches of "
                 f"{'×'.join(map(str, self.patch_size))} (grid {'×'.join(map(str, self.grid))}"
-                f"{' + ' + str(self.n_patches - math.prod(self.grid)) + ' overlapping' if self.n_patches > math.prod(self.grid) else ''}), "
-                f"kernel {self.kernel}")
+                f"{f' + {extra} overlapping' if extra else ''}), kernel {self.kernel}")
 
 
 def split_patches(x: torch.Tensor, index: torch.Tensor, padded, size) -> torch.Tensor:
@@ -220,7 +220,8 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {
     "boehle2019": ModelSpec("boehle2019", Boehle2019, "Böhle et al. 2019, Front. Aging Neurosci. 11:194, §2.2"),
     "rieke2018": ModelSpec("rieke2018", Rieke2018, "Rieke et al. 2018, MLCN workshop, LNCS 11038, §3.2"),
-    "pif2021": ModelSpec("pif2021", Pif2021, "Eitel et al. 2021a, 'Patch individual filter layers in CNNs to harness the spatial "
+    "pif2021": ModelSpec("pif2021", Pif2021,
+                         "Eitel et al. 2021a, 'Patch individual filter layers in CNNs to harness the spatial "
                          "homogeneity of neuroimaging data' (Eitel's PhD thesis, study 5)"),
 }
 

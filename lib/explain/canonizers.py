@@ -61,6 +61,7 @@ def _from_groups(t: torch.Tensor, blocks: int, groups: int, dim: int = 1) -> tor
     v = t.reshape(*t.shape[:dim], groups, blocks, t.shape[dim] // (blocks * groups), *t.shape[dim + 1:])
     return v.transpose(dim, dim + 1).reshape(t.shape)
 
+
 @dataclass(frozen=True, eq=False)
 class Op:
     """One functional layer of a plan; ``name`` is the module's path in the model."""
