@@ -9,8 +9,9 @@ then timed inference. Grids: the demo model's 3 mm grid (65×77×65), the demo w
 (97×115×97) and 96×114×96 (the paper's network at half resolution). By default Böhle et al.'s CNN and
 the patch-individual filter network (Eitel et al. 2021a) run side by side; their processes alternate and
 each (grid, model) keeps its best of ``--rounds`` rounds, so that load from elsewhere on the machine
-hits both models alike. Ratios are against 96×114×96 (same model) and against the first model (same
-grid), measured in the same run. On CUDA, mixed precision is used as in training and GPU peak memory
+hits both models alike, and a further process per grid interleaves the models' steps (A, B, A, B, …)
+and reports median step times, the ratio least affected by a loaded machine. Ratios are against
+96×114×96 (same model) and against the first model (same grid), measured in the same run. On CUDA, mixed precision is used as in training and GPU peak memory
 is printed too.
 """
 
@@ -83,6 +84,62 @@ def _one(shape, steps: int, batch: int, model_name: str) -> dict:
     return out
 
 
+def _paired(shape, steps: int, batch: int, model_names: list[str]) -> dict:
+    """Median seconds per training step and per inference pass of each model, the models' steps interleaved
+    in one process (A, B, A, B, …) so that load from elsewhere on the machine falls on all of them alike."""
+    import statistics
+
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(ROOT))
+    from lib.models import build_model, default_device
+
+    device = default_device()
+    amp = device.type == "cuda"
+    x = torch.randn(batch, 1, *shape, device=device)
+    y = torch.randint(0, 2, (batch,), device=device)
+    setups = {}
+    for name in model_names:
+        torch.manual_seed(0)
+        model = build_model(name, shape).to(device)
+        setups[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4),
+                        torch.amp.GradScaler("cuda", enabled=amp))
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step(name):
+        model, opt, scaler = setups[name]
+        model.train()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def infer(name):
+        model = setups[name][0].eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            model(x)
+
+    times = {n: {"train": [], "infer": []} for n in model_names}
+    for name in model_names:  # warm-up
+        step(name)
+        infer(name)
+    for _ in range(steps):
+        for name in model_names:
+            for kind, fn in (("train", step), ("infer", infer)):
+                sync()
+                t = time.perf_counter()
+                fn(name)
+                sync()
+                times[name][kind].append(time.perf_counter() - t)
+    return {n: {k: statistics.median(v) for k, v in d.items()} for n, d in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=6)
@@ -92,7 +149,11 @@ def main() -> None:
     ap.add_argument("--grids", nargs="+", choices=list(SHORT), default=list(SHORT),
                     help="3mm, 2mm and/or 96 (default all three)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--paired", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.paired:
+        print(json.dumps(_paired(tuple(json.loads(args.paired)), args.steps, args.batch_size, args.models)))
+        return
     if args.one:
         print(json.dumps(_one(tuple(json.loads(args.one)), args.steps, args.batch_size, args.models[0])))
         return
@@ -111,6 +172,13 @@ def main() -> None:
                     r["train_scans_per_s"] = max(r["train_scans_per_s"], best["train_scans_per_s"])
                     r["infer_scans_per_s"] = max(r["infer_scans_per_s"], best["infer_scans_per_s"])
                 results[(name, model)] = r
+    paired = {}
+    if len(args.models) > 1:
+        for name, shape in grids.items():
+            proc = subprocess.run([sys.executable, __file__, "--paired", json.dumps(shape), "--steps",
+                                   str(args.steps), "--batch-size", str(args.batch_size), "--models", *args.models],
+                                  capture_output=True, text=True, check=True)
+            paired[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     first = args.models[0]
     any_result = results[(next(iter(grids)), first)]
     device, gpu = any_result["device"], "peak_gpu_mb" in any_result
@@ -129,6 +197,13 @@ def main() -> None:
             if gpu:
                 line += f"{r['peak_gpu_mb']:>13.0f}"
             print(line)
+    if paired:
+        print(f"\ninterleaved in one process ({args.steps} steps each, medians): training step and inference "
+              f"time of each model relative to {first} (< 1: faster)")
+        for name, p in paired.items():
+            print(f"{name:<22}" + "  ".join(
+                f"{m}: step {p[m]['train']:.2f} s ×{p[m]['train'] / p[first]['train']:.2f}, "
+                f"inference {p[m]['infer']:.2f} s ×{p[m]['infer'] / p[first]['infer']:.2f}" for m in args.models))
     for model in args.models if "demo model 3 mm" in grids else []:
         demo = results[("demo model 3 mm", model)]
         print(f"{model}: an epoch of the demo model (~110 training scans) costs about "
