@@ -673,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", _cmd_train, "train the CNN (one run per fold × seed) or resume a run")
     sp.add_argument("--resume", metavar="RUN", help="continue this run from its last finished epoch")
     sp.add_argument("--run-id", help="name of the run (default: date-model-seed)")
-    sp.add_argument("--model", default="boehle2019", help="boehle2019 (default) or rieke2018")
+    sp.add_argument("--model", default="boehle2019", help="boehle2019 (default), rieke2018 or pif2021")
     sp.add_argument("--resolution", type=float, default=None, help="grid in mm (default: the workspace's)")
     sp.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
     sp.add_argument("--batch-size", type=int, default=8)

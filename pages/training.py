@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from lib import jobs, monitor
+from lib import jobs, model_comparison, monitor
 from lib.models import REGISTRY
 from lib.training import list_runs
 from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
@@ -147,6 +147,21 @@ def learning_curves():
 
 
 learning_curves()
+
+# --- model comparison (several architectures among the chosen runs) ---------------------------------------------
+if len({by_id[i].train_config.model for i in chosen if by_id[i].status == "done"}) >= 2:
+    st.subheader("Model comparison")
+    per_run, per_model, overlap = model_comparison.comparison(ws, [by_id[i] for i in chosen])
+    st.caption("Finished runs among those shown, by model: test scores, best epoch (1-based) and training wall "
+               "time to it (mean ± sd over the runs; times depend on the machine and its load).")
+    st.markdown(model_comparison.markdown(per_model, overlap))
+    if overlap.empty:
+        st.caption("Top-10 region overlap of the models' LRP maps appears once the runs' default LRP region "
+                   "tables exist: `python -m lib regions --run " + " ".join(per_run["run"]) + "`.")
+    with st.expander("Per run"):
+        st.dataframe(per_run, hide_index=True, use_container_width=True)
+    st.caption("Eitel's thesis (study 5) on the patch-individual filter network: “"
+               + model_comparison.THESIS_FINDING + "”")
 
 # --- evaluation ------------------------------------------------------------------------------------------------
 st.subheader("Evaluation")

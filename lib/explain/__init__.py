@@ -109,8 +109,8 @@ def explain(model: nn.Module, volumes: torch.Tensor, method: str = "lrp", target
     Parameters
     ----------
     model : nn.Module
-        An ``nn.Sequential`` of Conv3d, BatchNorm3d, ReLU, MaxPool3d, Flatten, Dropout and Linear layers
-        returning logits ``(N, K)`` (``lib.models``); never modified.
+        An ``nn.Sequential`` of Conv3d, PatchIndividualFilters3d, BatchNorm3d, ReLU, MaxPool3d, Flatten,
+        Dropout and Linear layers returning logits ``(N, K)`` (``lib.models``); never modified.
     volumes : torch.Tensor
         ``(N, 1, X, Y, Z)`` float.
     method : str

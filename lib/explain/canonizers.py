@@ -27,11 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import PatchIndividualFilters3d, merge_patches, split_patches
+
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _DROP = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
-SUPPORTED = ("Conv1d/2d/3d", "BatchNorm1d/2d/3d", "ReLU", "MaxPool1d/2d/3d", "Flatten", "Dropout", "Linear")
+SUPPORTED = ("Conv1d/2d/3d", "PatchIndividualFilters3d", "BatchNorm1d/2d/3d", "ReLU", "MaxPool1d/2d/3d", "Flatten",
+             "Dropout", "Linear")
 
 
 class UnsupportedLayerError(TypeError):
@@ -40,6 +43,23 @@ class UnsupportedLayerError(TypeError):
 
 def _ntuple(v, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def _to_groups(t: torch.Tensor, blocks: int, groups: int, dim: int = 1) -> torch.Tensor:
+    """Channels along ``dim`` from ``[block][group][c]`` (how rules stack) to ``[group][block][c]`` (how a
+    grouped convolution reads them)."""
+    if blocks == 1:
+        return t
+    v = t.reshape(*t.shape[:dim], blocks, groups, t.shape[dim] // (blocks * groups), *t.shape[dim + 1:])
+    return v.transpose(dim, dim + 1).reshape(t.shape)
+
+
+def _from_groups(t: torch.Tensor, blocks: int, groups: int, dim: int = 1) -> torch.Tensor:
+    """Inverse of :func:`_to_groups`."""
+    if blocks == 1:
+        return t
+    v = t.reshape(*t.shape[:dim], groups, blocks, t.shape[dim] // (blocks * groups), *t.shape[dim + 1:])
+    return v.transpose(dim, dim + 1).reshape(t.shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +81,9 @@ class LinearOp(Op):
     dilation: tuple[int, ...] = ()
     groups: int = 1
     first: bool = False
+    # (1, C_in, …) 1 at real inputs, 0 at zero padding that a patch split inserted as inputs: rules that
+    # spread relevance regardless of the input's value (flat, w², z^B) must not send any there
+    input_mask: torch.Tensor | None = None
 
     @property
     def is_conv(self) -> bool:
@@ -73,6 +96,17 @@ class LinearOp(Op):
         if not self.is_conv:
             return F.linear(x, w, bias)
         conv = (F.conv1d, F.conv2d, F.conv3d)[self.ndim - 1]
+        if self.groups > 1 and groups is None:
+            # rules stack B weight blocks along dim 0 and m input blocks along dim 1 (and x's channels);
+            # a grouped convolution wants each group's channels together, so regroup around the call
+            b, m = w.shape[0] // self.weight.shape[0], w.shape[1] // self.weight.shape[1]
+            if b > 1 or m > 1:
+                g = self.groups
+                # a weight's input axis is per group already: only its output axis is regrouped
+                z = conv(_to_groups(x, m, g), _to_groups(w, b, g, dim=0),
+                         None if bias is None else _to_groups(bias, b, g, dim=0), self.stride, self.padding,
+                         self.dilation, g)
+                return _from_groups(z, b, g)
         return conv(x, w, bias, self.stride, self.padding, self.dilation, self.groups if groups is None else groups)
 
     def bwd(self, s: torch.Tensor, weight: torch.Tensor | None, in_shape: torch.Size,
@@ -90,6 +124,11 @@ class LinearOp(Op):
         g = self.groups if groups is None else groups
         if not self.is_conv:
             return s @ w
+        if self.groups > 1 and groups is None:
+            b, m = w.shape[0] // self.weight.shape[0], w.shape[1] // self.weight.shape[1]
+            if b > 1 or m > 1:  # stacked blocks, as in fwd
+                return _from_groups(self.bwd(_to_groups(s, b, g), _to_groups(w, b, g, dim=0), in_shape, groups=g),
+                                    m, g)
         n = self.ndim
         if all(v == 1 for v in self.stride) and all(d == 1 for d in self.dilation):
             k = w.shape[2:]
@@ -107,6 +146,10 @@ class LinearOp(Op):
                   zip(s.shape[2:], self.stride, self.padding, self.dilation, w.shape[2:])]
         outpad = tuple(int(i - e) for i, e in zip(in_shape[2:], expect))
         return convt(s, w, None, self.stride, self.padding, outpad, g, self.dilation)
+
+    def ones_like_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Ones shaped like one input ``x[:1]``, zero at inserted padding."""
+        return torch.ones_like(x[:1]) if self.input_mask is None else self.input_mask.to(x.dtype)
 
     def bias_view(self, b: torch.Tensor) -> torch.Tensor:
         return b.view(1, -1, *([1] * self.ndim))
@@ -160,6 +203,37 @@ class FlattenOp(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class PatchOp(Op):
+    """The split stage of a patch-individual filter layer: ``(N, C, *shape)`` → ``(N, P·C, *patch)``.
+
+    A fixed routing (each output is a copy of one input voxel, or a zero of the padding); its transpose adds
+    gradients or relevance of every copy back onto the voxel, so it conserves relevance. The layer's per-patch
+    filters follow as a grouped :class:`LinearOp` (``groups = P``)."""
+
+    index: torch.Tensor
+    shape: tuple[int, ...]
+    padded: tuple[int, ...]
+    patch: tuple[int, ...]
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.index.shape[0])
+
+    def fwd(self, x: torch.Tensor) -> torch.Tensor:
+        return split_patches(x, self.index, self.padded, self.patch)
+
+    def bwd(self, r: torch.Tensor) -> torch.Tensor:
+        return merge_patches(r, self.index, self.padded, self.shape)
+
+    def assemble(self, maps: torch.Tensor) -> torch.Tensor:
+        """Per-patch maps ``(N, P, *patch)`` placed back on the grid ``(N, 1, *shape)``; where patches overlap
+        their values are averaged (as the thesis averages overlapping patches)."""
+        total = merge_patches(maps, self.index, self.padded, self.shape)
+        count = merge_patches(torch.ones_like(maps[:1]), self.index, self.padded, self.shape)
+        return total / count.clamp(min=1)
+
+
+@dataclass(frozen=True, eq=False)
 class IdentityOp(Op):
     """Dropout (inference: identity) and ``nn.Identity``."""
 
@@ -195,6 +269,8 @@ def apply(op: Op, x: torch.Tensor) -> torch.Tensor:
         return op.fwd(x)
     if isinstance(op, FlattenOp):
         return x.flatten(op.start_dim, op.end_dim)
+    if isinstance(op, PatchOp):
+        return op.fwd(x)
     return x
 
 
@@ -236,6 +312,17 @@ def build_plan(model: nn.Module, device: torch.device, dtype: torch.dtype = torc
     ops: list[Op] = []
     pending = None  # the last LinearOp's fields, still open for merging a BatchNorm
     for name, m in leaves:
+        if isinstance(m, PatchIndividualFilters3d):
+            if pending is not None:
+                ops.append(LinearOp(**pending))
+            ops.append(PatchOp(f"{name}.split", m.index.to(device), m.input_shape, m.padded, m.patch_size))
+            split = ops[-1]
+            mask = split.fwd(torch.ones((1, m.in_channels, *m.input_shape), device=device, dtype=dtype))
+            pending = dict(name=name, weight=m.weight.detach().to(device, dtype).clone(),
+                           bias=m.bias.detach().to(device, dtype).clone(), ndim=3, stride=(1, 1, 1),
+                           padding=tuple(m.conv_padding), dilation=(1, 1, 1), groups=m.n_patches,
+                           input_mask=None if bool(mask.all()) else mask)
+            continue
         if isinstance(m, _CONV) or isinstance(m, nn.Linear):
             if pending is not None:
                 ops.append(LinearOp(**pending))

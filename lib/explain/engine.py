@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import CLASSES
-from .canonizers import AffineOp, FlattenOp, LinearOp, MaxPoolOp, Plan, ReLUOp
+from .canonizers import AffineOp, FlattenOp, LinearOp, MaxPoolOp, PatchOp, Plan, ReLUOp
 from .rules import Rule, stabilize
 
 
@@ -103,6 +103,9 @@ def lrp_sweep(plan: Plan, x: torch.Tensor, rules: Sequence[Rule | None], target:
         elif isinstance(op, FlattenOp):
             saved.append(a.shape)
             a = a.flatten(op.start_dim, op.end_dim)
+        elif isinstance(op, PatchOp):
+            a = op.fwd(a)  # copies of the input: its sign is kept
+            saved.append(None)
         else:
             saved.append(None)
     logits = a
@@ -123,6 +126,8 @@ def lrp_sweep(plan: Plan, x: torch.Tensor, rules: Sequence[Rule | None], target:
                 r = ctx * g
         elif isinstance(op, FlattenOp):
             r = r.reshape(ctx)
+        elif isinstance(op, PatchOp):
+            r = op.bwd(r)
         if keep:
             per_layer.append(r)
         # ReLU, BatchNorm passed through, Dropout: relevance passes unchanged
@@ -158,6 +163,9 @@ def gradient_sweep(plan: Plan, x: torch.Tensor, target: torch.Tensor, output: st
         elif isinstance(op, FlattenOp):
             saved.append(a.shape)
             a = a.flatten(op.start_dim, op.end_dim)
+        elif isinstance(op, PatchOp):
+            a = op.fwd(a)
+            saved.append(None)
         else:
             saved.append(None)
         if stop_at is not None and i == stop_at:
@@ -179,4 +187,6 @@ def gradient_sweep(plan: Plan, x: torch.Tensor, target: torch.Tensor, output: st
             g = g * op.scale.view((1, -1) + (1,) * (g.dim() - 2))
         elif isinstance(op, FlattenOp):
             g = g.reshape(ctx)
+        elif isinstance(op, PatchOp):
+            g = op.bwd(g)
     return g

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .canonizers import AffineOp, LinearOp, ReLUOp, plan_for
+from .canonizers import AffineOp, LinearOp, PatchOp, ReLUOp, plan_for
 from .engine import gradient_sweep
 
 
@@ -110,6 +110,20 @@ def gradcam(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, param
         m = (weights * act).sum(1, keepdim=True)
         return F.relu(m) if p["relu"] else m
 
-    m = gradient_sweep(plan, volumes, target, p["output"], stop_at=stop, on_stop=cam)
+    conv = max(i for i in range(stop + 1) if isinstance(plan.ops[i], LinearOp))
+    split = plan.ops[conv - 1] if conv > 0 else None
+    if isinstance(split, PatchOp):
+        # a patch-individual filter block: each channel lives in its own patch, so the map is formed per
+        # patch (summed over that patch's filters), resized to the patch and placed back on the grid
+        def cam_pif(act, grad):
+            weights = grad.mean(dim=tuple(range(2, act.dim())), keepdim=True)
+            wa = (weights * act).unflatten(1, (split.n_patches, -1)).sum(2)
+            wa = F.relu(wa) if p["relu"] else wa
+            wa = F.interpolate(wa, size=split.patch, mode="trilinear", align_corners=False)
+            return split.assemble(wa)
+
+        m = gradient_sweep(plan, volumes, target, p["output"], stop_at=stop, on_stop=cam_pif)
+    else:
+        m = gradient_sweep(plan, volumes, target, p["output"], stop_at=stop, on_stop=cam)
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[m.dim() - 2]
     return F.interpolate(m, size=volumes.shape[2:], mode=mode, align_corners=False)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..templates import BASE_SHAPE, Grid
-from .canonizers import FlattenOp, LinearOp, MaxPoolOp, Plan, apply, plan_for
+from .canonizers import FlattenOp, LinearOp, MaxPoolOp, PatchOp, Plan, apply, plan_for
 from .engine import output_of
 
 KNOWN_RESOLUTIONS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
@@ -123,7 +123,8 @@ class _Incremental:
         self.plan = plan
         ops = plan.ops
         k = 0
-        while k < len(ops) and not isinstance(ops[k], FlattenOp) and not (
+        # a patch split (PIF layer) is not local either: the full forward pass takes over there
+        while k < len(ops) and not isinstance(ops[k], (FlattenOp, PatchOp)) and not (
                 isinstance(ops[k], LinearOp) and not ops[k].is_conv):
             k += 1
         self.k = k

@@ -134,7 +134,7 @@ class AlphaBeta(Rule):
             if not b:
                 return saved * op.bwd(s, wp, saved.shape)
             return saved * op.bwd(s, torch.cat([a * wp, -b * wn], 0), saved.shape)
-        cin = w.shape[1]
+        cin = saved.shape[1] // 2  # the input's channels (w.shape[1] is per group in a grouped layer)
         if not b:
             g = op.bwd(s, torch.cat([wp, wn], 1), saved.shape)
         else:
@@ -167,15 +167,18 @@ class ZBox(Rule):
         super().__init__(bias)
         self.low, self.high, self.stabilizer = low, high, float(stabilizer)
 
-    def _bound(self, x, value, reduce):
+    def _bound(self, op, x, value, lowest: bool):
+        ones = op.ones_like_input(x)
         if value is None:
-            dims = tuple(range(1, x.dim()))
-            value = reduce(x.flatten(1), 1).values.view(-1, *([1] * len(dims)))
-        return torch.ones_like(x) * value
+            flat = x.flatten(1)
+            if op.input_mask is not None:  # inserted padding is not part of the volume's range
+                flat = flat.masked_fill((ones == 0).flatten(1), float("inf") if lowest else float("-inf"))
+            value = (flat.min(1) if lowest else flat.max(1)).values.view(-1, *([1] * (x.dim() - 1)))
+        return (ones * value).expand_as(x)  # zero at inserted padding: no bound there, so no relevance either
 
     def forward(self, op, x, nonneg=False):
-        low = self._bound(x, self.low, torch.min)
-        high = self._bound(x, self.high, torch.max)
+        low = self._bound(op, x, self.low, True)
+        high = self._bound(op, x, self.high, False)
         w = op.weight
         xs = torch.cat([x, low, high], 1)
         zb = op.fwd(xs, torch.cat([w, -w.clamp(min=0), -w.clamp(max=0)], 1))
@@ -186,7 +189,7 @@ class ZBox(Rule):
         w = op.weight
         s = relevance / stabilize(z, self.stabilizer)
         g = op.bwd(s, torch.cat([w, -w.clamp(min=0), -w.clamp(max=0)], 1), xs.shape)
-        return (xs * g).unflatten(1, (3, w.shape[1])).sum(1)
+        return (xs * g).unflatten(1, (3, xs.shape[1] // 3)).sum(1)
 
 
 class Flat(Rule):
@@ -206,14 +209,14 @@ class Flat(Rule):
 
     def forward(self, op, x, nonneg=False):
         z = op.fwd(x, bias=op.bias)
-        ones = torch.ones_like(x[:1])
-        zr = op.fwd(ones, self._weight(op), self._bias(op))
+        zr = op.fwd(op.ones_like_input(x), self._weight(op), self._bias(op))
         return z, (x.shape, zr)
 
     def backward(self, op, ctx, relevance):
         shape, zr = ctx
         s = relevance / stabilize(zr, self.stabilizer)
-        return op.bwd(s, self._weight(op), shape)
+        r = op.bwd(s, self._weight(op), shape)
+        return r if op.input_mask is None else r * op.input_mask.to(r.dtype)
 
 
 class WSquare(Flat):
