@@ -26,7 +26,7 @@ with st.expander("Start a training run", expanded=not runs):
     with st.form("train"):
         c1, c2, c3, c4 = st.columns(4)
         model = c1.selectbox("Model", sorted(REGISTRY), index=sorted(REGISTRY).index("boehle2019"),
-                             help="boehle2019: Böhle et al. 2019 §2.2; rieke2018: Rieke et al. 2018 §3.2")
+                             help="; ".join(f"{name}: {REGISTRY[name].reference}" for name in sorted(REGISTRY)))
         resolution = c2.selectbox("Grid (mm)", [ws.grid.resolution] + [r for r in (1.0, 2.0, 3.0)
                                                                        if r != ws.grid.resolution],
                                   help="Scans are resampled to this grid once and cached.")
