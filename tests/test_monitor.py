@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import atomic, monitor
+from lib import atomic, cache, monitor
 from lib.metrics import confusion_matrix, roc_auc, roc_curve
 from lib.training import Run
 
@@ -80,6 +80,7 @@ def test_evaluation_reads_predictions(tmp_path):
     pd.DataFrame({"scan_id": ["a", "b", "c", "d"], "diagnosis": ["AD", "AD", "HC", "HC"],
                   "split": ["test"] * 4, "ad_score": [0.9, 0.2, 0.6, 0.1],
                   "predicted": ["AD", "HC", "AD", "HC"]}).to_csv(run.dir / "predictions.csv", index=False)
+    cache.seal(run.dir / "predictions.csv")  # as the predict job does: a file without its marker is not trusted
     ev = monitor.evaluation(run, "test")
     assert ev["n"] == 4 and ev["metrics"]["balanced_accuracy"] == 0.5
     assert ev["confusion"].tolist() == [[1, 1], [1, 1]]
