@@ -18,9 +18,10 @@ const nv = new Niivue({
   isOrientCube: false,
   dragAndDropEnabled: false,
   multiplanarShowRender: SHOW_RENDER.ALWAYS,
-  loadingText: "loading…",
+  loadingText: "loading",
 });
 const ready = nv.attachToCanvas(canvas);
+window.niivue = nv;   // for the browser tests (tile positions)
 
 let args = null;
 let loaded = "";          // keys of the volumes on screen
@@ -127,8 +128,8 @@ function applyCrosshair() {
 function valueAt(index, mm) {
   const vol = nv.volumes[index];
   const vox = vol.mm2vox(mm);
-  const dims = vol.dims;   // [3, nx, ny, nz]
-  if (vox.some((v, i) => v < 0 || v >= dims[i + 1])) return NaN;
+  const dims = vol.dimsRAS || vol.hdr.dims;   // [3, nx, ny, nz]
+  if (Array.from(vox).some((v, i) => v < 0 || v >= dims[i + 1])) return NaN;
   return vol.getValue(vox[0], vox[1], vox[2]);
 }
 
@@ -157,7 +158,11 @@ canvas.addEventListener("mousemove", (e) => {
     $("hover").innerHTML = "&nbsp;";
     return;
   }
-  $("hover").textContent = "Under the cursor: " + describe(nv.frac2mm(frac));
+  try {
+    $("hover").textContent = "Under the cursor: " + describe(nv.frac2mm(frac));
+  } catch (err) {
+    $("hover").textContent = `Under the cursor: ${err}`;
+  }
 });
 canvas.addEventListener("mouseleave", () => { $("hover").innerHTML = "&nbsp;"; });
 
@@ -187,12 +192,13 @@ $("layout").addEventListener("change", applyLayout);
 async function render(newArgs) {
   args = newArgs;
   await ready;
-  canvas.style.height = `${args.height}px`;
+  $("wrap").style.height = `${args.height}px`;   // NiiVue sizes its canvas to the parent
   atlasNames = args.atlas_names || {};
-  const keys = [args.anatomy_key, args.overlay_key, args.atlas_key, JSON.stringify(args.layer || null)].join("|");
+  const keys = [args.anatomy_key, args.overlay_key, args.atlas_key].join("|");
+  const all = keys + JSON.stringify(args.layer || null);
   try {
-    if (keys !== loaded) {
-      loaded = keys;
+    if (all !== loaded) {
+      loaded = all;
       await loadVolumes();
       applyLayout();
       showControls();
