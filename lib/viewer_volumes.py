@@ -134,7 +134,8 @@ def lut(cmap: str, n: int = 256) -> dict[str, list[int]]:
 
 
 def layer(ov: Overlay) -> dict:
-    """What the browser needs to draw ``ov`` as the PNG views do.
+    """What the browser needs to draw ``ov`` as the PNG views do (values below ``vmin`` of an unsigned scale
+    are transparent; the PNG of the "paper" style draws them black).
 
     Returns a dict with ``cmap`` (256-entry RGBA table; ``fade`` in its alpha), ``cal_min``/``cal_max``
     (the scale), ``opacity``, ``threshold`` (values below it transparent: ``transparent_below``, or
@@ -147,6 +148,8 @@ def layer(ov: Overlay) -> dict:
         top = max(abs(vmin), abs(vmax), 1e-30)
         table["A"] = np.clip(np.abs(values) / top * 255, 0, 255).round().astype(int).tolist()
     signed = ov.threshold is not None and ov.transparent_below is None
+    if not signed:   # entry 0 is what values below vmin (code 0) get: transparent, as the browser draws them
+        table["A"][0] = 0
     if signed:
         threshold, rng = float(ov.threshold), [0.0, max(abs(vmin), abs(vmax))]
     else:

@@ -74,19 +74,28 @@ def _set_range(page, element_id: str, value: int) -> None:
         "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", value)
 
 
-def _check_viewer(page, name: str) -> None:
-    """The map is drawn; opacity 0 hides it; a click moves the page's crosshair; the hover names a region."""
+def _grey(rgb: np.ndarray) -> int:
+    """Pixels of the anatomy left uncovered (grey, not the dark background)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return int(((abs(r - g) < 12) & (abs(g - b) < 12) & (r > 70)).sum())
+
+
+def _check_viewer(page, name: str, click=(0.35, 0.4)) -> tuple[str, str]:
+    """The map is drawn over the anatomy, not over all of it; opacity 0 hides it; a click (at fractions
+    ``click`` of the first slice) moves the page's crosshair; the hover names a region."""
     _wait_loaded(page)
     page.wait_for_timeout(1500)   # a few frames of software WebGL
-    shown = _warm(_canvas_pixels(page, f"{name}_map"))
+    rgb = _canvas_pixels(page, f"{name}_map")
+    shown = _warm(rgb)
     assert shown > 300, f"the map is not drawn over the anatomy ({shown} map-coloured pixels)"
+    assert _grey(rgb) > shown / 4, "the map covers the whole anatomy (values below its scale drawn)"
     _set_range(page, "opa", 0)
     page.wait_for_timeout(800)
     hidden = _warm(_canvas_pixels(page, f"{name}_opacity0"))
     assert hidden < shown / 10, f"opacity 0 still shows the map ({hidden} of {shown} pixels)"
     _set_range(page, "opa", 80)
     before = _readout(page)
-    _frame(page).locator("canvas").click(position=_in_slice(page, 0.35, 0.4))   # off the crosshair
+    _frame(page).locator("canvas").click(position=_in_slice(page, *click))   # off the crosshair
     page.wait_for_function(
         "(before) => [...document.querySelectorAll('p')].some(p => p.innerText.startsWith('MNI (')"
         " && p.innerText !== before)", arg=before, timeout=60_000)
@@ -138,5 +147,5 @@ def test_heatmaps_scan_and_group_maps(browser, app_url, demo_ws, demo_run, lrp_s
     _check_viewer(page, "heatmaps_scan")
     page.get_by_role("radio", name="Groups", exact=True).click()
     _settle(page)
-    _check_viewer(page, "heatmaps_group")
+    _check_viewer(page, "heatmaps_group", click=(0.6, 0.55))   # the crosshair is shared: click elsewhere
     page.close()

@@ -92,6 +92,7 @@ def test_layer_has_the_png_colours_and_threshold():
     assert lay["cmap"]["R"] == hot[:, 0].tolist() and lay["cmap"]["B"] == hot[:, 2].tolist()
     assert (lay["cal_min"], lay["cal_max"], lay["opacity"]) == (paper.vmin, paper.vmax, 0.6)
     assert lay["threshold"] == paper.vmin and not lay["signed"]
+    assert lay["cmap"]["A"][0] == 0 and set(lay["cmap"]["A"][1:]) == {255}   # below vmin: transparent
     cut = viewer.overlay(vol, "threshold", threshold=float(np.percentile(vol, 90)))
     assert vv.layer(cut)["threshold"] == pytest.approx(np.percentile(vol, 90))
     diverging = vv.layer(viewer.overlay(vol - vol.mean(), "diverging"))

@@ -46,13 +46,14 @@ function blobUrl(bytes) {
 }
 
 // The layer's lookup table with every entry below the threshold transparent (same value, same colour).
+// Values below cal_min take entry 0, so its alpha (from the page) decides whether they show.
 function colormapWithThreshold() {
   const c = layerSpec.cmap;
   const n = c.I.length;
   const A = c.A.map((a, i) => {
     const v = layerSpec.cal_min + (layerSpec.cal_max - layerSpec.cal_min) * (c.I[i] / 255);
     const shown = layerSpec.signed ? Math.abs(v) >= threshold : v >= threshold;
-    return shown ? a : 0;
+    return shown || i === 0 ? a : 0;
   });
   const name = `relevance_atlas_${++cmapSerial}`;
   nv.addColormap(name, { R: c.R, G: c.G, B: c.B, A, I: c.I.slice(0, n) });
