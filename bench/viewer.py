@@ -12,8 +12,9 @@ template anatomy with the Neuromorphometrics atlas (what the Heatmaps page sends
   (``lib.viewer.view_png``), the browser decodes it. Every crosshair move repeats both.
 - NiiVue path: the server encodes the map as 8-bit gzipped NIfTI (``lib.viewer_volumes``), *cold* (first
   time) or read from the content-keyed cache *warm*; the browser (headless Chromium, WebGL2 in software:
-  a GPU draws far faster) parses the volumes and draws slices + 3D rendering, timed from the render message
-  to the first frame after loading. A new scan sends its map (and its anatomy, when that is the scan itself);
+  a GPU draws far faster) parses the volumes and draws them, timed from the render message to the first
+  frame after loading, for the three slices alone and for the default view with the 3D rendering (whose
+  preparation dominates in software WebGL). A new scan sends its map (and its anatomy, when that is the scan itself);
   the template and the atlas are sent once per page. Crosshair moves and threshold/opacity changes then
   cost no server work at all.
 - Bytes per volume: what travels to the browser (the PNG, each gzipped NIfTI).
@@ -74,7 +75,8 @@ def serve(folder: Path):
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-DRAW = """async ([args, b64]) => {
+DRAW = """async ([args, b64, layout]) => {
+    document.getElementById("layout").value = layout;
     const bytes = (s) => Uint8Array.from(atob(s), c => c.charCodeAt(0));
     for (const k of Object.keys(b64)) args[k] = bytes(b64[k]);
     const t0 = performance.now();
@@ -136,11 +138,11 @@ def main(argv=None) -> int:
 
             # NiiVue path: encode (cold) or read the cache (warm); the browser loads and draws
             folder = Path(tmp) / f"cache{res:g}"
-            cold, warm, draws = [], [], []
+            cold, warm, draws = [], [], {"slices": [], "mpr": []}
             anat_bytes = vv.encode(anat, grid.affine, *rng)
             atlas_bytes = vv.encode_labels(labels, grid.affine)
-            for i in range(a.repeats + 1):
-                key = vv.content_key("bench", res, i)
+            for layout, i in [(lay, i) for lay in draws for i in range(a.repeats + 1)]:
+                key = vv.content_key("bench", res, i, layout)
                 t = time.perf_counter()
                 map_bytes = vv.cached(folder, key, lambda: vv.encode_overlay(ov[i], grid.affine))
                 cold.append(time.perf_counter() - t)
@@ -152,31 +154,32 @@ def main(argv=None) -> int:
                         "crosshair": [float(v) for v in grid.voxel_to_mni(ijk)], "height": 560}
                 b64 = {"anatomy": base64.b64encode(anat_bytes).decode(), "overlay": base64.b64encode(map_bytes).decode(),
                        "atlas": base64.b64encode(atlas_bytes).decode()}
-                draw = page.evaluate(DRAW, [args, b64]) / 1000
-                if i:   # the first draw also compiles the shaders
-                    draws.append(draw)
+                draw = page.evaluate(DRAW, [args, b64, layout]) / 1000
+                if i:   # the first draw of a layout also compiles its shaders
+                    draws[layout].append(draw)
             rows.append({"grid": f"{res:g} mm {grid.shape}",
                          "png": (png_server, png_browser, len(png)),
                          "niivue": (statistics.median(cold[1:]), statistics.median(warm[1:]),
-                                    statistics.median(draws), len(map_bytes), len(anat_bytes), len(atlas_bytes)),
+                                    {k: statistics.median(v) for k, v in draws.items()},
+                                    len(map_bytes), len(anat_bytes), len(atlas_bytes)),
                          "float32_nifti": len(viewer.nifti_bytes(maps[0], grid))})
         browser.close()
     server.shutdown()
 
-    print(f"{'':28s}{'PNG slice views':>34s}   {'NiiVue (slices + 3D)':>50s}")
-    print(f"{'grid':28s}{'server':>10s}{'browser':>10s}{'total':>9s}{'':5s}"
-          f"{'encode cold':>12s}{'cache hit':>11s}{'browser':>10s}{'total cold':>11s}{'warm':>8s}")
+    print("choosing a scan until its map is drawn (median seconds)")
+    print(f"{'grid':22s}{'PNG: server':>12s}{'browser':>9s}{'total':>7s}  |{'NiiVue: encode':>15s}{'cache hit':>10s}"
+          f"{'draw slices':>12s}{'draw slices+3D':>15s}{'total cold':>11s}{'total warm':>11s}")
     for r in rows:
         ps, pb, _ = r["png"]
         cold, warm, draw, *_ = r["niivue"]
-        print(f"{r['grid']:28s}{ps * 1e3:8.0f}ms{pb * 1e3:8.0f}ms{(ps + pb) * 1e3:7.0f}ms{'':5s}"
-              f"{cold * 1e3:10.0f}ms{warm * 1e3:9.1f}ms{draw * 1e3:8.0f}ms{(cold + draw) * 1e3:9.0f}ms"
-              f"{(warm + draw) * 1e3:6.0f}ms")
+        print(f"{r['grid']:22s}{ps:12.3f}{pb:9.3f}{ps + pb:7.3f}  |{cold:15.3f}{warm:10.4f}{draw['slices']:12.2f}"
+              f"{draw['mpr']:15.2f}{cold + draw['mpr']:11.2f}{warm + draw['mpr']:11.2f}")
+    print("(totals of the NiiVue path with the default view, slices + 3D)")
     print("\nbytes sent per volume")
     for r in rows:
         _, _, png_bytes = r["png"]
         *_, m, an, at = r["niivue"]
-        print(f"  {r['grid']:26s} PNG of three panels {png_bytes / 1e3:7.0f} kB (again on every crosshair move) · "
+        print(f"  {r['grid']:22s} PNG of three panels {png_bytes / 1e3:7.0f} kB (again on every crosshair move) · "
               f"NiiVue map {m / 1e3:6.0f} kB, anatomy {an / 1e3:6.0f} kB, atlas {at / 1e3:5.0f} kB "
               f"(float32 NIfTI of the map: {r['float32_nifti'] / 1e3:.0f} kB)")
     print("\nNiiVue browser times are software WebGL (SwiftShader) in headless Chromium; a GPU draws faster.")

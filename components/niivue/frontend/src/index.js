@@ -25,6 +25,7 @@ window.niivue = nv;   // for the browser tests (tile positions)
 
 let args = null;
 let loaded = "";          // keys of the volumes on screen
+let loadedLayer = "";     // the colour layer they were drawn with
 let layerSpec = null;     // colour layer of the map (from the page)
 let threshold = 0;
 let cmapSerial = 0;
@@ -107,10 +108,20 @@ async function loadVolumes() {
   crosshairApplied = "";
 }
 
+function applyLayer(spec) {
+  layerSpec = spec;
+  threshold = spec.threshold;
+  const ov = nv.volumes[overlayIndex];
+  ov.cal_min = spec.cal_min;
+  ov.cal_max = spec.cal_max;
+  ov.opacity = spec.opacity;
+  nv.setColormap(ov.id, colormapWithThreshold());
+}
+
 function applyLayout() {
   const layout = $("layout").value;
-  if (layout === "mpr") {
-    nv.opts.multiplanarShowRender = SHOW_RENDER.ALWAYS;
+  if (layout === "mpr" || layout === "slices") {
+    nv.opts.multiplanarShowRender = layout === "mpr" ? SHOW_RENDER.ALWAYS : SHOW_RENDER.NEVER;
     nv.setSliceType(nv.sliceTypeMultiplanar);
   } else {
     nv.setSliceType({ axial: nv.sliceTypeAxial, coronal: nv.sliceTypeCoronal, sagittal: nv.sliceTypeSagittal,
@@ -196,12 +207,17 @@ async function render(newArgs) {
   $("wrap").style.height = `${args.height}px`;   // NiiVue sizes its canvas to the parent
   atlasNames = args.atlas_names || {};
   const keys = [args.anatomy_key, args.overlay_key, args.atlas_key].join("|");
-  const all = keys + JSON.stringify(args.layer || null);
+  const layerJson = JSON.stringify(args.layer || null);
   try {
-    if (all !== loaded) {
-      loaded = all;
+    if (keys !== loaded) {
+      loaded = keys;
+      loadedLayer = layerJson;
       await loadVolumes();
       applyLayout();
+      showControls();
+    } else if (layerJson !== loadedLayer && overlayIndex >= 0 && args.layer) {
+      loadedLayer = layerJson;   // same volumes, new colours or opacity from the page: no reload
+      applyLayer(args.layer);
       showControls();
     }
     applyCrosshair();
