@@ -4,7 +4,8 @@
 #   ./setup.sh --test   plus the test tools: pytest, Playwright, Debian's chromium,
 #                       mricron-data (a real T1 used by the ingestion tests) and postgresql
 #                       (the review tests run against SQLite and PostgreSQL)
-# Re-running is cheap: pip runs only when a requirements file changed.
+# Re-running is cheap: pip runs only when a requirements file changed, npm only when the 3D viewer's
+# lock file changed and its bundle only when its sources did.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,6 +26,25 @@ if [[ ! -f $stamp ]]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r "$reqs"
   touch "$stamp"
+fi
+
+# The 3D viewer (components/niivue): @niivue/niivue from npm, bundled by esbuild into frontend/build/.
+# Without Node the pages show their slice images and say how to build the viewer.
+fe=components/niivue/frontend
+if command -v npm >/dev/null; then
+  ci_stamp=$fe/node_modules/.ci-$(sha256sum <"$fe/package-lock.json" | cut -c1-16)
+  if [[ ! -f $ci_stamp ]]; then
+    (cd "$fe" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$ci_stamp"
+  fi
+  build_stamp=$fe/build/.built-$(cat "$fe/package-lock.json" "$fe"/src/* | sha256sum | cut -c1-16)
+  if [[ ! -f $build_stamp ]]; then
+    rm -rf "$fe/build"
+    (cd "$fe" && npm run --silent build)
+    touch "$build_stamp"
+  fi
+else
+  echo "setup.sh: npm not found, so the 3D viewer is not built (pages show slice images); install Node 20 and rerun" >&2
 fi
 
 if (( want_tests )); then

@@ -1,7 +1,9 @@
 """Heatmaps: a run's group-average and individual relevance maps, as in Böhle et al. 2019 Figs 2, 3 and 8.
 
-Group means come from lib.viewer (streamed over the cached heatmap store, cached on disk); the slices
-reach the browser as small PNGs. One crosshair (the sliders on the left) drives every panel.
+Group means come from lib.viewer (streamed over the cached heatmap store, cached on disk). A group's map and
+a scan's map open in the 3D viewer (NiiVue: volumes sent once as compact 8-bit NIfTI); the other panels,
+the fallback and the exports are small PNGs. One crosshair (the sliders on the left, or a click in the 3D
+viewer) drives every panel.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _coh
 from pages.common import (allowed, current_workspace, job_progress, locked, missing_for, require_ready_run,
                           submit_job, template_volume)
 from pages.review_panel import review_panel, view_param
+from pages import niivue_view
 from pages.report_button import report_button
 
 GROUP_HELP = {"AD": "all AD scans", "HC": "all healthy controls", "TP": "AD classified AD",
@@ -214,6 +217,7 @@ with left:
     opacity = st.slider("Opacity", 0.0, 1.0, 0.75, 0.05, key="hm_alpha")
     outlines = st.toggle("Atlas outlines", value=view_param("outlines", False, bool), key="hm_outlines",
                          help="Region borders of the Neuromorphometrics atlas (the paper's).")
+    use3d = niivue_view.use_3d("hm_3d")
     bg_kind = st.radio("Anatomy under the map", ["template", "cohort mean"], horizontal=True, key="hm_bg",
                        help="The ICBM152 2009c template, or the mean of the cohort's scans (from the Dataset "
                             "overview's mean images).")
@@ -223,16 +227,19 @@ with left:
                              list(viewer.THRESHOLD_PERCENTILES), value=90, key="hm_thr")
         threshold = means.percentiles[q]
 
+bg_key = ("template",)   # what the anatomy is made from (the 3D viewer's content key)
 if bg_kind == "template":
     background, bg_range = _background("template", grid.resolution, "")
 else:   # keyed by the overview's means file (a content key) and whether it exists yet
     means_file = overview.group_means_path(ws, _cohort(str(ws.cohort_csv), _mtime(ws.cohort_csv)))
     background, bg_range = _background("mean", grid.resolution, f"{means_file}:{means_file.exists()}")
+    bg_key = ("mean", str(means_file))
 if background is None:
     with left:
         st.caption("The cohort's mean anatomy is computed on the **Dataset overview** page (tab *Mean AD − HC*); "
                    "the template is shown meanwhile.")
     background, bg_range = _background("template", grid.resolution, "")
+    bg_key = ("template",)
 outline_labels = atlas.labels if outlines else None
 
 
@@ -247,6 +254,18 @@ def _ortho(volume, ov, *, height=HEIGHT, labels_=None, bg=None, rng=None, outlin
     return ortho_image(background if bg is None else bg, ijk, overlay=ov,
                        labels=outline_labels if labels_ is None else labels_, height=height,
                        bg_range=bg_range if rng is None else rng, outline_color=outline_color)
+
+
+def _viewer3d(ov, map_key: tuple, key: str, *, bg=None, rng=None, anat_key: tuple | None = None,
+              height: int = 560) -> None:
+    """``ov`` in the 3D viewer over the page's anatomy (or ``bg``); ``map_key`` names the map's content."""
+    anatomy = niivue_view.anatomy_bytes(ws, anat_key or bg_key, background if bg is None else bg, grid,
+                                        bg_range if rng is None else rng)
+    niivue_view.show(ws, grid, anatomy=anatomy, bg_range=bg_range if rng is None else rng, ijk=ijk,
+                     set_crosshair=_set_crosshair, key=key, ov=ov,
+                     overlay=niivue_view.overlay_bytes(ws, map_key, ov, grid),
+                     atlas=niivue_view.atlas_bytes(ws, ATLAS, atlas.labels, grid),
+                     atlas_names=dict(zip(atlas.table["index"].astype(int), atlas.table["name"])), height=height)
 
 
 def _scale_bar(ov, label: str = ""):
@@ -269,8 +288,9 @@ def _scale_caption(m: viewer.CachedGroupMeans) -> str:
 def _downloads(img, ov, title: str, volume, name: str, key: str) -> None:
     """PNG of the view (with its title and colour bar) and NIfTI of the map, made only when clicked."""
     d1, d2 = st.columns(2)
-    export = titled(stack([img, _scale_bar(ov)]) if ov is not None else img, title)
-    d1.download_button("PNG of this view", data=_png(export), file_name=f"{name}.png", mime="image/png",
+    make = img if callable(img) else (lambda: img)   # a callable: drawn only when clicked (3D viewer shown)
+    export = lambda: _png(titled(stack([make(), _scale_bar(ov)]) if ov is not None else make(), title))
+    d1.download_button("PNG of this view", data=export, file_name=f"{name}.png", mime="image/png",
                        icon=":material/image:", key=f"{key}-png", on_click="ignore", width="stretch")
     vol = np.array(volume, dtype=np.float32)
     d2.download_button("NIfTI of this map", data=lambda: viewer.nifti_bytes(vol, grid, title),
@@ -320,8 +340,12 @@ def groups_view() -> None:
     else:
         vol = means[label]
         ov = viewer.overlay(vol, style, means, alpha=opacity, threshold=threshold)
-        img = _ortho(vol, ov)
-        st.image(_png(img), width="stretch")
+        if use3d:
+            _viewer3d(ov, ("group", means.folder.name, label), "hm_nv_group")
+            img = lambda: _ortho(vol, ov)
+        else:
+            img = _ortho(vol, ov)
+            st.image(_png(img), width="stretch")
         st.markdown(_readout(vol))
         c1, c2 = st.columns([1.3, 1])
         c1.image(_png(_scale_bar(ov)))
@@ -468,8 +492,12 @@ def individual_view() -> None:
     colour = (0, 230, 255)
     ov = viewer.overlay(volume, "individual", means, alpha=opacity)
     gt = overview.ground_truth(ws, scan) if ws.is_demo else None
+    if use3d:
+        st.markdown(f"**Relevance · {method_label}** over the scan · 3D viewer")
+        _viewer3d(ov, ("scan", store.folder.name, scan), "hm_nv_scan", bg=anat, rng=anat_rng,
+                  anat_key=("scan", str(path), _mtime(path)))
     i1, i2 = st.columns(2)
-    with i1:
+    with i1:   # beside the ground truth, with the top regions outlined (in the 3D viewer's mode too)
         st.markdown(f"**Relevance · {method_label}** (Fig 8 scale)")
         img = _ortho(volume, ov, height=200, labels_=marks, bg=anat, rng=anat_rng, outline_color=colour)
         st.image(_png(img), width="stretch")

@@ -10,6 +10,7 @@ from lib.render import Overlay, ortho_image
 from pages.common import (atlas_labels, current_workspace, group_means, job_progress, locked,
                           require_ready_workspace, submit_job, volume)
 from pages.review_panel import review_panel, view_param
+from pages import niivue_view
 
 GROUP_COLORS = {"AD": "#f28e2b", "HC": "#59a14f"}  # the paper's orange (AD) and green (HC)
 
@@ -93,23 +94,51 @@ with tab_view:
         row = cohort.iloc[pick]
         data = volume(ws, row["path"])
         shape = data.shape
-        start = view_param("slices", None, "ints") or [int(v) for v in HIPPOCAMPUS]
-        start = [min(max(v, 0), n - 1) for v, n in zip(start, shape)] if len(start) == 3 else list(HIPPOCAMPUS)
-        i = st.slider("x (sagittal)", 0, shape[0] - 1, int(start[0]))
-        j = st.slider("y (coronal)", 0, shape[1] - 1, int(start[1]))
-        k = st.slider("z (axial)", 0, shape[2] - 1, int(start[2]))
+        if st.session_state.get("ov_grid") != list(shape):   # first visit (or another grid): where to open
+            start = view_param("slices", None, "ints") or [int(v) for v in HIPPOCAMPUS]
+            start = [min(max(v, 0), n - 1) for v, n in zip(start, shape)] if len(start) == 3 else list(HIPPOCAMPUS)
+            for key_, v in zip(("ov_x", "ov_y", "ov_z"), start):
+                st.session_state[key_] = int(v)
+            st.session_state["ov_grid"] = list(shape)
+        # keyed, so a click in the 3D viewer can move them
+        i = st.slider("x (sagittal)", 0, shape[0] - 1, key="ov_x")
+        j = st.slider("y (coronal)", 0, shape[1] - 1, key="ov_y")
+        k = st.slider("z (axial)", 0, shape[2] - 1, key="ov_z")
         outlines = st.toggle("Atlas outlines (Neuromorphometrics)", value=view_param("outlines", False, bool))
         gt = overview.ground_truth(ws, row["scan_id"]) if ws.is_demo else None
         show_gt = st.toggle("Ground-truth atrophy", value=gt is not None, disabled=gt is None,
                             help="Demo cohort only: local volume loss applied by the generator.")
+        use3d = niivue_view.use_3d("ov_3d")
     atlas, atlas_table = atlas_labels("neuromorphometrics", ws.grid.resolution)
     overlay = None
     if show_gt and gt is not None:
         amap = volume(ws, str(gt["atrophy_map"]))
         overlay = Overlay(amap, 0.0, max(float(amap.max()), 1e-3), cmap="YlOrRd", alpha=0.75, threshold=0.03)
     with right:
-        st.image(ortho_image(brain := data, (i, j, k), overlay=overlay, labels=atlas if outlines else None),
-                 use_container_width=True)
+        brain = data
+        if use3d:
+            scan_path = ws.resolve(row["path"])
+            bg_range = (0.0, float(np.percentile(data[data > 0], 99.5)) if np.any(data > 0) else 1.0)
+
+            def _to_voxel(ijk) -> None:
+                for key_, v in zip(("ov_x", "ov_y", "ov_z"), ijk):
+                    st.session_state[key_] = int(v)
+
+            gt_path = ws.resolve(str(gt["atrophy_map"])) if overlay is not None else None
+            niivue_view.show(
+                ws, ws.grid, key="ov_nv", ijk=(i, j, k), set_crosshair=_to_voxel, bg_range=bg_range,
+                anatomy=niivue_view.anatomy_bytes(ws, ("scan", str(scan_path), scan_path.stat().st_mtime_ns),
+                                                  data, ws.grid, bg_range),
+                ov=overlay, overlay=niivue_view.overlay_bytes(
+                    ws, ("atrophy", str(gt_path), gt_path.stat().st_mtime_ns), overlay, ws.grid)
+                if overlay is not None else None,
+                atlas=niivue_view.atlas_bytes(ws, "neuromorphometrics", atlas, ws.grid),
+                atlas_names=dict(zip(atlas_table["index"].astype(int), atlas_table["name"])))
+            if outlines:
+                st.caption("Atlas outlines are drawn in the slice images (3D viewer off).")
+        else:
+            st.image(ortho_image(brain, (i, j, k), overlay=overlay, labels=atlas if outlines else None),
+                     use_container_width=True)
         mni = ws.grid.voxel_to_mni((i, j, k))
         st.markdown(f"MNI **({mni[0]:.0f}, {mni[1]:.0f}, {mni[2]:.0f}) mm** · voxel ({i}, {j}, {k}) · "
                     f"intensity {brain[i, j, k]:.0f} · region **{overview.region_at(atlas, atlas_table, (i, j, k))}**")

@@ -1,0 +1,1 @@
+"""Streamlit components with their own browser code (built by ``./setup.sh``)."""
