@@ -87,14 +87,14 @@ def test_methods_paragraph_matches_the_stored_settings(built):
             f"for validation" in paragraph and f"{split['k_folds']} folds, seed {split['seed']})" in paragraph)
     demo = ws.config["demo_config"]
     assert f"n_subjects = {demo['n_subjects']}" in paragraph and f"seed = {demo['seed']}" in paragraph
-    # every parameter each heatmap store recorded, as stored
-    stores = list((ws.cache_dir / "heatmaps").glob("*/index.json"))
-    assert stores
-    for index in stores:
-        params = json.loads(index.read_text())["params"]
-        assert "LRP β=0 (" in paragraph and params["method"] == "lrp"
+    # every heatmap store the report shows: its label and every parameter it recorded on disk, as stored
+    # (other tests may add stores of other methods to the shared fixture run)
+    assert "LRP β=0 (" in paragraph and settings["heatmaps"]
+    for shown in settings["heatmaps"]:
+        params = json.loads((ws.cache_dir / "heatmaps" / shown["store"] / "index.json").read_text())["params"]
+        assert shown["method"] == params["method"] and shown["label"] in paragraph
         for k, v in params.items():
-            assert k == "method" or f"{k} = {v}" in paragraph, (k, v)
+            assert k == "method" or f"{k} = {v}" in paragraph, (shown["label"], k, v)
     # the run's own numbers, not the defaults: a changed setting changes the paragraph
     changed = {**settings, "train": {**settings["train"], "lr": 0.0123, "patience": 77}}
     other = report.methods_paragraph(changed)
