@@ -47,11 +47,15 @@ def counts(cohort: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def demographics(cohort: pd.DataFrame) -> pd.DataFrame:
-    """Per diagnosis, at the first visit of each subject: n, age, % female, MMSE, CDR (mean ± SD)."""
+    """Per diagnosis, at the first visit of each subject: n, age, % female, MMSE, CDR (mean ± SD).
+
+    A display table: every cell is text ("75.4 ± 8.2", "40"), so each column has one type (Arrow, which
+    Streamlit serialises tables with, refuses a column mixing numbers and text).
+    """
     first = cohort.sort_values([c for c in ("subject_id", "session") if c in cohort]).groupby("subject_id").head(1)
     rows = {}
     for dx, g in first.groupby("diagnosis"):
-        row = {"subjects": len(g)}
+        row = {"subjects": str(len(g))}
         for col, label in (("age", "age (years)"), ("mmse", "MMSE"), ("cdr", "CDR"),
                            ("hippocampal_volume", "hippocampal volume (mm³)")):
             if col in g and pd.to_numeric(g[col], errors="coerce").notna().any():

@@ -25,7 +25,7 @@ def show_report(path: Path, *, key: str) -> None:
         return
     kinds = st.multiselect("Show", ["error", "warning"], default=["error", "warning"], key=f"sev-{key}")
     frame = frame[frame["severity"].isin(kinds)]
-    st.dataframe(frame, hide_index=True, use_container_width=True,
+    st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={"message": st.column_config.TextColumn("message", width="large")})
     st.download_button("Download report (CSV)", frame.to_csv(index=False), file_name="validation.csv",
                        key=f"dl-{key}")

@@ -120,7 +120,7 @@ tab_rank, tab_aopc, tab_sanity, tab_loc = st.tabs(["Ranking", "Region perturbati
 # --- ranking -------------------------------------------------------------------------------------------------------
 with tab_rank:
     table = ev.summary(results, labels, threshold)
-    st.dataframe(table, hide_index=True, use_container_width=True, column_config={
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
         "rank": st.column_config.NumberColumn(format="%d", help="Mean rank over AOPC gain, mass accuracy, voxel "
                                               "AUC and pointing game; methods failing the sanity check rank last"),
         "AOPC": st.column_config.NumberColumn(format="%.3f", help="Most relevant regions first"),
@@ -158,7 +158,7 @@ with tab_aopc:
                           title=f"Mean drop of the {settings.target} probability, f(x⁽⁰⁾) − f(x⁽ᵏ⁾)",
                           xaxis_title=f"regions perturbed, k (of {n_regions})",
                           yaxis_title="output drop", legend_title_text="")
-        st.plotly_chart(fig, use_container_width=True)
+        st.plotly_chart(fig, width="stretch")
         table = ev.summary(results, labels, threshold).dropna(subset=["AOPC"])
         bar = go.Figure(go.Bar(x=table["method"], y=table["AOPC"], marker_color=[colour[m] for m in table["method"]],
                                text=[f"{v:.3f}" for v in table["AOPC"]], textposition="outside", name="MoRF"))
@@ -167,7 +167,7 @@ with tab_aopc:
                           annotation_text="random order", annotation_position="top left")
         bar.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), title="AOPC (most relevant first)",
                           yaxis_title="AOPC", showlegend=False)
-        st.plotly_chart(bar, use_container_width=True)
+        st.plotly_chart(bar, width="stretch")
         st.caption(f"{settings.regions.capitalize()}"
                    + (f" of {settings.cube_mm:g} mm" if settings.regions == "cubes" else f" of {settings.atlas}")
                    + f" are replaced ({settings.replacement}) cumulatively, most relevant first by the sum of "
@@ -194,7 +194,7 @@ with tab_sanity:
         fig.update_yaxes(range=[-0.2, 1.05], row=1, col=2)
         fig.update_yaxes(range=[-0.05, 1.05], row=1, col=3)
         fig.update_layout(height=430, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="")
-        st.plotly_chart(fig, use_container_width=True)
+        st.plotly_chart(fig, width="stretch")
         st.caption("Weights re-initialised cumulatively from the output layer (left) down to the first convolution "
                    f"(right); each map compared with the trained model's map within the brain. Dotted: ±{threshold:g}, "
                    "the pass threshold for ρ after the last step (Adebayo et al. 2018).")
@@ -237,7 +237,7 @@ with tab_sanity:
             panels.update_yaxes(visible=False, scaleanchor="x")
             panels.update_annotations(font_size=11)
             panels.update_layout(height=300, margin=dict(l=5, r=5, t=40, b=5), plot_bgcolor="white")
-            st.plotly_chart(panels, use_container_width=True)
+            st.plotly_chart(panels, width="stretch")
             st.caption(f"Scan {r['example_scan']}, axial slice {z} (MNI z = {run.grid.voxel_to_mni((0, 0, z))[2]:.0f} "
                        "mm, left on the left), brain outline in grey; each map scaled by the 99.5th percentile of its "
                        "|values| in the brain and clipped "
@@ -273,7 +273,7 @@ with tab_loc:
         fig.update_xaxes(tickangle=-40)
         fig.update_yaxes(range=[0, 1.05])
         fig.update_layout(height=460, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, use_container_width=True)
+        st.plotly_chart(fig, width="stretch")
         truth = ("local volume loss ≥ " + f"{settings.min_loss:.0%}" if settings.truth == "atrophy"
                  else f"regions displaced by ≥ {settings.min_mm:g} mm")
         st.caption(f"Ground truth per scan: the voxels the demo generator atrophied ({truth}), on the run's "
@@ -281,6 +281,6 @@ with tab_loc:
                    "relevance in the brain; AUC: voxel relevance against the mask; pointing game: the most relevant "
                    f"voxel inside the mask ({loc.groupby('label').size().max()} scans). Dashed: chance.")
         with st.expander("Per scan"):
-            st.dataframe(loc.drop(columns=["chance_hit"]), hide_index=True, use_container_width=True,
+            st.dataframe(loc.drop(columns=["chance_hit"]), hide_index=True, width="stretch",
                          column_config={k: st.column_config.NumberColumn(format="%.3f")
                                         for k in ("mass", "auc", "chance_mass")})

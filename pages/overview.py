@@ -59,7 +59,7 @@ with tab_demo:
                            labels={"mmse": "MMSE", "age": "age (years)",
                                    "hippocampal_volume": "hippocampal volume (mm³)"})
         fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), legend_title_text="")
-        col.plotly_chart(fig, use_container_width=True)
+        col.plotly_chart(fig, width="stretch")
     st.caption("One row per subject (first visit).")
 
 with tab_qc:
@@ -75,7 +75,7 @@ with tab_qc:
         if "flags" in qc_view:
             qc_view["flags"] = qc_view["flags"].fillna("")
         number = st.column_config.NumberColumn
-        st.dataframe(qc_view, use_container_width=True, hide_index=True, height=360,
+        st.dataframe(qc_view, width="stretch", hide_index=True, height=360,
                      column_config={"template_corr": st.column_config.ProgressColumn(
                          "corr. with template", min_value=0.0, max_value=1.0, format="%.3f"),
                          "mean": number("mean", format="%.1f"), "std": number("std", format="%.1f"),
@@ -138,13 +138,13 @@ with tab_view:
                 st.caption("Atlas outlines are drawn in the slice images (3D viewer off).")
         else:
             st.image(ortho_image(brain, (i, j, k), overlay=overlay, labels=atlas if outlines else None),
-                     use_container_width=True)
+                     width="stretch")
         mni = ws.grid.voxel_to_mni((i, j, k))
         st.markdown(f"MNI **({mni[0]:.0f}, {mni[1]:.0f}, {mni[2]:.0f}) mm** · voxel ({i}, {j}, {k}) · "
                     f"intensity {brain[i, j, k]:.0f} · region **{overview.region_at(atlas, atlas_table, (i, j, k))}**")
         facts = {k_: row[k_] for k_ in ("subject_id", "session", "diagnosis", "age", "sex", "mmse", "cdr", "site",
                                         "hippocampal_volume", "split") if k_ in row and pd.notna(row[k_])}
-        st.dataframe(pd.DataFrame([facts]), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame([facts]), hide_index=True, width="stretch")
         if gt is not None:
             units = pd.Series(gt["units_mm"])
             units = units[~units.index.str.contains("Vent")].sort_values(ascending=False)
@@ -155,7 +155,7 @@ with tab_view:
                 fig = px.bar(units.head(12)[::-1], orientation="h", height=300,
                              labels={"value": "boundary displacement (mm)", "index": ""})
                 fig.update_layout(showlegend=False, margin=dict(l=10, r=10, t=10, b=10))
-                st.plotly_chart(fig, use_container_width=True)
+                st.plotly_chart(fig, width="stretch")
             else:
                 st.caption("No disease atrophy applied to this scan (only ageing and individual anatomy).")
     review_panel(ws, {"kind": "scan", "scan_id": row["scan_id"]},
@@ -186,6 +186,6 @@ with tab_mean:
         with cols[1]:
             st.image(ortho_image(means["HC"], (mi, mj, mk),
                                  overlay=Overlay(diff, -lim, lim, cmap="RdBu_r", alpha=0.8, threshold=thr)),
-                     use_container_width=True)
+                     width="stretch")
             st.caption("Mean brain-normalised intensity, AD minus HC, over the mean HC image. Blue: darker in AD "
                        "(tissue loss, larger CSF spaces); red: brighter in AD.")

@@ -68,7 +68,7 @@ with tab_all:
             "id": r.id, "target": target_label(r.target), "verdict": r.verdict, "status": r.status,
             "author": r.author, "created": r.created_at, "replies": r.n_replies, "tags": ", ".join(r.tags),
             "run": r.run_id, "method": r.method, "version": r.version, "text": r.text[:200]} for r in reviews]),
-            hide_index=True, use_container_width=True)
+            hide_index=True, width="stretch")
     n_pages = max(1, -(-len(reviews) // PAGE_SIZE))
     page_no = right.number_input("Page", 1, n_pages, 1, help=f"{PAGE_SIZE} reviews a page") if n_pages > 1 else 1
     _show_flash("rv-page")
@@ -132,7 +132,7 @@ with tab_queue:
                 left, right = st.columns([2.0, 1.1])
                 with left:
                     data = volume(ws, row["path"])
-                    st.image(ortho_image(data, tuple(int(v) for v in HIPPOCAMPUS)), use_container_width=True)
+                    st.image(ortho_image(data, tuple(int(v) for v in HIPPOCAMPUS)), width="stretch")
                 with right:
                     st.markdown(f"**Scan** `{scan}`")
                     if not blinded:
@@ -141,7 +141,7 @@ with tab_queue:
                             p = preds[run].set_index("scan_id").loc[scan]
                             facts.update({k: p[k] for k in ("ad_score", "predicted", "outcome") if k in p})
                         st.dataframe(pd.DataFrame({"": {k: str(v) for k, v in facts.items()}}),
-                                     use_container_width=True)
+                                     width="stretch")
                     else:
                         st.caption("Blinded: diagnosis, prediction and score are hidden.")
                     st.radio("Verdict", VERDICTS, key="queue-verdict", index=None)
@@ -163,8 +163,8 @@ with tab_queue:
 
                     b = st.columns([1.7, 1])
                     b[0].button("Save and next", type="primary", on_click=_rate, icon=":material/skip_next:",
-                                use_container_width=True)
-                    b[1].button("Skip", on_click=lambda s=scan: skipped.append(s), use_container_width=True)
+                                width="stretch")
+                    b[1].button("Skip", on_click=lambda s=scan: skipped.append(s), width="stretch")
                 if not blinded:
                     for r in store.find(target={"kind": "scan", "scan_id": scan}):
                         render_thread(store, r, who, "rv-queue")
@@ -185,9 +185,9 @@ with tab_agree:
         c[2].metric("Fleiss' κ", f"{res['fleiss']:.2f}" if res["fleiss"] is not None else "–",
                     help="All raters at once; 1 = perfect, 0 = as by chance. Each rater's latest verdict per scan.")
         st.markdown("**Cohen's κ for each pair of raters** (scans both rated)")
-        st.dataframe(res["pairs"].assign(agreement=res["pairs"]["agreement"] * 100), hide_index=True, use_container_width=True,
+        st.dataframe(res["pairs"].assign(agreement=res["pairs"]["agreement"] * 100), hide_index=True, width="stretch",
                      column_config={"rater_a": "rater A", "rater_b": "rater B", "n": "scans",
                                     "cohen_kappa": st.column_config.NumberColumn("Cohen's κ", format="%.2f"),
                                     "agreement": st.column_config.NumberColumn("raw agreement", format="%.0f%%")})
         st.markdown("**Verdicts by scan**")
-        st.dataframe(res["table"], use_container_width=True)
+        st.dataframe(res["table"], width="stretch")

@@ -77,7 +77,7 @@ if not runs:
 # --- runs table ---------------------------------------------------------------------------------------------------
 table = monitor.runs_table(runs)
 st.subheader("Runs")
-st.dataframe(table, hide_index=True, use_container_width=True,
+st.dataframe(table, hide_index=True, width="stretch",
              column_config={"val bal. acc": st.column_config.NumberColumn(format="%.3f"),
                             "test bal. acc": st.column_config.NumberColumn(format="%.3f"),
                             "test AUC": st.column_config.NumberColumn(format="%.3f"),
@@ -139,7 +139,7 @@ def learning_curves():
                                  font=dict(size=13)))
     if x_axis == "epoch":
         fig.update_xaxes(dtick=max(1, int(data["x"].max() // 10)))
-    st.plotly_chart(fig, use_container_width=True)
+    st.plotly_chart(fig, width="stretch")
     running = [by_id[i] for i in chosen if by_id[i].status == "running"]
     for r in running:
         st.caption(f"{r.id}: epoch {r.state.get('epoch', -1) + 1} of at most {r.state.get('max_epochs')} finished "
@@ -159,7 +159,7 @@ if len({by_id[i].train_config.model for i in chosen if by_id[i].status == "done"
         st.caption("Top-10 region overlap of the models' LRP maps appears once the runs' default LRP region "
                    "tables exist: `python -m lib regions --run " + " ".join(per_run["run"]) + "`.")
     with st.expander("Per run"):
-        st.dataframe(per_run, hide_index=True, use_container_width=True)
+        st.dataframe(per_run, hide_index=True, width="stretch")
     st.caption("Eitel's thesis (study 5) on the patch-individual filter network: “"
                + model_comparison.THESIS_FINDING + "”")
 
@@ -191,7 +191,7 @@ else:
                                texttemplate="%{text}", textfont=dict(size=18)))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10),
                       title=f"Confusion matrix · {split} · {ev['n']} scans", yaxis=dict(autorange="reversed"))
-    c1.plotly_chart(fig, use_container_width=True)
+    c1.plotly_chart(fig, width="stretch")
     roc = ev["roc"]
     fig = go.Figure([go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", line=dict(shape="hv", width=2.5),
                                 name=f"AUC {m['auc']:.3f}"),
@@ -200,7 +200,7 @@ else:
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"ROC · {split} (AD positive)",
                       xaxis_title="false positive rate", yaxis_title="true positive rate",
                       legend=dict(x=0.6, y=0.1))
-    c2.plotly_chart(fig, use_container_width=True)
+    c2.plotly_chart(fig, width="stretch")
 
 # --- log --------------------------------------------------------------------------------------------------------
 job_id = focus.config.get("job_id")

@@ -14,8 +14,11 @@ def test_counts_and_demographics(demo_ws):
     assert t["split"].to_numpy().sum() == len(cohort)
     assert list(t["split"].index) == ["train", "validation", "test"]
     demo = overview.demographics(cohort)
-    assert demo.loc["subjects"].sum() == cohort["subject_id"].nunique()
+    assert demo.loc["subjects"].astype(int).sum() == cohort["subject_id"].nunique()
     assert "MMSE" in demo.index and "female" in demo.index
+    import pyarrow as pa
+
+    pa.Table.from_pandas(demo)  # what Streamlit does with it: no mixed-type column to fall back from
 
 
 def test_group_means_stream_equals_in_memory_mean(demo_ws):
