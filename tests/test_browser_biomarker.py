@@ -30,7 +30,7 @@ RUN_COPY = "fixture-run-median"
 def median_run(demo_ws, demo_run):
     """A copy of the fixture run with predictions thresholded at the median AD score, and the heatmap stores
     the page reads (LRP β = 0 and 1, guided backprop) computed for its checkpoint."""
-    from lib import heatmaps
+    from lib import cache, heatmaps
     from lib.metrics import outcome
     from lib.training import load_run
 
@@ -44,6 +44,7 @@ def median_run(demo_ws, demo_run):
     preds["predicted"] = np.where(pred_ad, "AD", "HC")
     preds["outcome"] = outcome(preds["diagnosis"].to_numpy() == "AD", pred_ad)
     preds.to_csv(dest / "predictions.csv", index=False)
+    cache.seal(dest / "predictions.csv")  # as the predict job does (the copied marker is of the old file)
     run = load_run(demo_ws, RUN_COPY)
     yield run
     shutil.rmtree(dest, ignore_errors=True)
