@@ -87,7 +87,7 @@ def test_hostile_review_is_inert_for_another_user(browser, team_app, demo_ws):
     _settle(alice)
     # review another scan than the first, so the link back has something to restore
     scan = pd.read_csv(demo_ws.cohort_csv)["scan_id"].iloc[3]
-    alice.locator('[data-testid="stSelectbox"]').first.click()
+    alice.get_by_test_id("stMain").get_by_test_id("stSelectbox").first.click()  # not the sidebar's workspace picker
     alice.get_by_role("option", name=scan).click()
     alice.get_by_role("heading", name=f"Reviews of scan {scan}").wait_for()
     _settle(alice)
