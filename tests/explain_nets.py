@@ -20,17 +20,7 @@ def small_net(seed: int = 0, *, dropout: float = 0.3) -> nn.Sequential:
         nn.Flatten(), nn.Dropout(dropout), nn.Linear(6 * 2 * 2 * 2, 12), nn.ReLU(), nn.Dropout(dropout),
         nn.Linear(12, 2),
     )
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv3d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            if isinstance(m, nn.BatchNorm3d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_((torch.rand(m.num_features, generator=g) - 0.5) * 0.4)
-    return net.eval()
+    return randomise(net, g)
 
 
 def volumes(n: int = 3, seed: int = 1, dtype=torch.float32) -> torch.Tensor:
@@ -41,3 +31,19 @@ def volumes(n: int = 3, seed: int = 1, dtype=torch.float32) -> torch.Tensor:
 
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
+
+
+def randomise(net: nn.Module, g: torch.Generator, weighted: tuple[type, ...] = ()) -> nn.Module:
+    """He-scaled random weights, small random biases and non-trivial BatchNorm statistics (so that merging it
+    matters) for every Conv3d, Linear and ``weighted`` module of ``net``; returns it in eval mode."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv3d, nn.Linear, *weighted)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            if isinstance(m, nn.BatchNorm3d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_((torch.rand(m.num_features, generator=g) - 0.5) * 0.4)
+    return net.eval()

@@ -20,7 +20,8 @@ from zennit.composites import GuidedBackprop, LayerMapComposite
 from zennit.rules import AlphaBeta, Epsilon, Flat, Pass, ZPlus
 from zennit.types import Activation, BatchNorm, Convolution
 
-from explain_nets import GRID, rel_l2, volumes
+from explain_nets import GRID, randomise, rel_l2, volumes
+from test_explain_lrp import zennit_relevance
 from lib.__main__ import main
 from lib.explain import explain
 from lib.explain.canonizers import PatchOp, plan_for
@@ -31,18 +32,7 @@ AD = 1
 
 
 def _randomise(net: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv3d, nn.Linear, PatchIndividualFilters3d)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            if isinstance(m, nn.BatchNorm3d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_((torch.rand(m.num_features, generator=g) - 0.5) * 0.4)
-    return net.eval()
+    return randomise(net, torch.Generator().manual_seed(seed), weighted=(PatchIndividualFilters3d,))
 
 
 def pif_net(seed: int = 0, *, patches=(2, 2, 2), overlap: bool = True, kernel: int = 3) -> nn.Sequential:
@@ -110,18 +100,6 @@ def reference(net: nn.Sequential) -> nn.Sequential:
             bn = m[1] if isinstance(m[1], nn.BatchNorm3d) else None
             ref[i] = nn.Sequential(Patchwise(m[0], bn), *list(m)[2 if bn is not None else 1:])
     return ref.eval()
-
-
-def zennit_relevance(model, x, composite, start="probability", target=AD):
-    model = copy.deepcopy(model).eval()
-    xx = x.clone().requires_grad_(True)
-    with Gradient(model, composite) as attributor:
-        out = model(xx).detach()
-        value = out.softmax(1)[:, target] if start == "probability" else out[:, target]
-        seed = torch.zeros_like(out)
-        seed[:, target] = value
-        _, rel = attributor(xx, seed)
-    return rel
 
 
 def layer_map(conv_rule, dense_rule=None):
