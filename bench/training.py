@@ -30,6 +30,19 @@ GRIDS = {"demo model 3 mm": (65, 77, 65), "demo workspace 2 mm": (97, 115, 97), 
 SHORT = {"3mm": "demo model 3 mm", "2mm": "demo workspace 2 mm", "96": "96×114×96"}
 
 
+def _train_step(model, opt, scaler, x, y, amp: bool) -> None:
+    """One optimiser step as training does it (mixed precision on CUDA)."""
+    import torch
+    from torch import nn
+
+    with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
+        loss = nn.functional.cross_entropy(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
 def _one(shape, steps: int, batch: int, model_name: str) -> dict:
     import torch
     from torch import nn
@@ -47,12 +60,7 @@ def _one(shape, steps: int, batch: int, model_name: str) -> dict:
     y = torch.randint(0, 2, (batch,), device=device)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        _train_step(model, opt, scaler, x, y, amp)
 
     def sync():
         if device.type == "cuda":
@@ -113,12 +121,7 @@ def _paired(shape, steps: int, batch: int, model_names: list[str]) -> dict:
     def step(name):
         model, opt, scaler = setups[name]
         model.train()
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        _train_step(model, opt, scaler, x, y, amp)
 
     def infer(name):
         model = setups[name][0].eval()
