@@ -1,10 +1,10 @@
 """What the Biomarkers page computes per view, timed side by side in one run (the machine is noisy: compare
 the ratios, not the seconds).
 
-1. Fig 9 statistics of one group: lib.stats.permutation_test (vectorised shuffles) against
+1. Fig 9 statistics of one group: lib.analysis.stats.permutation_test (vectorised shuffles) against
    scipy.stats.permutation_test with the same number of permutations.
-2. The region table: lib.stats.partial_correlations over every region at once (shared shuffles, one matrix
-   product per chunk) against lib.stats.partial_correlation called once per region.
+2. The region table: lib.analysis.stats.partial_correlations over every region at once (shared shuffles, one matrix
+   product per chunk) against lib.analysis.stats.partial_correlation called once per region.
 
     .venv/bin/python bench/biomarker.py [--scans 80 --regions 135 --permutations 10000]
 """
@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import stats  # noqa: E402
+from lib.analysis import stats# noqa: E402
 
 
 def _best(fn, repeats: int = 3) -> float:

@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import cache  # noqa: E402
-from lib import heatmaps as hm  # noqa: E402
-from lib.templates import Grid  # noqa: E402
+from lib.core import cache# noqa: E402
+from lib.explain import heatmaps as hm# noqa: E402
+from lib.data.templates import Grid  # noqa: E402
 
 
 def build_store(folder: Path, n: int, resolution: float) -> None:

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, resource, sys, tempfile, time
 import numpy as np, nibabel as nib
-from lib import demo
-from lib.templates import Grid
+from lib.data import demo
+from lib.data.templates import Grid
 n, res, workers = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 out = tempfile.mkdtemp()
 t0 = time.perf_counter()

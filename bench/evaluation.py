@@ -5,7 +5,7 @@
 Region perturbation: the same cumulative perturbation curve (cubes of 15 mm, uniform noise) evaluated one
 copy per forward pass and in batches of 4 and 8 (``Settings.batch_size``); the ratio is the batched speed-up.
 Map similarity of the sanity check: Spearman ρ, 3D SSIM and top-k overlap of two maps within the brain,
-per component, against the time of one forward pass. Runs on ``lib.models.default_device()``; timings are
+per component, against the time of one forward pass. Runs on ``lib.learn.models.default_device()``; timings are
 medians of ``--repeats`` runs, interleaved so that load on a shared machine hits every variant alike.
 """
 
@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib import evaluation as ev  # noqa: E402
-from lib.models import build_model, default_device  # noqa: E402
-from lib.templates import Grid  # noqa: E402
+from lib.analysis import evaluation as ev# noqa: E402
+from lib.learn.models import build_model, default_device  # noqa: E402
+from lib.data.templates import Grid  # noqa: E402
 
 
 def _sync(device):

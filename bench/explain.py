@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from lib.explain import explain  # noqa: E402
 from lib.explain.occlusion import patch_starts  # noqa: E402
-from lib.models import build_model, default_device  # noqa: E402
+from lib.learn.models import build_model, default_device  # noqa: E402
 
 AD = 1
 

@@ -4,10 +4,10 @@
                                              [--memory-resolution 1] [--repeats 5]
 
 A fake heatmap store of ``--scans`` scans is written on the ``--resolution`` mm template grid in a temporary
-folder, exactly as ``lib.heatmaps`` stores them (float16 × per-scan scale, memory-mapped), with a second store
+folder, exactly as ``lib.explain.heatmaps`` stores them (float16 × per-scan scale, memory-mapped), with a second store
 (another "method") for the distance table, and a predictions table with AD/HC, TP/FP/TN/FN, sites and sexes.
 
-Cold: the group means are averaged once (``lib.viewer.cached_group_means``, streaming over the store) and
+Cold: the group means are averaged once (``lib.views.viewer.cached_group_means``, streaming over the store) and
 cached. Warm: what one rerun of the page computes after that, for each view — reading the cached grouping,
 colour scales, the orthogonal slices of the chosen group and of the six-group gallery as PNG, colour bars, the
 crosshair read-out; a single scan's map with its top regions and ground-truth-sized second panel; a difference
@@ -37,16 +37,16 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import viewer  # noqa: E402
-from lib.atlas import load_atlas  # noqa: E402
-from lib.groups import brain_mask  # noqa: E402
-from lib.heatmaps import HeatmapStore  # noqa: E402
-from lib.render import colorbar, to_png  # noqa: E402
-from lib.templates import Grid, template  # noqa: E402
+from lib.views import viewer# noqa: E402
+from lib.data.atlas import load_atlas  # noqa: E402
+from lib.analysis.groups import brain_mask  # noqa: E402
+from lib.explain.heatmaps import HeatmapStore  # noqa: E402
+from lib.views.render import colorbar, to_png  # noqa: E402
+from lib.data.templates import Grid, template  # noqa: E402
 
 
 def make_store(folder: Path, n: int, grid: Grid, seed: int = 0, method: str = "lrp") -> HeatmapStore:
-    """``n`` smooth-ish non-negative maps inside the template brain, written as lib.heatmaps writes a store."""
+    """``n`` smooth-ish non-negative maps inside the template brain, written as lib.explain.heatmaps writes a store."""
     rng = np.random.default_rng(seed)
     brain = brain_mask(grid.resolution)
     coords = np.indices(grid.shape, dtype=np.float32)

@@ -6,7 +6,7 @@ The same float32 heatmaps (signed, seeded) go through:
 
 * nilearn ``NiftiLabelsMasker(strategy="sum")`` on one 4D image held in memory (nilearn's best case)
   and on one 3D image per scan (how a cohort of heatmap files is read);
-* ``lib.regions.region_metrics`` with ``positive=False`` (sums, density, fraction: like for like
+* ``lib.analysis.regions.region_metrics`` with ``positive=False`` (sums, density, fraction: like for like
   with the masker) and with all metrics;
 * the alternatives considered for the inner loop: torch float64 cumulative sums over label runs
   (the CUDA backend, here on the CPU), a torch gather of the atlas voxels with ``index_add_``, a
@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.atlas import load_atlas  # noqa: E402
-from lib.regions import RegionSummer, region_metrics  # noqa: E402
+from lib.data.atlas import load_atlas  # noqa: E402
+from lib.analysis.regions import RegionSummer, region_metrics  # noqa: E402
 
 
 def heatmaps(n: int, shape, seed: int = 0) -> np.ndarray:

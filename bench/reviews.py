@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import auth  # noqa: E402
+from lib.reviews import auth# noqa: E402
 from lib.reviews import ReviewStore  # noqa: E402
 from lib.reviews.pgcluster import ThrowawayPostgres  # noqa: E402
 

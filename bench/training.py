@@ -48,7 +48,7 @@ def _one(shape, steps: int, batch: int, model_name: str) -> dict:
     from torch import nn
 
     sys.path.insert(0, str(ROOT))
-    from lib.models import build_model, default_device
+    from lib.learn.models import build_model, default_device
 
     device = default_device()
     amp = device.type == "cuda"
@@ -101,7 +101,7 @@ def _paired(shape, steps: int, batch: int, model_names: list[str]) -> dict:
     from torch import nn
 
     sys.path.insert(0, str(ROOT))
-    from lib.models import build_model, default_device
+    from lib.learn.models import build_model, default_device
 
     device = default_device()
     amp = device.type == "cuda"

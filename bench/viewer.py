@@ -9,8 +9,8 @@ template anatomy with the Neuromorphometrics atlas (what the Heatmaps page sends
 ``--repeats`` (the machine is shared):
 
 - PNG path (today): the server draws the three orthogonal panels with the overlay as one PNG
-  (``lib.viewer.view_png``), the browser decodes it. Every crosshair move repeats both.
-- NiiVue path: the server encodes the map as 8-bit gzipped NIfTI (``lib.viewer_volumes``), *cold* (first
+  (``lib.views.viewer.view_png``), the browser decodes it. Every crosshair move repeats both.
+- NiiVue path: the server encodes the map as 8-bit gzipped NIfTI (``lib.views.viewer_volumes``), *cold* (first
   time) or read from the content-keyed cache *warm*; the browser (headless Chromium, WebGL2 in software:
   a GPU draws far faster) parses the volumes and draws them, timed from the render message to the first
   frame after loading, for the three slices alone and for the default view with the 3D rendering (whose
@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import components.niivue as niivue  # noqa: E402
-from lib import viewer, viewer_volumes as vv  # noqa: E402
-from lib.groups import brain_mask  # noqa: E402
-from lib.templates import Grid, atlas, template  # noqa: E402
+from lib.views import viewer, viewer_volumes as vv# noqa: E402
+from lib.analysis.groups import brain_mask  # noqa: E402
+from lib.data.templates import Grid, atlas, template  # noqa: E402
 
 
 def synthetic_map(grid: Grid, seed: int = 0) -> np.ndarray:

@@ -15,7 +15,7 @@ browser reload; a second request with the same ``key`` while one runs returns
 the running job instead of starting a duplicate.
 
 Starting and cancelling are checked here, at the point of the action, against the role of ``who``
-(:data:`lib.auth.ACTIONS`; the job command's action is :func:`action_of`); the record keeps the
+(:data:`lib.reviews.auth.ACTIONS`; the job command's action is :func:`action_of`); the record keeps the
 submitter's user name as ``owner``. ``who`` is a required keyword, so no caller can forget it; pages
 pass the identity re-read from the account database at the click (``pages.login.current_actor``), the
 command line its local user (someone with a shell on the server owns the files and processes anyway).
@@ -35,11 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import atomic, auth
-from .workspace import REPO_ROOT, Workspace, default_workspace_path
+from lib.core import atomic
+from lib.reviews import auth
+from lib.core.progress import Cancelled  # noqa: F401  (raised in jobs)
+from lib.data.workspace import REPO_ROOT, Workspace, default_workspace_path
 
 ACTIVE = ("queued", "running")
-# job command -> action of lib.auth.ACTIONS; a command not listed needs "change_workspace" (admins)
+# job command -> action of lib.reviews.auth.ACTIONS; a command not listed needs "change_workspace" (admins)
 COMMAND_ACTIONS = {
     "train": "train",
     **dict.fromkeys(("explain", "regions", "group-means", "means", "predict", "biomarker", "evaluate-maps",
@@ -251,11 +253,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-class Cancelled(BaseException):
-    """Raised by SIGTERM in a job. A BaseException, like KeyboardInterrupt, so that library code's
-    ``except Exception`` handlers cannot swallow or re-wrap it."""
 
 
 class JobReporter:

@@ -2,7 +2,7 @@
 §2.5, Figs 4–7; Rieke et al. 2018 Table 1; Eitel, study 3).
 
 Region tables are computed once per (heatmap store, atlas) by ``python -m lib regions`` in the background
-and cached; everything shown is computed by lib.region_analysis and drawn by lib.region_figures.
+and cached; everything shown is computed by lib.analysis.region_analysis and drawn by lib.views.region_figures.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from lib import auth, jobs, region_analysis as ra, region_figures as rf, region_tables as rt, viewer
-from lib.atlas import AtlasError
+from lib.reviews import auth
+from lib import jobs
+from lib.analysis import region_analysis as ra, region_tables as rt
+from lib.views import region_figures as rf, viewer
+from lib.data.atlas import AtlasError
 from pages.common import allowed, current_workspace, job_progress, locked, missing_for, require_ready_run, submit_job
 from pages.login import current_actor
 from pages.review_panel import review_panel, view_param
@@ -40,7 +43,7 @@ def _mtime(path) -> int:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _checkpoint_sha(path: str, mtime_ns: int) -> str:
-    from lib.training import file_hash
+    from lib.learn.training import file_hash
 
     return file_hash(path)
 

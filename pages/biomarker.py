@@ -1,6 +1,6 @@
 """Biomarkers: hippocampal relevance against hippocampal volume (Böhle et al. 2019 §3.3, Fig 9), and any atlas
-region against any numeric column of the cohort table. Computations live in lib.biomarker; region tables are the
-cached ones of lib.region_tables (computed here when small, by ``python -m lib regions`` when large)."""
+region against any numeric column of the cohort table. Computations live in lib.analysis.biomarker; region tables are the
+cached ones of lib.analysis.region_tables (computed here when small, by ``python -m lib regions`` when large)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib import biomarker, heatmaps, jobs, region_tables, viewer
+from lib.analysis import biomarker, region_tables
+from lib.explain import heatmaps
+from lib import jobs
+from lib.views import viewer
 from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
 from pages.common import allowed, current_workspace, job_progress, locked, missing_for, require_ready_run, submit_job
 from pages.review_panel import review_panel

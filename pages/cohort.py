@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from lib import jobs
-from lib.workspace import WorkspaceError
+from lib.data.workspace import WorkspaceError
 from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
 from pages.login import current_actor
 
@@ -15,7 +15,7 @@ st.title("Cohort & validation")
 
 
 def show_report(path: Path, *, key: str) -> None:
-    from lib.validation import ValidationReport
+    from lib.data.validation import ValidationReport
 
     report = ValidationReport.from_json(path.read_text())
     (st.success if report.ok and not report.warnings else st.warning if report.ok else st.error)(

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from lib import auth, demo, jobs
-from lib.templates import DataFilesMissing
-from lib.workspace import (DEFAULT_WORKSPACE, Workspace, WorkspaceError, allowed_roots, default_workspace_path,
+from lib.reviews import auth
+from lib.data import demo
+from lib import jobs
+from lib.data.templates import DataFilesMissing
+from lib.data.workspace import (DEFAULT_WORKSPACE, Workspace, WorkspaceError, allowed_roots, default_workspace_path,
                            discover, open_confined)
 from pages.login import current_actor
 
@@ -49,7 +51,7 @@ def _request(widget_key: str) -> None:
 def sidebar_workspace() -> Workspace:
     """Workspace picker in the sidebar; the choice is kept in the URL (``?workspace=``).
 
-    Only workspaces inside the server's roots open (:func:`lib.workspace.open_confined`); anything else is
+    Only workspaces inside the server's roots open (:func:`lib.data.workspace.open_confined`); anything else is
     refused with one message and the previous (or the default) workspace stays. Nothing is created here.
     """
     default = default_workspace_path()
@@ -185,7 +187,7 @@ def require_ready_workspace(ws: Workspace) -> bool:
                     st.rerun()
                 return False
             try:
-                from lib.templates import data_dir
+                from lib.data.templates import data_dir
 
                 data_dir()
             except DataFilesMissing as exc:
@@ -264,8 +266,8 @@ def cancel_button(ws: Workspace, job, label: str, *, key: str) -> None:
 # --------------------------------------------------------------------------- cached loaders
 @st.cache_data(max_entries=16, show_spinner=False)
 def _volume(path: str, mtime_ns: int, resolution: float) -> np.ndarray:
-    from lib.templates import Grid
-    from lib.validation import load_on_grid
+    from lib.data.templates import Grid
+    from lib.data.validation import load_on_grid
 
     img, _ = load_on_grid(path, Grid(resolution))
     return np.asarray(img.dataobj, dtype=np.float32)
@@ -280,14 +282,14 @@ def volume(ws: Workspace, path: str) -> np.ndarray:
 @st.cache_data(max_entries=2, show_spinner=False)
 def group_means(path: str) -> dict[str, np.ndarray]:
     """Group means by file path (the name carries the cohort's content key, so it never goes stale)."""
-    from lib.overview import read_group_means
+    from lib.data.overview import read_group_means
 
     return read_group_means(path)
 
 
 @st.cache_resource(show_spinner=False)
 def atlas_labels(name: str, resolution: float):
-    from lib.templates import atlas
+    from lib.data.templates import atlas
 
     img, table = atlas(name, resolution)
     return np.asarray(img.dataobj), table
@@ -295,7 +297,7 @@ def atlas_labels(name: str, resolution: float):
 
 @st.cache_resource(show_spinner=False)
 def template_volume(resolution: float) -> np.ndarray:
-    from lib.templates import template
+    from lib.data.templates import template
 
     return np.asarray(template(resolution).dataobj, dtype=np.float32)
 
@@ -309,7 +311,7 @@ def since(ts: float | None) -> str:
 
 # --------------------------------------------------------------------------- the run analysed
 def _usable_runs(ws: Workspace):
-    from lib.training import list_runs
+    from lib.learn.training import list_runs
 
     return [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.status == "done"]
 
@@ -332,7 +334,7 @@ def require_run(ws: Workspace):
     predictions are computed in the background, started only by someone who may ``compute``; a viewer is
     told they are missing and who can compute them.
     """
-    from lib.training import TrainingError, install_shipped_run, list_runs, shipped_models
+    from lib.learn.training import TrainingError, install_shipped_run, list_runs, shipped_models
 
     if ws.is_demo and not (ws.runs_dir / "demo-boehle2019").exists():
         for folder in shipped_models():
@@ -376,7 +378,7 @@ def require_run(ws: Workspace):
 @st.cache_data(max_entries=8, show_spinner=False)
 def checkpoint_sha(path: str, mtime_ns: int) -> str:
     """SHA-256 of a checkpoint, hashed once per file version."""
-    from lib.training import file_hash
+    from lib.learn.training import file_hash
 
     return file_hash(path)
 
@@ -391,14 +393,14 @@ def predictions_csv(path: str, mtime_ns: int):
 @st.cache_data(max_entries=4, show_spinner=False)
 def cohort_table(cohort_csv: str, mtime_ns: int):
     """The cohort of the workspace that holds ``cohort_csv`` (keyed by that file, so never another's)."""
-    from lib.overview import load_cohort
+    from lib.data.overview import load_cohort
 
     return load_cohort(Workspace.open(Path(cohort_csv).parent))
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _heatmap_store(folder: str, sealed: int):
-    from lib.heatmaps import HeatmapStore
+    from lib.explain.heatmaps import HeatmapStore
 
     return HeatmapStore(folder)
 
@@ -406,7 +408,7 @@ def _heatmap_store(folder: str, sealed: int):
 def heatmap_store(folder: str):
     """The store of ``folder``, shared by sessions; keyed by its completeness marker's stamp so that a store
     removed and rebuilt (``cache verify --repair``, a recomputation) is opened afresh, never served stale."""
-    from lib import cache
+    from lib.core import cache
 
     try:
         sealed = (Path(folder) / cache.MARKER).stat().st_mtime_ns

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lib import evaluation as ev
+from lib.analysis import evaluation as ev
 from lib import jobs
 from pages.common import current_workspace, job_progress, locked, require_ready_run, submit_job
 from pages.review_panel import review_panel, view_param

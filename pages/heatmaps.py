@@ -1,6 +1,6 @@
 """Heatmaps: a run's group-average and individual relevance maps, as in Böhle et al. 2019 Figs 2, 3 and 8.
 
-Group means come from lib.viewer (streamed over the cached heatmap store, cached on disk). A group's map and
+Group means come from lib.views.viewer (streamed over the cached heatmap store, cached on disk). A group's map and
 a scan's map open in the 3D viewer (NiiVue: volumes sent once as compact 8-bit NIfTI); the other panels,
 the fallback and the exports are small PNGs. One crosshair (the sliders on the left, or a click in the 3D
 viewer) drives every panel.
@@ -12,10 +12,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib import heatmaps, jobs, overview, viewer
-from lib.atlas import load_atlas
-from lib.groups import membership
-from lib.render import Overlay, colorbar, ortho_image, stack, titled, to_png
+from lib.explain import heatmaps
+from lib import jobs
+from lib.data import overview
+from lib.views import viewer
+from lib.data.atlas import load_atlas
+from lib.analysis.groups import membership
+from lib.views.render import Overlay, colorbar, ortho_image, stack, titled, to_png
 from pages.common import checkpoint_sha as _checkpoint_sha, cohort_table as _cohort, heatmap_store as _store, predictions_csv as _predictions
 from pages.common import (allowed, current_workspace, job_progress, locked, missing_for, require_ready_run,
                           submit_job, template_volume)
@@ -46,7 +49,7 @@ grid = run.grid
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _background(kind: str, resolution: float, key: str):
     """(anatomy, grey window) on the run's grid: the template or the cohort's mean anatomy."""
-    from lib.templates import Grid
+    from lib.data.templates import Grid
 
     data = template_volume(resolution) if kind == "template" else viewer.mean_anatomy(ws, Grid(resolution))
     return (None, None) if data is None else (data, viewer.background_range(data))
@@ -54,8 +57,8 @@ def _background(kind: str, resolution: float, key: str):
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _scan_on_grid(path: str, mtime_ns: int, resolution: float):
-    from lib.templates import Grid
-    from lib.validation import load_on_grid
+    from lib.data.templates import Grid
+    from lib.data.validation import load_on_grid
 
     img, _ = load_on_grid(path, Grid(resolution))
     data = np.asarray(img.dataobj, dtype=np.float32)

@@ -1,6 +1,6 @@
 """Sign-in and the review database of a workspace: who is using the app, and where reviews live.
 
-Whether anonymous visitors get only the sign-in page is decided by :func:`lib.signin.decide`: the
+Whether anonymous visitors get only the sign-in page is decided by :func:`lib.reviews.signin.decide`: the
 server's ``accounts`` setting (``accounts = "required"``, written by ``python -m lib users add``), or
 OpenID Connect configured in Streamlit's secrets (an ``[auth]`` section, used through ``st.login``), or,
 on a server whose settings say nothing, any account in the account database. With accounts required,
@@ -18,9 +18,10 @@ import re
 
 import streamlit as st
 
-from lib import auth, settings, signin
+from lib.reviews import auth, signin
+from lib.core import settings
 from lib.reviews import DatabaseUnavailable, ReviewStore, database_url
-from lib.workspace import Workspace
+from lib.data.workspace import Workspace
 
 _LOG = logging.getLogger("relevance_atlas.signin")
 
@@ -221,8 +222,8 @@ def current_actor() -> auth.Identity | None:
     it open and the server's settings do not require accounts; an unreadable account database or settings
     file counts as nobody (fail closed).
     """
-    from lib import settings
-    from lib.settings import SettingsError
+    from lib.core import settings
+    from lib.core.settings import SettingsError
 
     if st.session_state.get("accounts_on") is False:
         try:

@@ -10,8 +10,8 @@ import numpy as np
 import streamlit as st
 
 import components.niivue as niivue
-from lib import viewer, viewer_volumes as vv
-from lib.render import Overlay
+from lib.views import viewer, viewer_volumes as vv
+from lib.views.render import Overlay
 
 
 def use_3d(key: str) -> bool:

@@ -5,8 +5,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from lib import cache, jobs, overview
-from lib.render import Overlay, ortho_image
+from lib.core import cache
+from lib import jobs
+from lib.data import overview
+from lib.views.render import Overlay, ortho_image
 from pages.common import (atlas_labels, current_workspace, group_means, job_progress, locked,
                           require_ready_workspace, submit_job, volume)
 from pages.review_panel import review_panel, view_param

@@ -1,13 +1,15 @@
 """The "Report" button of the analysis pages: a run's report (HTML and PDF) built in the background, then
-downloaded. One call per page (``report_button(ws, run)``); everything else lives in lib.report."""
+downloaded. One call per page (``report_button(ws, run)``); everything else lives in lib.views.report."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from lib import auth, jobs, report
-from lib.training import load_run
-from lib.workspace import Workspace
+from lib.reviews import auth
+from lib import jobs
+from lib.views import report
+from lib.learn.training import load_run
+from lib.data.workspace import Workspace
 from pages.common import denied, job_progress, locked
 from pages.login import current_actor
 

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from lib import auth
+from lib.reviews import auth
 from lib.reviews import (VERDICTS, DatabaseUnavailable, ReviewError, ReviewRecord, ReviewStore, plain_markdown,
                          safe_markdown, target_key, target_label)
 from pages.login import current_actor, current_identity, review_store

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib import auth, overview
-from lib.render import ortho_image
+from lib.reviews import auth
+from lib.data import overview
+from lib.views.render import ortho_image
 from lib.reviews import (TARGET_KINDS, VERDICTS, DatabaseUnavailable, export_csv, plain_markdown, target_label)
 from lib.reviews.agreement import agreement
 from pages.common import current_workspace, volume

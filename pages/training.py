@@ -6,9 +6,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from lib import jobs, model_comparison, monitor
-from lib.models import REGISTRY
-from lib.training import list_runs
+from lib import jobs
+from lib.views import model_comparison, monitor
+from lib.learn.models import REGISTRY
+from lib.learn.training import list_runs
 from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
 from pages.report_button import report_button
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lib.__main__ import main
-from lib.workspace import Workspace
+from lib.cli import main
+from lib.data.workspace import Workspace
 
 from conftest_reviews import postgres, review_url  # noqa: F401  (review databases: SQLite and PostgreSQL)
 
@@ -23,7 +23,7 @@ def demo_ws(tmp_path_factory) -> Workspace:
 @pytest.fixture(scope="session")
 def demo_run(demo_ws):
     """A briefly trained run on the small demo workspace (3 epochs; enough for shapes, caches and plumbing)."""
-    from lib.training import load_run
+    from lib.learn.training import load_run
 
     assert main(["--workspace", str(demo_ws.root), "train", "--epochs", "3", "--batch-size", "6",
                  "--lr", "1e-3", "--run-id", "fixture-run"]) == 0

@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib.templates import Grid, template  # noqa: E402
-from lib.workspace import Workspace  # noqa: E402
+from lib.data.templates import Grid, template  # noqa: E402
+from lib.data.workspace import Workspace  # noqa: E402
 
 RES = 6.0
 COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.atlas import (AtlasError, atlas_from_arrays, atlas_from_files, hemisphere_of, load_atlas,
+from lib.data.atlas import (AtlasError, atlas_from_arrays, atlas_from_files, hemisphere_of, load_atlas,
                        merge_hemispheres)
-from lib.templates import Grid
+from lib.data.templates import Grid
 
 RES = 3.0
 

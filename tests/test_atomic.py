@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from lib import atomic
+from lib.core import atomic
 
 
 def test_written_files_get_the_umask_mode(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from lib import auth
-from lib.__main__ import main
+from lib.reviews import auth
+from lib.cli import main
 from lib.reviews import DatabaseUnavailable, ReviewStore, db
 from lib.reviews.audit import chain_hash, canonical
 
@@ -242,7 +242,7 @@ def test_setup_postgres_refuses_an_app_role_that_could_disable_triggers(postgres
 
 
 def test_audit_verify_reads_the_workspace_database(tmp_path, monkeypatch, capsys):
-    from lib.workspace import Workspace
+    from lib.data.workspace import Workspace
 
     monkeypatch.delenv("RELEVANCE_ATLAS_DB", raising=False)
     ws = Workspace.create(tmp_path / "ws")

@@ -6,10 +6,10 @@ import io
 
 import pytest
 
-from lib import auth
-from lib.__main__ import main
+from lib.reviews import auth
+from lib.cli import main
 from lib.reviews import ReviewStore
-from lib.workspace import Workspace
+from lib.data.workspace import Workspace
 
 PASSWORD = "correct horse battery"
 

@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import auth, jobs, region_tables as rt
-from lib.__main__ import main
+from lib.reviews import auth
+from lib import jobs
+from lib.analysis import region_tables as rt
+from lib.cli import main
 from lib.reviews import ReviewStore
-from lib.templates import Grid
-from lib.workspace import Workspace
+from lib.data.templates import Grid
+from lib.data.workspace import Workspace
 
 VIEWER = auth.Identity("vera", "viewer")
 REVIEWER = auth.Identity("rita", "reviewer")
@@ -125,7 +127,7 @@ def test_a_job_without_owner_is_cancelled_only_by_an_admin(ws):
     job = jobs.submit(ws, "means", [], who=ANALYST)
     record = dict(job.record)
     record.pop("owner")
-    from lib import atomic
+    from lib.core import atomic
 
     atomic.write_json(job.path / "status.json", record)
     with pytest.raises(auth.PermissionDenied):
@@ -223,7 +225,7 @@ def _actor_script():
 
     import streamlit as st
 
-    from lib import auth
+    from lib.reviews import auth
     from lib.reviews import ReviewStore
     from pages.login import current_actor
 

@@ -12,17 +12,18 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lib import biomarker, cache, stats
-from lib.atlas import load_atlas
-from lib.heatmaps import HeatmapStore
-from lib.templates import Grid
-from lib.workspace import Workspace
+from lib.analysis import biomarker, stats
+from lib.core import cache
+from lib.data.atlas import load_atlas
+from lib.explain.heatmaps import HeatmapStore
+from lib.data.templates import Grid
+from lib.data.workspace import Workspace
 
 RES = 3.0
 
 
 def _fake_store(ws: Workspace, name: str, maps: np.ndarray, scan_ids, params: dict) -> HeatmapStore:
-    """A finished heatmap store written the way lib.heatmaps writes one (float16 × per-scan scale)."""
+    """A finished heatmap store written the way lib.explain.heatmaps writes one (float16 × per-scan scale)."""
     folder = ws.cache_dir / "heatmaps" / name
     folder.mkdir(parents=True)
     peak = np.abs(maps).reshape(len(maps), -1).max(axis=1).astype(np.float32)
@@ -76,7 +77,7 @@ def test_hippocampal_relevance_equals_mask_sums_and_is_cached(synthetic):
     absolute = biomarker.hippocampal_relevance(table, "right", absolute=True)
     assert (absolute >= signed - 1e-9).all() and (absolute - signed).max() > 1.0
     # the same region table is read, not recomputed, on a second call
-    import lib.regions as regions
+    import lib.analysis.regions as regions
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(regions, "region_metrics", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
@@ -100,7 +101,7 @@ def test_hippocampus_regions_in_every_naming_convention():
 
 
 def test_volumes_from_cohort_ground_truth_and_segmentation_agree(demo_ws, tmp_path):
-    from lib.overview import load_cohort
+    from lib.data.overview import load_cohort
 
     cohort = load_cohort(demo_ws)
     assert biomarker.volume_sources(demo_ws, cohort) == ["cohort", "ground_truth"]
@@ -124,7 +125,7 @@ def test_volumes_from_cohort_ground_truth_and_segmentation_agree(demo_ws, tmp_pa
     counted_left = biomarker.hippocampal_volumes(demo_ws, seg, "segmentation", side="left")
     np.testing.assert_allclose(counted_left.to_numpy(), left.reindex(seg["scan_id"]).to_numpy(), rtol=1e-9)
     # cached by the files' stamps and the labels: a second call reads no image
-    import lib.biomarker as bm
+    import lib.analysis.biomarker as bm
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bm, "label_volumes", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
@@ -153,7 +154,7 @@ def test_label_volumes_use_each_files_voxel_size(tmp_path):
 
 
 def test_adnimerge_hippocampus_and_icv_are_used(tmp_path):
-    from lib.cohort import read_table
+    from lib.data.cohort import read_table
 
     f = tmp_path / "ADNIMERGE.csv"
     f.write_text("PTID,VISCODE,DX,AGE,MMSE,Hippocampus,ICV,IMAGEUID,path\n"
@@ -305,9 +306,9 @@ def test_scatter_points_carry_their_scan_for_the_viewer_link():
 
 
 def test_demo_run_end_to_end_and_cli(demo_ws, demo_run, capsys):
-    from lib import heatmaps
-    from lib.__main__ import main
-    from lib.overview import load_cohort
+    from lib.explain import heatmaps
+    from lib.cli import main
+    from lib.data.overview import load_cohort
 
     lrp = heatmaps.compute_store(demo_ws, demo_run, "lrp", beta=0.0)
     gb = heatmaps.compute_store(demo_ws, demo_run, "guided_backprop")

@@ -232,7 +232,7 @@ def test_first_start_builds_demo_with_progress_and_cancel(browser, tmp_path):
 
 
 def test_training_page_runs_a_short_training_with_live_curves(browser, app_url, demo_ws):
-    from lib.training import list_runs
+    from lib.learn.training import list_runs
 
     before = {r.id for r in list_runs(demo_ws)}
     page = _page(browser)

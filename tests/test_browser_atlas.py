@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import heatmaps
-from lib.templates import Grid
+from lib.explain import heatmaps
+from lib.data.templates import Grid
 from test_browser import app_url, browser  # noqa: F401
 from test_browser import _no_exception, _page as new_page, _settle as settle_script, _shot as shot
 

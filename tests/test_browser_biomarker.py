@@ -30,9 +30,10 @@ RUN_COPY = "fixture-run-median"
 def median_run(demo_ws, demo_run):
     """A copy of the fixture run with predictions thresholded at the median AD score, and the heatmap stores
     the page reads (LRP β = 0 and 1, guided backprop) computed for its checkpoint."""
-    from lib import cache, heatmaps
-    from lib.metrics import outcome
-    from lib.training import load_run
+    from lib.core import cache
+    from lib.explain import heatmaps
+    from lib.learn.metrics import outcome
+    from lib.learn.training import load_run
 
     for method, params in (("lrp", {"beta": 0.0}), ("lrp", {"beta": 1.0}), ("guided_backprop", {})):
         heatmaps.compute_store(demo_ws, demo_run, method, **params)
@@ -80,8 +81,9 @@ def _click_point(page, chart, trace: int = 0, point: int = 0) -> None:
 
 
 def test_biomarker_page_fig9_beta_table_regions_and_link_to_viewer(browser, app_url, demo_ws, median_run):
-    from lib import biomarker, heatmaps
-    from lib.overview import load_cohort
+    from lib.analysis import biomarker
+    from lib.explain import heatmaps
+    from lib.data.overview import load_cohort
 
     # the page computes the region tables itself (small cohort): start without them
     shutil.rmtree(demo_ws.cache_dir / "regions", ignore_errors=True)

@@ -14,10 +14,10 @@ from urllib.parse import quote
 
 import pytest
 
-from lib import auth
-from lib.__main__ import main
+from lib.reviews import auth
+from lib.cli import main
 from lib.reviews import ReviewStore
-from lib.workspace import Workspace
+from lib.data.workspace import Workspace
 from test_browser import _no_exception, _page, _settle, _shot, _start_app, browser  # noqa: F401
 from test_cli import _good_table
 

@@ -20,8 +20,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lib import heatmaps, viewer
-from lib.groups import GROUPS
+from lib.explain import heatmaps
+from lib.views import viewer
+from lib.analysis.groups import GROUPS
 from test_browser import _no_exception, _settle, _shot, app_url, browser  # noqa: F401
 from test_browser import _page as new_page
 

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from lib import report
+from lib.views import report
 from test_browser import _no_exception, _settle, _start_app, _stop_app, browser  # noqa: F401
 from test_report import analysed, built  # noqa: F401  (the fixture run, analysed, and its report)
 

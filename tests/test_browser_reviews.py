@@ -13,7 +13,7 @@ import os
 import pandas as pd
 import pytest
 
-from lib import auth
+from lib.reviews import auth
 from lib.reviews import ReviewStore
 from test_browser import _no_exception, _page, _settle, _shot, _start_app, browser  # noqa: F401
 

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from lib import atomic, auth, jobs
+from lib.core import atomic
+from lib.reviews import auth
+from lib import jobs
 from lib.reviews import ReviewStore
 from test_browser import _no_exception, _page, _settle, _shot, _start_app, _stop_app, browser  # noqa: F401
 

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from lib import signin
-from lib.__main__ import main
-from lib.workspace import Workspace
+from lib.reviews import signin
+from lib.cli import main
+from lib.data.workspace import Workspace
 from test_browser import _no_exception, _page, _settle, _shot, _start_app, _stop_app, browser  # noqa: F401
 
 ROOT_PW = "root's long password"

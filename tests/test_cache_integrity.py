@@ -17,11 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import biomarker, cache, evaluation, heatmaps, overview, region_tables, viewer
-from lib.__main__ import main
-from lib.training import _scan_table, load_run
-from lib.volumes import store_path, volume_store
-from lib.workspace import Workspace
+from lib.analysis import biomarker, evaluation, region_tables
+from lib.core import cache
+from lib.explain import heatmaps
+from lib.data import overview
+from lib.views import viewer
+from lib.cli import main
+from lib.learn.training import _scan_table, load_run
+from lib.data.volumes import store_path, volume_store
+from lib.data.workspace import Workspace
 
 SETTINGS = evaluation.Settings(n_scans=2, steps=3, sanity_scans=1, batch_size=4)
 
@@ -238,7 +242,7 @@ def test_cache_verify_reports_every_bad_entry_and_repair_removes_them(world, cap
 
 
 def test_a_command_reading_a_bad_entry_prints_the_error_not_a_traceback(world, capsys, monkeypatch):
-    import lib.__main__ as cli
+    import lib.cli as cli
 
     path = _entry("overview", world)
     damage(path, None, "truncate")
@@ -251,7 +255,7 @@ def test_a_command_reading_a_bad_entry_prints_the_error_not_a_traceback(world, c
 
 # --- atlas uploads: a small gzip cannot expand to hundreds of MiB --------------------------------------------
 def test_a_gzip_bomb_atlas_is_refused_from_its_header(tmp_path):
-    from lib.atlas import MAX_LABELS_DATA, AtlasError, read_labels_image
+    from lib.data.atlas import MAX_LABELS_DATA, AtlasError, read_labels_image
 
     shape = (1024, 1024, 640)                         # 640 MiB of uint8 zeros, < 1 MiB gzipped
     hdr = nib.Nifti1Header()
@@ -279,8 +283,8 @@ def test_a_gzip_bomb_atlas_is_refused_from_its_header(tmp_path):
 
 
 def test_an_oversized_labels_file_is_refused_before_reading(tmp_path, monkeypatch):
-    from lib import atlas
-    from lib.atlas import AtlasError, read_labels_image
+    from lib.data import atlas
+    from lib.data.atlas import AtlasError, read_labels_image
 
     img = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4))
     path = tmp_path / "labels.nii.gz"

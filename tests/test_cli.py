@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from lib import overview
-from lib.templates import Grid, template
-from lib.workspace import Workspace
+from lib.data import overview
+from lib.data.templates import Grid, template
+from lib.data.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 

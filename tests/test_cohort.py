@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest_cohort_helpers import write_csv  # noqa: F401  (also puts the repo on sys.path)
-from lib import cohort
-from lib.cohort import CohortError, read_table
+from lib.data import cohort
+from lib.data.cohort import CohortError, read_table
 
 
 def _rows(n=3, **over):

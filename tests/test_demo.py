@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from lib import demo
-from lib.templates import Grid, atlas
+from lib.data import demo
+from lib.data.templates import Grid, atlas
 
 
 def _digest(path) -> str:
@@ -77,7 +77,7 @@ def test_atrophy_lowers_ad_hippocampus_with_overlap():
 def test_outdated_demo_workspace_is_not_complete(demo_ws, tmp_path):
     import shutil
 
-    from lib.workspace import Workspace
+    from lib.data.workspace import Workspace
 
     copy = tmp_path / "old"
     shutil.copytree(demo_ws.root, copy)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from lib import evaluation as ev
-from lib.__main__ import main
+from lib.analysis import evaluation as ev
+from lib.cli import main
 from lib.explain import explain
-from lib.models import build_model
-from lib.templates import Grid
+from lib.learn.models import build_model
+from lib.data.templates import Grid
 
 SHAPE = (12, 12, 12)
 INFORMATIVE = (slice(0, 4), slice(4, 8), slice(4, 8))  # exactly one cube of the 4-voxel partition
@@ -309,7 +309,7 @@ SMALL = ["--scans", "2", "--steps", "3", "--sanity-scans", "1", "--cube-mm", "15
 
 
 def test_cli_evaluates_a_run_caches_and_reuses_heatmap_stores(demo_ws, demo_run, capsys, monkeypatch):
-    from lib import heatmaps
+    from lib.explain import heatmaps
 
     args = ["--workspace", str(demo_ws.root), "evaluate-maps", "--run", demo_run.id, "--methods", "lrp:beta=0",
             "gradcam", *SMALL]

@@ -13,8 +13,8 @@ from torch import nn
 from explain_nets import GRID, rel_l2, small_net, volumes
 from lib.explain import METHODS, canonical_params, explain
 from lib.explain.occlusion import infer_voxel_size, patch_starts
-from lib.models import build_model, default_device
-from lib.templates import Grid
+from lib.learn.models import build_model, default_device
+from lib.data.templates import Grid
 
 AD = 1
 FAST = {"occlusion": dict(voxel_size=1.0, patch_mm=4, stride_mm=3, batch_size=5),

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from lib import heatmaps, jobs
-from lib.__main__ import main
+from lib.explain import heatmaps
+from lib import jobs
+from lib.cli import main
 from lib.explain import explain
-from lib.training import _load_batch, load_checkpoint
+from lib.learn.training import _load_batch, load_checkpoint
 
 
 def _direct(run, volumes_store, scan_ids, **params):
@@ -35,7 +36,7 @@ def test_store_matches_direct_explanation_and_keeps_region_sums(demo_ws, demo_ru
     assert len(store) == len(demo_ws_cohort(demo_ws))
     ids = store.scan_ids[:3]
     direct = _direct(demo_run, _volumes(demo_ws, demo_run), ids, method="lrp", beta=0.0)
-    from lib.templates import atlas
+    from lib.data.templates import atlas
 
     labels = np.asarray(atlas("neuromorphometrics", demo_run.grid.resolution)[0].dataobj)
     for i, s in enumerate(ids):
@@ -59,13 +60,13 @@ def test_store_matches_direct_explanation_and_keeps_region_sums(demo_ws, demo_ru
 
 
 def demo_ws_cohort(ws):
-    from lib.overview import load_cohort
+    from lib.data.overview import load_cohort
 
     return load_cohort(ws)
 
 
 def _volumes(ws, run):
-    from lib.volumes import volume_store
+    from lib.data.volumes import volume_store
 
     return volume_store(ws, demo_ws_cohort(ws), run.grid)
 

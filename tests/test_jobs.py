@@ -4,8 +4,9 @@ import time
 
 import pytest
 
-from lib import auth, jobs
-from lib.workspace import Workspace
+from lib.reviews import auth
+from lib import jobs
+from lib.data.workspace import Workspace
 
 
 def _wait(ws, job_id, states=("done", "failed", "cancelled"), timeout=120):

@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn import metrics as sk
 
-from lib.metrics import classification_metrics, outcome, roc_auc
+from lib.learn.metrics import classification_metrics, outcome, roc_auc
 
 
 def test_metrics_match_scikit_learn():

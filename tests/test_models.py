@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib.models import CLASSES, REGISTRY, build_model, default_device
+from lib.learn.models import CLASSES, REGISTRY, build_model, default_device
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

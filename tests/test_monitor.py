@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import atomic, cache, monitor
-from lib.metrics import confusion_matrix, roc_auc, roc_curve
-from lib.training import Run
+from lib.core import atomic, cache
+from lib.views import monitor
+from lib.learn.metrics import confusion_matrix, roc_auc, roc_curve
+from lib.learn.training import Run
 
 
 def _fake_run(tmp_path, name="r1", n_epochs=5, best=2):

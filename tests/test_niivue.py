@@ -1,4 +1,4 @@
-"""Volumes for the 3D viewer (lib.viewer_volumes) and the component's Python side (components.niivue)."""
+"""Volumes for the 3D viewer (lib.views.viewer_volumes) and the component's Python side (components.niivue)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import components.niivue as niivue
-from lib import viewer, viewer_volumes as vv
-from lib.render import Overlay, _colormap
-from lib.templates import Grid
+from lib.views import viewer, viewer_volumes as vv
+from lib.views.render import Overlay, _colormap
+from lib.data.templates import Grid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_component_falls_back_without_a_build(monkeypatch, tmp_path):
 
 
 def test_lib_never_imports_streamlit():
-    out = subprocess.run(["python", "-c", "import sys, lib.viewer_volumes; print('streamlit' in sys.modules)"],
+    out = subprocess.run(["python", "-c", "import sys, lib.views.viewer_volumes; print('streamlit' in sys.modules)"],
                          cwd=ROOT, capture_output=True, text=True, check=True,
                          env={"PATH": str(Path(__import__("sys").executable).parent)})
     assert out.stdout.strip() == "False"

@@ -2,8 +2,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from lib import overview
-from lib.templates import atlas
+from lib.data import overview
+from lib.data.templates import atlas
 
 
 def test_counts_and_demographics(demo_ws):
@@ -37,7 +37,7 @@ def test_group_means_stream_equals_in_memory_mean(demo_ws):
 
 def test_region_at_names_the_hippocampus():
     labels, table = atlas("neuromorphometrics", 2.0)
-    from lib.templates import Grid
+    from lib.data.templates import Grid
 
     ijk = Grid(2.0).mni_to_voxel((-25, -20, -15))
     assert overview.region_at(np.asarray(labels.dataobj), table, ijk) == "Left Hippocampus"

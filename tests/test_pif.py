@@ -22,11 +22,11 @@ from zennit.types import Activation, BatchNorm, Convolution
 
 from explain_nets import GRID, randomise, rel_l2, volumes
 from test_explain_lrp import zennit_relevance
-from lib.__main__ import main
+from lib.cli import main
 from lib.explain import explain
 from lib.explain.canonizers import PatchOp, plan_for
 from lib.explain.lrp import LRPParams, lrp
-from lib.models import REGISTRY, PatchIndividualFilters3d, Pif2021, build_model
+from lib.learn.models import REGISTRY, PatchIndividualFilters3d, Pif2021, build_model
 
 AD = 1
 
@@ -244,7 +244,7 @@ def test_occlusion_on_the_pif_net_equals_the_one_patch_loop():
 
 
 def test_train_and_explain_pif_end_to_end(demo_ws, demo_run, capsys, monkeypatch):
-    from lib.training import load_run
+    from lib.learn.training import load_run
 
     root = str(demo_ws.root)
     assert main(["--workspace", root, "train", "--model", "pif2021", "--epochs", "2", "--batch-size", "6",
@@ -261,7 +261,7 @@ def test_train_and_explain_pif_end_to_end(demo_ws, demo_run, capsys, monkeypatch
     assert 0.0 <= report["balanced_accuracy"] <= 1.0
 
     # compared with the Böhle run of the same seed: scores, epochs, time, and the overlap of top LRP regions
-    from lib import model_comparison
+    from lib.views import model_comparison
 
     assert main(["--workspace", root, "regions", "--run", "fixture-run", "pif-run"]) == 0
     per_run, per_model, overlap = model_comparison.comparison(demo_ws, [demo_run, run])

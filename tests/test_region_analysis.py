@@ -12,7 +12,8 @@ import pytest
 from scipy import stats as sps
 from scipy.spatial.distance import cosine
 
-from lib import region_analysis as ra, region_figures as rf
+from lib.analysis import region_analysis as ra
+from lib.views import region_figures as rf
 
 REGIONS = ["Left_Hippocampus", "Right_Hippocampus", "Left_Amygdala", "Brain_Stem", "Left_vessel"]
 VOXELS = {"Left_Hippocampus": 100, "Right_Hippocampus": 110, "Left_Amygdala": 40, "Brain_Stem": 500, "Left_vessel": 1}

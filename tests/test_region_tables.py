@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import auth, heatmaps, region_tables as rt
-from lib.__main__ import main
-from lib.atlas import AtlasError, load_atlas
-from lib.templates import Grid
-from lib.workspace import Workspace
+from lib.reviews import auth
+from lib.explain import heatmaps
+from lib.analysis import region_tables as rt
+from lib.cli import main
+from lib.data.atlas import AtlasError, load_atlas
+from lib.data.templates import Grid
+from lib.data.workspace import Workspace
 
 ADMIN = auth.Identity("tester", "admin")
 
@@ -143,7 +145,7 @@ def test_group_runs_are_the_finished_runs_trained_together(tmp_path):
                                      ("d", "g1", "failed", True), ("e", "g1", "done", False), ("f", "g2", "done", True),
                                      ("solo", None, "done", True)]:
         fake(rid, group, status, ckpt)
-    from lib.training import load_run
+    from lib.learn.training import load_run
 
     assert [r.id for r in rt.group_runs(ws, load_run(ws, "c"))] == ["c", "a", "b"]
     assert [r.id for r in rt.group_runs(ws, load_run(ws, "solo"))] == ["solo"]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from scipy.spatial.distance import cosine
 
-from lib.atlas import atlas_from_arrays, load_atlas
-from lib.regions import (add_gain, diverse_pair, group_summary, region_metrics, to_csv, top_regions, wide)
-from lib.templates import Grid
+from lib.data.atlas import atlas_from_arrays, load_atlas
+from lib.analysis.regions import (add_gain, diverse_pair, group_summary, region_metrics, to_csv, top_regions, wide)
+from lib.data.templates import Grid
 
 RES = 3.0
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from lib.render import Overlay, label_outlines, ortho_image, slice_2d
+from lib.views.render import Overlay, label_outlines, ortho_image, slice_2d
 
 
 def test_slices_follow_neurological_display_convention():

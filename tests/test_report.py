@@ -12,8 +12,9 @@ import xml.etree.ElementTree as ET
 import plotly.graph_objects as go
 import pytest
 
-from lib import auth, report
-from lib.__main__ import main
+from lib.reviews import auth
+from lib.views import report
+from lib.cli import main
 
 
 @pytest.fixture(scope="module")

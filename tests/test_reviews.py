@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from lib import auth
+from lib.reviews import auth
 from lib.reviews import (DatabaseUnavailable, EditConflict, InvalidReview, NotFound, ReviewStore, database_url,
                          export_csv, safe_markdown, target_key)
 from lib.reviews.agreement import agreement, cohen_kappa, fleiss_kappa
-from lib.workspace import Workspace
+from lib.data.workspace import Workspace
 
 ALICE = auth.Identity("alice", "reviewer")
 BOB = auth.Identity("bob", "reviewer")

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from lib import auth, settings, signin
-from lib.__main__ import main
+from lib.reviews import auth, signin
+from lib.core import settings
+from lib.cli import main
 from test_auth import _cli
 from lib.reviews import ReviewStore
 from lib.reviews import db as rdb
-from lib.workspace import Workspace
+from lib.data.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"

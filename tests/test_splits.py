@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from lib.splits import LeakageError, assign, check_leakage, load_splits, make_splits
+from lib.data.splits import LeakageError, assign, check_leakage, load_splits, make_splits
 
 
 def _cohort(n_ad=30, n_hc=34, visits=3):

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from scipy.spatial.distance import cosine, euclidean
 
-from lib import stats
+from lib.analysis import stats
 
 
 def _corr_pair(n: int, rho: float, seed: int):

@@ -15,18 +15,18 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import training
-from lib.__main__ import main
-from lib.training import (EarlyStopping, TrainConfig, TrainingError, augment, create_run, load_checkpoint,
+from lib.learn import training
+from lib.cli import main
+from lib.learn.training import (EarlyStopping, TrainConfig, TrainingError, augment, create_run, load_checkpoint,
                           load_run, plan, train_run)
-from lib.volumes import Normaliser, volume_store
-from lib.workspace import REPO_ROOT
+from lib.data.volumes import Normaliser, volume_store
+from lib.data.workspace import REPO_ROOT
 
 FAST = ["--epochs", "4", "--patience", "10", "--batch-size", "6"]
 
 
 def _cohort(ws):
-    from lib.overview import load_cohort
+    from lib.data.overview import load_cohort
 
     return load_cohort(ws)
 
@@ -95,7 +95,7 @@ def test_normaliser_is_fitted_on_training_scans_only(demo_ws):
 
 
 def test_volume_store_is_built_once_and_matches_the_scans(demo_ws):
-    from lib.overview import load_scan
+    from lib.data.overview import load_scan
 
     cohort = _cohort(demo_ws)
     store = volume_store(demo_ws, cohort)
@@ -115,7 +115,7 @@ def test_plan_makes_one_run_per_fold_and_seed():
 
 def test_fold_split_keeps_test_and_uses_fold_as_validation(demo_ws):
     cohort = _cohort(demo_ws)
-    import lib.splits as splits_mod
+    import lib.data.splits as splits_mod
 
     splits = splits_mod.load_splits(demo_ws, cohort)
     parts = training.run_parts(cohort, splits, 1)
@@ -212,7 +212,7 @@ def test_sigkill_then_resume_retraces_an_uninterrupted_run(demo_ws):
 
 
 def test_a_shipped_run_installs_into_a_matching_workspace_only(demo_ws, demo_run, tmp_path):
-    from lib.training import export_run, finish_run, install_shipped_run
+    from lib.learn.training import export_run, finish_run, install_shipped_run
 
     shipped = export_run(demo_run, tmp_path / "models")
     assert sorted(p.name for p in shipped.iterdir()) == ["best.pt", "config.json", "metrics.jsonl", "state.json",
@@ -228,7 +228,7 @@ def test_a_shipped_run_installs_into_a_matching_workspace_only(demo_ws, demo_run
     other = tmp_path / "other"
     assert main(["--workspace", str(other), "demo", "--subjects", "8", "--resolution", "3", "--visits", "1",
                  "--seed", "5"]) == 0
-    from lib.workspace import Workspace
+    from lib.data.workspace import Workspace
 
     with pytest.raises(TrainingError, match="different cohort"):
         install_shipped_run(Workspace.open(other), renamed)

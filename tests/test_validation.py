@@ -11,10 +11,10 @@ import pytest
 
 from conftest_cohort_helpers import (RES, colin27, good_data, good_scan, grid, save, truncate, write_csv,  # noqa: F401
                                      ws)
-from lib.templates import template
-from lib.validation import (RESAMPLE_NOTE, Issue, ImageError, ValidationReport, format_report, load_on_grid,
+from lib.data.templates import template
+from lib.data.validation import (RESAMPLE_NOTE, Issue, ImageError, ValidationReport, format_report, load_on_grid,
                             validate_table)
-from lib.workspace import Workspace
+from lib.data.workspace import Workspace
 
 
 def row(i, path, **over):

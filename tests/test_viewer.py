@@ -12,17 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import atomic, cache, groups, viewer
-from lib.atlas import atlas_from_arrays
-from lib.heatmaps import HeatmapStore
-from lib.render import ortho_image, slice_2d
-from lib.templates import Grid
+from lib.core import atomic, cache
+from lib.analysis import groups
+from lib.views import viewer
+from lib.data.atlas import atlas_from_arrays
+from lib.explain.heatmaps import HeatmapStore
+from lib.views.render import ortho_image, slice_2d
+from lib.data.templates import Grid
 
 GRID = Grid(3.0)
 
 
 def _store(folder, maps: dict[str, np.ndarray], params=None) -> HeatmapStore:
-    """A finished heatmap store as lib.heatmaps writes it (float16 maps scaled per scan)."""
+    """A finished heatmap store as lib.explain.heatmaps writes it (float16 maps scaled per scan)."""
     folder.mkdir(parents=True)
     ids = list(maps)
     peak = np.array([max(float(np.abs(m).max()), 1e-30) for m in maps.values()], np.float32)
@@ -262,8 +264,8 @@ def test_store_labels():
 
 def test_group_means_job_from_the_command_line(demo_ws, demo_run, capsys):
     """``python -m lib group-means`` fills the cache the page reads; unknown stores are refused."""
-    from lib import heatmaps
-    from lib.__main__ import main
+    from lib.explain import heatmaps
+    from lib.cli import main
 
     store = heatmaps.compute_store(demo_ws, demo_run, "lrp", beta=0.0)
     args, key = viewer.job_request(demo_run, store, "all", "site")
@@ -281,7 +283,7 @@ def test_group_means_job_from_the_command_line(demo_ws, demo_run, capsys):
 
 
 def test_colour_bar_of_a_cut_map_starts_at_the_cut():
-    from lib.render import _colormap, colorbar
+    from lib.views.render import _colormap, colorbar
 
     full = np.asarray(colorbar("hot", 0.0, 1.0, width=100))
     cut = np.asarray(colorbar("hot", 0.0, 1.0, width=100, start=0.5))

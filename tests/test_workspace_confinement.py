@@ -1,6 +1,6 @@
 """Workspaces confined to the server's roots: no folder, host or file outside them reachable from the browser.
 
-The dashboard opens a workspace through :func:`lib.workspace.open_confined`, reads tables through
+The dashboard opens a workspace through :func:`lib.data.workspace.open_confined`, reads tables through
 :meth:`Workspace.readable_path`, and the review database through :func:`lib.reviews.db.database_url`;
 these are the library halves of what ``tests/test_browser_confine.py`` checks in a browser.
 """
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lib import auth, jobs
+from lib.reviews import auth
+from lib import jobs
 from lib.reviews.db import DatabaseNotAllowed, DatabaseUnavailable, database_url
-from lib.workspace import (REFUSED, Workspace, WorkspaceError, WorkspaceRefused, allowed_roots, discover,
+from lib.data.workspace import (REFUSED, Workspace, WorkspaceError, WorkspaceRefused, allowed_roots, discover,
                            open_confined)
 
 from test_cli import _good_table
@@ -117,7 +118,7 @@ def test_a_garbled_workspace_json_is_one_clear_error_naming_the_file(tmp_path, t
 
 
 def test_the_cli_reports_a_garbled_workspace_json_without_a_traceback(tmp_path, capsys):
-    from lib.__main__ import main
+    from lib.cli import main
 
     (tmp_path / "workspace.json").write_text("{oops")
     assert main(["--workspace", str(tmp_path), "jobs"]) == 1

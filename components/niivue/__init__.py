@@ -4,7 +4,7 @@ map value and atlas region under the cursor, and a click that moves the page's c
 
 The browser code lives in ``frontend/`` and is bundled by ``./setup.sh`` (``npm ci`` + esbuild) into
 ``frontend/build/``; without that build :func:`available` is False and pages show their PNG views.
-Volumes come as gzipped 8-bit NIfTI bytes from :mod:`lib.viewer_volumes`, each with a content key: the
+Volumes come as gzipped 8-bit NIfTI bytes from :mod:`lib.views.viewer_volumes`, each with a content key: the
 browser reloads only when a key changes.
 """
 
@@ -43,10 +43,10 @@ def viewer(*, anatomy: bytes, anatomy_key: str, anatomy_range: Sequence[float], 
 
     Parameters
     ----------
-    anatomy, overlay, atlas : gzipped NIfTI bytes (:mod:`lib.viewer_volumes`); the ``*_key`` strings name
+    anatomy, overlay, atlas : gzipped NIfTI bytes (:mod:`lib.views.viewer_volumes`); the ``*_key`` strings name
         their content, so the browser parses a volume again only when its key changes
     anatomy_range : grey window of the anatomy
-    layer : the overlay's colours (:func:`lib.viewer_volumes.layer`)
+    layer : the overlay's colours (:func:`lib.views.viewer_volumes.layer`)
     atlas_names : label → region name, shown under the cursor
     crosshair_mm : the page's crosshair (MNI mm); the viewer follows it
     on_click : called with the MNI mm ``[x, y, z]`` of a click on a slice, before the page reruns

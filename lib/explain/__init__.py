@@ -30,14 +30,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .canonizers import UnsupportedLayerError
-from .composites import COMPOSITES
-from .engine import check_volumes, resolve_target
-from .gradients import (GradCAMParams, GradientParams, GradientXInputParams, gradcam, gradient_x_input,
+from lib.explain.canonizers import UnsupportedLayerError
+from lib.explain.composites import COMPOSITES
+from lib.explain.engine import check_volumes, resolve_target
+from lib.explain.gradients import (GradCAMParams, GradientParams, GradientXInputParams, gradcam, gradient_x_input,
                         guided_backprop, sensitivity)
-from .lrp import LRPParams, lrp
-from .occlusion import AreaOcclusionParams, OcclusionParams, area_occlusion, occlusion
-from .rules import RULES
+from lib.explain.lrp import LRPParams, lrp
+from lib.explain.occlusion import AreaOcclusionParams, OcclusionParams, area_occlusion, occlusion
+from lib.explain.rules import RULES
 
 __all__ = ["explain", "METHODS", "MethodSpec", "canonical_params", "UnsupportedLayerError", "RULES", "COMPOSITES"]
 
@@ -110,7 +110,7 @@ def explain(model: nn.Module, volumes: torch.Tensor, method: str = "lrp", target
     ----------
     model : nn.Module
         An ``nn.Sequential`` of Conv3d, PatchIndividualFilters3d, BatchNorm3d, ReLU, MaxPool3d, Flatten,
-        Dropout and Linear layers returning logits ``(N, K)`` (``lib.models``); never modified.
+        Dropout and Linear layers returning logits ``(N, K)`` (``lib.learn.models``); never modified.
     volumes : torch.Tensor
         ``(N, 1, X, Y, Z)`` float.
     method : str

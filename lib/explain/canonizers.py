@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import PatchIndividualFilters3d, merge_patches, split_patches
+from lib.learn.models import PatchIndividualFilters3d, merge_patches, split_patches
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

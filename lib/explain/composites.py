@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .canonizers import LinearOp, Plan
-from .rules import RULES, AlphaBeta, Epsilon, Flat, Rule, WSquare, ZBox, ZPlus
+from lib.explain.canonizers import LinearOp, Plan
+from lib.explain.rules import RULES, AlphaBeta, Epsilon, Flat, Rule, WSquare, ZBox, ZPlus
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models import CLASSES
-from .canonizers import AffineOp, FlattenOp, LinearOp, MaxPoolOp, PatchOp, Plan, ReLUOp
-from .rules import Rule, stabilize
+from lib.learn.models import CLASSES
+from lib.explain.canonizers import AffineOp, FlattenOp, LinearOp, MaxPoolOp, PatchOp, Plan, ReLUOp
+from lib.explain.rules import Rule, stabilize
 
 
 def resolve_target(target, n: int, device: torch.device) -> torch.Tensor:

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .canonizers import AffineOp, LinearOp, PatchOp, ReLUOp, plan_for
-from .engine import gradient_sweep
+from lib.explain.canonizers import AffineOp, LinearOp, PatchOp, ReLUOp, plan_for
+from lib.explain.engine import gradient_sweep
 
 
 def _check_output(output: str) -> str:

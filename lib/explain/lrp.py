@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .canonizers import plan_for
-from .composites import assign, resolve
-from .engine import lrp_sweep
+from lib.explain.canonizers import plan_for
+from lib.explain.composites import assign, resolve
+from lib.explain.engine import lrp_sweep
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..templates import BASE_SHAPE, Grid
-from .canonizers import FlattenOp, LinearOp, MaxPoolOp, PatchOp, Plan, apply, plan_for
-from .engine import output_of
+from lib.data.templates import BASE_SHAPE, Grid
+from lib.explain.canonizers import FlattenOp, LinearOp, MaxPoolOp, PatchOp, Plan, apply, plan_for
+from lib.explain.engine import output_of
 
 KNOWN_RESOLUTIONS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .canonizers import LinearOp
+from lib.explain.canonizers import LinearOp
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:

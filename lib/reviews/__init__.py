@@ -12,14 +12,14 @@
     lib/reviews/text.py        Markdown re-written from an allow-list: no HTML, images or unsafe links
     lib/reviews/pgcluster.py   a throwaway PostgreSQL server (tests, benchmark)
 
-Who may do what is :mod:`lib.auth`'s business; the store enforces it on every write.
+Who may do what is :mod:`lib.reviews.auth`'s business; the store enforces it on every write.
 """
 
-from .db import DatabaseUnavailable, database_url
-from .models import STATUSES, TARGET_KINDS, VERDICTS
-from .service import (AuditRecord, EditConflict, InvalidReview, NotFound, ReviewError, ReviewRecord, ReviewStore,
+from lib.reviews.db import DatabaseUnavailable, database_url
+from lib.reviews.models import STATUSES, TARGET_KINDS, VERDICTS
+from lib.reviews.service import (AuditRecord, EditConflict, InvalidReview, NotFound, ReviewError, ReviewRecord, ReviewStore,
                       export_csv, target_key, target_label)
-from .text import plain_markdown, safe_markdown
+from lib.reviews.text import plain_markdown, safe_markdown
 
 __all__ = ["AuditRecord", "DatabaseUnavailable", "EditConflict", "InvalidReview", "NotFound", "ReviewError",
            "ReviewRecord", "ReviewStore", "STATUSES", "TARGET_KINDS", "VERDICTS", "database_url", "export_csv",

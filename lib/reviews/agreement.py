@@ -12,7 +12,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from .models import VERDICTS
+from lib.reviews.models import VERDICTS
 
 
 def cohen_kappa(a: list[str], b: list[str]) -> float:

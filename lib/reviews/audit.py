@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from .models import AuditEntry, Review
+from lib.reviews.models import AuditEntry, Review
 
 GENESIS = "0" * 64
 NEEDS_FLUSH = "audit_needs_flush"  # Session.info key: the transaction committed without waiting for its flush

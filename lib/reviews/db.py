@@ -5,7 +5,7 @@ The database of a workspace is, first match wins:
 1. ``$RELEVANCE_ATLAS_DB`` (a team server points every workspace at one PostgreSQL database),
 2. ``reviews_db`` in ``workspace.json``, honoured only for a SQLite file inside that workspace (a bare
    path is relative to it) or a URL listed in ``review_databases`` of the server settings
-   (:mod:`lib.settings`); any other is refused (:class:`DatabaseNotAllowed`), so a workspace.json cannot
+   (:mod:`lib.core.settings`); any other is refused (:class:`DatabaseNotAllowed`), so a workspace.json cannot
    make the server connect to a host or open a file of its choosing,
 3. ``sqlite:///<workspace>/reviews.db``.
 
@@ -71,7 +71,7 @@ def database_url(ws=None) -> str:
         db_file = Path(u.database).expanduser().resolve()
         if db_file == root or root in db_file.parents:
             return url
-    from lib import settings
+    from lib.core import settings
 
     try:
         allowed = {_comparable(a) for a in settings.load().review_databases}

@@ -1,6 +1,6 @@
 """The review database's tables (SQLAlchemy 2 declarative models).
 
-``users``          local accounts and OpenID Connect role mappings (see :mod:`lib.auth`)
+``users``          local accounts and OpenID Connect role mappings (see :mod:`lib.reviews.auth`)
 ``reviews``        one row per review or reply; ``version`` grows with every change (optimistic locking)
 ``review_audit``   append-only: the full state of a review after every change, one row per version;
                    database triggers refuse UPDATE, DELETE, TRUNCATE and INSERT OR REPLACE on it, and

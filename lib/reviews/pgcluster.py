@@ -118,7 +118,7 @@ class ThrowawayPostgres:
 
         Returns ``(owner_url, app_url)``; see :mod:`lib.reviews.pgsetup`.
         """
-        from .pgsetup import setup_postgres
+        from lib.reviews.pgsetup import setup_postgres
 
         self.create_role(owner)
         self.create_role(app)

@@ -17,7 +17,7 @@ import re
 
 from sqlalchemy import text
 
-from . import db
+from lib.reviews import db
 
 _TABLES = ("review_audit", "reviews", "users", "alembic_version")
 

@@ -26,9 +26,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import auth
-from . import audit, db
-from .models import STATUSES, TARGET_KINDS, VERDICTS, AuditEntry, Review
+from lib.reviews import auth
+from lib.reviews import audit, db
+from lib.reviews.models import STATUSES, TARGET_KINDS, VERDICTS, AuditEntry, Review
 
 _UNSET = object()
 
