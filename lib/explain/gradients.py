@@ -55,7 +55,8 @@ class GradCAMParams:
         return {"layer": int(self.layer), "output": _check_output(self.output), "relu": bool(self.relu)}
 
 
-def _plan(model, volumes):
+def gradient_plan(model, volumes):
+    """The plan every gradient method sweeps (BatchNorm merged)."""
     # BatchNorm merging is exact for gradients, so every gradient method uses the merged plan
     return plan_for(model, volumes.device, volumes.dtype, "merge")
 
@@ -63,21 +64,21 @@ def _plan(model, volumes):
 def sensitivity(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, params: GradientParams):
     """Sensitivity analysis (Simonyan et al. 2014): ∂ output / ∂ input, absolute by default."""
     p = params.canonical()
-    g = gradient_sweep(_plan(model, volumes), volumes, target, p["output"])
+    g = gradient_sweep(gradient_plan(model, volumes), volumes, target, p["output"])
     return g.abs() if p["absolute"] else g
 
 
 def guided_backprop(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, params: GradientParams):
     """Guided backpropagation (Springenberg et al. 2015): negative gradients zeroed at each ReLU."""
     p = params.canonical()
-    g = gradient_sweep(_plan(model, volumes), volumes, target, p["output"], guided=True)
+    g = gradient_sweep(gradient_plan(model, volumes), volumes, target, p["output"], guided=True)
     return g.abs() if p["absolute"] else g
 
 
 def gradient_x_input(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, params: GradientXInputParams):
     """Gradient × input (Shrikumar et al. 2016): ``x ⊙ ∂ output / ∂ x``."""
     p = params.canonical()
-    return volumes * gradient_sweep(_plan(model, volumes), volumes, target, p["output"])
+    return volumes * gradient_sweep(gradient_plan(model, volumes), volumes, target, p["output"])
 
 
 def gradcam_layer_index(plan, layer: int) -> int:
@@ -101,7 +102,7 @@ def gradcam(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, param
     """Grad-CAM (Selvaraju et al. 2017) in 3D: channel weights are the gradients averaged over all spatial
     axes; the weighted activation map is upsampled trilinearly to the input grid."""
     p = params.canonical()
-    plan = _plan(model, volumes)
+    plan = gradient_plan(model, volumes)
     stop = gradcam_layer_index(plan, p["layer"])
 
     def cam(act, grad):
