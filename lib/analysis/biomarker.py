@@ -41,10 +41,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from lib.explain import catalogue
 from lib.core import atomic
 from lib.analysis import stats
 from lib.core import cache as _cache
 from lib.data.atlas import Atlas, hemisphere_of, merge_hemispheres
+from lib.data.atlases import DEFAULT_ATLAS, segmentation_labels
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
 
@@ -53,17 +55,11 @@ METRICS = ("sum", "density")
 VOLUME_SOURCES = ("cohort", "segmentation", "ground_truth")
 # Böhle et al. 2019 §3.3 (ADNI, true positives of the test split): hippocampal relevance vs hippocampal volume.
 PAPER_R = {"lrp": {0.0: -0.560, 0.25: -0.562, 0.5: -0.525, 0.75: -0.457, 1.0: -0.361}, "guided_backprop": 0.096}
-# Label values of the hippocampi in common segmentations (per side).
-SEGMENTATION_LABELS = {
-    "neuromorphometrics": {"left": (48,), "right": (47,)},   # SPM12 / the demo cohort's labels
-    "freesurfer": {"left": (17,), "right": (53,)},           # aseg: Left-/Right-Hippocampus
-}
+# Label values of the hippocampi in common segmentations (per side), from the atlas registry.
+SEGMENTATION_LABELS = segmentation_labels()
 ICV_COLUMNS = ("intracranial_volume", "icv", "etiv", "tiv", "total_intracranial_volume", "estimated_tiv")
 # Cohort columns that are identifiers or bookkeeping, not measures.
 NOT_MEASURES = ("row", "session", "fold", "visit")
-METHOD_NAMES = {"lrp": "LRP", "guided_backprop": "Guided backprop", "sensitivity": "Sensitivity",
-                "gradient_x_input": "Gradient × input", "occlusion": "Occlusion",
-                "area_occlusion": "Area occlusion", "gradcam": "Grad-CAM"}
 GROUP_STYLE = {  # the paper's AD orange for true positives; false positives are controls (HC green)
     "TP": {"color": "#f28e2b", "symbol": "circle"},
     "FP": {"color": "#59a14f", "symbol": "diamond-open"},
@@ -173,7 +169,7 @@ def segmentation_volumes(ws: Workspace, cohort: pd.DataFrame, column: str, label
 
 
 def hippocampal_volumes(ws: Workspace, cohort: pd.DataFrame, source: str = "auto", *, side: str = "both",
-                        segmentation_column: str | None = None, labels="neuromorphometrics",
+                        segmentation_column: str | None = None, labels=DEFAULT_ATLAS,
                         normalise: bool = False, progress: Progress | None = None) -> pd.Series:
     """Hippocampal volume per scan (index ``scan_id``).
 
@@ -255,7 +251,7 @@ def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def find_region_table(ws: Workspace, store, atlas: str = "neuromorphometrics") -> pd.DataFrame | None:
+def find_region_table(ws: Workspace, store, atlas: str = DEFAULT_ATLAS) -> pd.DataFrame | None:
     """The cached region table of ``store`` on ``atlas`` (:mod:`lib.analysis.region_tables`), or None; computes nothing."""
     from lib.analysis import region_tables
 
@@ -268,7 +264,7 @@ def find_region_table(ws: Workspace, store, atlas: str = "neuromorphometrics") -
         return None
 
 
-def region_table(ws: Workspace, store, atlas: str = "neuromorphometrics", progress: Progress | None = None
+def region_table(ws: Workspace, store, atlas: str = DEFAULT_ATLAS, progress: Progress | None = None
                  ) -> pd.DataFrame:
     """Relevance of every region of ``atlas`` (hemispheres apart) for every scan of a heatmap store.
 
@@ -400,13 +396,11 @@ def group_stats(points: pd.DataFrame, groups: Sequence[str] = ("TP", "FP"), *, x
 
 def default_absolute(method: str) -> bool:
     """Whether a method's maps are read as ``|h|`` by default (gradients: the paper's "susceptibility")."""
-    from lib.analysis.region_analysis import ABSOLUTE_BY_DEFAULT
-
-    return method in ABSOLUTE_BY_DEFAULT
+    return catalogue.absolute_by_default(method)
 
 
 def hippocampus_analysis(ws: Workspace, store, predictions: pd.DataFrame, volume: pd.Series, *,
-                         atlas: str = "neuromorphometrics", side: str = "both", metric: str = "sum",
+                         atlas: str = DEFAULT_ATLAS, side: str = "both", metric: str = "sum",
                          absolute: bool | None = None, split: str = "test", groups: Sequence[str] = ("TP", "FP"),
                          one_per_subject: bool = False, n_permutations: int = 10_000, n_boot: int = 10_000,
                          seed: int = 0, progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -429,13 +423,11 @@ def hippocampus_analysis(ws: Workspace, store, predictions: pd.DataFrame, volume
 
 def method_label(params: Mapping) -> str:
     """``"LRP β=0"``, ``"Guided backprop"``, … for a store's canonical parameters."""
-    method = str(params.get("method", "?"))
-    name = METHOD_NAMES.get(method, method)
-    return f"{name} β={float(params.get('beta', 0) or 0):g}" if method == "lrp" else name
+    return catalogue.method_label(params)
 
 
 def beta_table(ws: Workspace, stores: Sequence, predictions: pd.DataFrame, measure: pd.Series, *,
-               atlas: str = "neuromorphometrics", side: str = "both", metric: str = "sum", split: str = "test",
+               atlas: str = DEFAULT_ATLAS, side: str = "both", metric: str = "sum", split: str = "test",
                group: str = "TP", one_per_subject: bool = False, n_permutations: int = 10_000,
                n_boot: int = 10_000, seed: int = 0, progress: Progress | None = None) -> pd.DataFrame:
     """r of hippocampal relevance against ``measure`` in ``group`` for each LRP store, by β (the paper's

@@ -25,6 +25,7 @@ import pandas as pd
 
 from lib.analysis.regions import add_gain, diverse_pair, wide
 from lib.analysis.stats import compare_groups, kde, kde_grid, mean_pairwise_overlap, overlap_matrix
+from lib.explain.catalogue import METHODS
 
 METRICS = ("sum", "density", "gain", "fraction")
 METRIC_NAMES = {"sum": "Sum of relevance", "density": "Relevance density (mean per voxel)",
@@ -35,8 +36,9 @@ GROUP_COLOURS = {"AD": "#ff7f0e", "HC": "#2ca02c", "TP": "#ff7f0e", "TN": "#2ca0
                  "FN": "#9467bd"}
 """The paper's colours: AD (and true positives) orange, HC (and true negatives) green."""
 SCAN_COLUMNS = ("subject_id", "diagnosis", "predicted", "outcome", "ad_score", "split")
-ABSOLUTE_BY_DEFAULT = ("guided_backprop", "sensitivity", "gradient_x_input")
-"""Methods whose maps are read as absolute values by default (the paper's GB "susceptibility")."""
+ABSOLUTE_BY_DEFAULT = tuple(name for name, m in METHODS.items() if m.absolute)
+"""Methods whose maps are read as absolute values by default (the paper's GB "susceptibility"), from the
+catalogue."""
 
 
 # --- the table every view reads ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import pandas as pd
 
 from lib.core import atomic, cache
 from lib.data.atlas import DEFAULT_ATLAS, Atlas, AtlasError, atlas_from_files, load_atlas
+from lib.data.atlases import shipped_atlases
 from lib.data.templates import ATLAS_FILES
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
@@ -54,8 +55,8 @@ def _user_files(folder: Path) -> tuple[Path, Path] | None:
 
 
 def list_atlases(ws: Workspace) -> list[str]:
-    """Shipped atlas names (Neuromorphometrics first, the paper's) and then the workspace's own."""
-    shipped = [DEFAULT_ATLAS] + sorted(n for n in ATLAS_FILES if n != DEFAULT_ATLAS)
+    """Shipped atlas names (the default first, the paper's) and then the workspace's own."""
+    shipped = shipped_atlases()
     root = user_atlas_dir(ws)
     own = sorted(d.name for d in root.iterdir() if d.is_dir() and _user_files(d)) if root.is_dir() else []
     return shipped + [n for n in own if n not in shipped]

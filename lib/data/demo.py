@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from lib.core import atomic
 from lib.core.progress import Progress
+from lib.data.atlases import DEFAULT_ATLAS
 from lib.data.templates import Grid, atlas, template
 from lib.data.workspace import Workspace
 
@@ -97,7 +98,7 @@ class _Fields:
     def __init__(self, resolution: float):
         self.grid = Grid(resolution)
         self.template = template(resolution).get_fdata(dtype=np.float32)
-        labels_img, self.label_table = atlas("neuromorphometrics", resolution)
+        labels_img, self.label_table = atlas(DEFAULT_ATLAS, resolution)  # its region names place the atrophy
         self.labels = np.asarray(labels_img.dataobj).astype(np.int16)
         name_to_index = dict(zip(self.label_table["name"], self.label_table["index"]))
         r = float(resolution)

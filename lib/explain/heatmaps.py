@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from lib.core import atomic, cache
+from lib.data.atlases import DEFAULT_ATLAS
 from lib.data.templates import Grid
 from lib.learn.training import Run, _load_batch, _scan_table, load_checkpoint
 from lib.data.volumes import VolumeStore, volume_store
@@ -105,15 +106,16 @@ def to_native_space(volume: np.ndarray, grid: Grid, scan_path: str | os.PathLike
 
 # --- keys -----------------------------------------------------------------------------------------------------
 def resolve_params(method: str, params: dict, grid: Grid) -> tuple[dict, dict]:
-    """``(call kwargs, canonical params)``; an atlas name for area occlusion becomes its label array."""
-    from lib.explain import canonical_params
+    """``(call kwargs, canonical params)``; for a method that needs an atlas (area occlusion) the atlas name
+    becomes its label array."""
+    from lib.explain.catalogue import canonical_params, get
 
     call = dict(params)
     atlas_name = call.pop("atlas", None)
-    if method == "area_occlusion":
+    if get(method).needs_atlas:
         from lib.data.templates import atlas
 
-        atlas_name = atlas_name or "neuromorphometrics"
+        atlas_name = atlas_name or DEFAULT_ATLAS
         img, _ = atlas(atlas_name, grid.resolution)
         call["labels"] = np.asarray(img.dataobj, dtype=np.int32)
     canonical = canonical_params(method, **call)

@@ -35,12 +35,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from lib.data.atlases import DEFAULT_ATLAS
 from lib.core import atomic
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
 
 REPORT_VERSION = 1
-ATLAS = "neuromorphometrics"
+ATLAS = DEFAULT_ATLAS
 SPLIT = "test"
 CROSSHAIR_MNI = (-26, -22, -14)   # the left hippocampus, where AD atrophy starts (the Heatmaps page's default)
 TOP_K = 25
@@ -342,6 +343,7 @@ def _region_tables(ws: Workspace, run, stores, atlas):
     """(store, annotated test-split table) for each store with a cached region table; and the missing ones."""
     from lib.analysis import region_analysis as ra
     from lib.analysis import region_tables as rt
+    from lib.explain.catalogue import absolute_by_default
 
     preds = run.predictions()
     have, missing = [], []
@@ -350,7 +352,7 @@ def _region_tables(ws: Workspace, run, stores, atlas):
         if path is None:
             missing.append(s)
             continue
-        absolute = s.params.get("method", "") in ra.ABSOLUTE_BY_DEFAULT
+        absolute = absolute_by_default(s.params.get("method", ""))
         have.append((s, path, ra.annotate(rt.read_table(path), preds, split=SPLIT, absolute=absolute)))
     return have, missing
 

@@ -30,6 +30,9 @@ import pandas as pd
 
 from lib.core import atomic, cache
 from lib.data.atlas import Atlas
+from lib.data.classes import DEFAULT_CLASSES
+from lib.explain import catalogue
+from lib.explain.catalogue import METHODS
 from lib.views.render import Overlay, ortho_image, to_png
 from lib.data.templates import Grid
 
@@ -428,34 +431,15 @@ def mean_anatomy(ws, grid: Grid) -> np.ndarray | None:
 
 
 # --- stores of a run ----------------------------------------------------------------------------------------------
-METHOD_NAMES = {"lrp": "LRP", "guided_backprop": "Guided backprop", "sensitivity": "Sensitivity",
-                "gradient_x_input": "Gradient × input", "occlusion": "Occlusion",
-                "area_occlusion": "Brain-area occlusion", "gradcam": "Grad-CAM"}
+METHOD_NAMES = {name: m.label for name, m in METHODS.items()}
+"""Label of every catalogued method, in list order."""
 
 
-def store_label(params: Mapping, target: str = "AD") -> str:
+def store_label(params: Mapping, target: str | None = None) -> str:
     """How a store reads in a list: ``"LRP β=0"``, ``"Guided backprop"``, ``"Occlusion (patch_mm=20)"``;
-    parameters at their defaults are left out (β always shown for LRP)."""
-    from lib.explain import canonical_params
-
-    method = str(params.get("method", "?"))
-    name = METHOD_NAMES.get(method, method)
-    try:
-        defaults = canonical_params(method) if method != "area_occlusion" else {}
-    except (KeyError, TypeError, ValueError):
-        defaults = {}
-    shown = []
-    if method == "lrp":
-        shown.append(f"β={params.get('beta', 0):g}")
-    for k, v in params.items():
-        if k in ("method", "beta") or (k in defaults and defaults[k] == v):
-            continue
-        if method == "area_occlusion" and k != "atlas":
-            continue
-        shown.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
-    label = name if not shown else (f"{name} {shown[0]}" + (f" ({', '.join(shown[1:])})" if shown[1:] else "")
-                                    if method == "lrp" else f"{name} ({', '.join(shown)})")
-    return label if target == "AD" else f"{label}, {target} explained"
+    parameters at their defaults are left out (β always shown for LRP); a store that explains the
+    negative class says so (``"…, HC explained"``)."""
+    return catalogue.store_label(params, target, DEFAULT_CLASSES.positive)
 
 
 def stores_of(ws, checkpoint_sha: str) -> list:
@@ -463,7 +447,7 @@ def stores_of(ws, checkpoint_sha: str) -> list:
     from lib.explain.heatmaps import list_stores
 
     stores = [s for s in list_stores(ws) if s.meta.get("checkpoint_sha256") == checkpoint_sha]
-    order = list(METHOD_NAMES)
+    order = list(METHODS)
 
     def key(s):
         m = s.params.get("method", "")
