@@ -36,6 +36,9 @@ from lib.data.atlases import shipped_atlases
 from lib.data.templates import ATLAS_FILES
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 CACHE_VERSION = 1
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -181,7 +184,7 @@ def compute_table(ws: Workspace, store, atlas: Atlas, *, progress: Progress | No
     with atomic.atomic_path(path) as tmp:
         table.to_parquet(tmp, index=False)
     atomic.write_json(path.with_suffix(".json"), {
-        "store": Path(store.folder).name, "params": store.params, "target": store.meta.get("target", "AD"),
+        "store": Path(store.folder).name, "params": store.params, "target": store.meta.get("target", POSITIVE),
         "run": store.meta.get("run"), "atlas": atlas.name, "atlas_key": atlas_key(atlas),
         "regions": atlas.n_regions, "scans": n, "created": time.time(), "version": CACHE_VERSION})
     cache.seal(path, kind="regions", store=Path(store.folder).name, atlas=atlas.name,
@@ -196,7 +199,7 @@ def store_params(store) -> dict:
 
 
 def matching_store(ws: Workspace, checkpoint_sha: str, method: str, params: dict | None = None,
-                   target: str = "AD"):
+                   target: str = POSITIVE):
     """The finished store of a checkpoint with ``method`` and ``params`` (defaults filled in), or None.
 
     Matched on the stores' recorded checkpoint hash and canonical parameters, so nothing is loaded or
@@ -212,7 +215,7 @@ def matching_store(ws: Workspace, checkpoint_sha: str, method: str, params: dict
     if params and "atlas" in params:
         wanted["atlas"] = params["atlas"]
     for s in list_stores(ws):
-        if (s.meta.get("checkpoint_sha256") == checkpoint_sha and s.meta.get("target", "AD") == target
+        if (s.meta.get("checkpoint_sha256") == checkpoint_sha and s.meta.get("target", POSITIVE) == target
                 and s.params == wanted):
             return s
     return None

@@ -35,12 +35,15 @@ from lib.explain.catalogue import METHODS, Method, canonical_params, get
 from lib.explain.composites import COMPOSITES
 from lib.explain.engine import check_volumes, resolve_target
 from lib.explain.rules import RULES
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 __all__ = ["explain", "METHODS", "Method", "canonical_params", "UnsupportedLayerError", "RULES",
            "COMPOSITES"]
 
 
-def explain(model: nn.Module, volumes: torch.Tensor, method: str = "lrp", target="AD", **params) -> torch.Tensor:
+def explain(model: nn.Module, volumes: torch.Tensor, method: str = "lrp", target=POSITIVE, **params) -> torch.Tensor:
     """Explain ``model``'s decision for ``volumes``.
 
     Parameters

@@ -42,6 +42,9 @@ from lib.learn.training import Run, _load_batch, _scan_table, load_checkpoint
 from lib.data.volumes import VolumeStore, volume_store
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 STORE_VERSION = 1
 
@@ -138,13 +141,13 @@ def _lookup(ws: Workspace, run: Run, method: str, params: dict, target: str):
     return cohort, volumes, call, canonical, ws.cache_dir / "heatmaps" / key
 
 
-def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str = "AD", **params) -> HeatmapStore | None:
+def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str = POSITIVE, **params) -> HeatmapStore | None:
     """The finished store for this request, or None (nothing is computed here)."""
     *_, folder = _lookup(ws, run, method, params, target)
     return HeatmapStore(folder) if cache.ok(folder) else None
 
 
-def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str = "AD", **params) -> str:
+def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str = POSITIVE, **params) -> str:
     """The job-runner key of this request: equal requests share one job."""
     *_, folder = _lookup(ws, run, method, params, target)
     return f"explain:{folder.name}"
@@ -166,7 +169,7 @@ def _exclusive(path: Path, on_wait: Callable[[], None] | None = None):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str = "AD", batch_size: int = 4,
+def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str = POSITIVE, batch_size: int = 4,
                   device: torch.device | str | None = None, progress: Progress | None = None,
                   **params) -> HeatmapStore:
     """Explain every scan of ``run``'s cohort with ``method`` and store the maps (or return the stored ones)."""

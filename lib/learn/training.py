@@ -44,9 +44,12 @@ from lib.data.templates import Grid
 from lib.data.volumes import Normaliser, VolumeStore, cohort_fingerprint, volume_store
 from lib.data.workspace import Workspace
 from lib.core.progress import Cancelled, Progress
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 CHECKPOINT_FORMAT = "relevance-atlas-checkpoint-1"
-AD = CLASSES.index("AD")
+AD = CLASSES.index(POSITIVE)
 
 
 @dataclass
@@ -180,7 +183,7 @@ def predictions_problem(run_dir: str | os.PathLike) -> str | None:
         scans = {str(x) for part in (config.get("parts") or {}).values() for x in part}
         if scans and (set(df["scan_id"]) != scans or df["scan_id"].duplicated().any()):
             return "does not hold every scan of the run once (partial or altered)"
-        if not score.between(0, 1).all() or ((score >= 0.5) != (df["predicted"] == "AD")).any():
+        if not score.between(0, 1).all() or ((score >= 0.5) != (df["predicted"] == POSITIVE)).any():
             return "scores or predicted classes are altered"
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         return f"unreadable ({type(exc).__name__})"
@@ -494,8 +497,8 @@ def _train_run(ws: Workspace, run: Run, progress: Progress | None, *, device: to
     train = cohort[cohort["run_split"] == "train"]
     val = cohort[cohort["run_split"] == "validation"]
     train_ids, val_ids = train["scan_id"].tolist(), val["scan_id"].tolist()
-    y_train = (train["diagnosis"] == "AD").to_numpy()
-    y_val = (val["diagnosis"] == "AD").to_numpy()
+    y_train = (train["diagnosis"] == POSITIVE).to_numpy()
+    y_val = (val["diagnosis"] == POSITIVE).to_numpy()
 
     torch.manual_seed(_epoch_seed(cfg.seed, -1))
     model = build_model(cfg.model, tuple(run.config["input_shape"])).to(device)
@@ -627,7 +630,7 @@ def finish_run(ws: Workspace, run: Run, *, store: VolumeStore | None = None, coh
     for part in ("train", "validation", "test"):
         sel = preds[preds["split"] == part]
         if len(sel):
-            summary[part] = classification_metrics(sel["diagnosis"] == "AD", sel["ad_score"])
+            summary[part] = classification_metrics(sel["diagnosis"] == POSITIVE, sel["ad_score"])
     return summary
 
 
@@ -638,8 +641,8 @@ def predictions_table(cohort: pd.DataFrame, ad_score: np.ndarray, threshold: flo
     out["split"] = cohort["run_split"].to_numpy() if "run_split" in cohort else cohort.get("split")
     out["ad_score"] = np.round(np.asarray(ad_score, float), 6)
     pred_ad = out["ad_score"].to_numpy() >= threshold
-    out["predicted"] = np.where(pred_ad, "AD", "HC")
-    out["outcome"] = outcome(out["diagnosis"].to_numpy() == "AD", pred_ad)
+    out["predicted"] = np.where(pred_ad, POSITIVE, NEGATIVE)
+    out["outcome"] = outcome(out["diagnosis"].to_numpy() == POSITIVE, pred_ad)
     return out
 
 
@@ -691,7 +694,7 @@ def evaluate(ws: Workspace, *, run: Run | None = None, checkpoint: str | os.Path
         raise TrainingError(f"the {split} split has no scans")
     store = volume_store(ws, cohort, Grid(float(meta["resolution"])))
     scores, _ = predict_scores(model, normaliser, store, sel["scan_id"].tolist(), device=device)
-    m = classification_metrics(sel["diagnosis"] == "AD", scores)
+    m = classification_metrics(sel["diagnosis"] == POSITIVE, scores)
     return {"checkpoint": str(path), "checkpoint_sha256": file_hash(path), "split": split, "scans": len(sel),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}}
 

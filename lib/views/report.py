@@ -39,6 +39,9 @@ from lib.data.atlases import DEFAULT_ATLAS
 from lib.core import atomic
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 REPORT_VERSION = 1
 ATLAS = DEFAULT_ATLAS
@@ -192,7 +195,7 @@ def _cmd(ws: Workspace, args: str) -> str:
 def _store_label(store) -> str:
     from lib.views.viewer import store_label
 
-    return store_label(store.params, store.meta.get("target", "AD"))
+    return store_label(store.params, store.meta.get("target", POSITIVE))
 
 
 def _png_of(img) -> bytes:
@@ -317,7 +320,7 @@ def _group_maps_section(ws: Workspace, run, stores, preds) -> Section:
                                f"`{_cmd(ws, f'group-means --run {run.id} --store {store.folder.name}')}`.")
             continue
         panels, ov = [], None
-        for g in ("AD", "HC", "TP", "FP", "TN", "FN"):
+        for g in (POSITIVE, NEGATIVE, "TP", "FP", "TN", "FN"):
             e = means.entry(g)
             if e.count == 0:
                 continue
@@ -371,7 +374,7 @@ def _top_regions_section(ws, run, tables, missing, truth) -> Section:
                            f"`{_regions_cmd(ws, run, missing)}`.")
     for store, _, table in tables:
         label = _store_label(store)
-        for metric, groups in (("density", ("AD", "HC")), ("gain", ("TP", "TN"))):
+        for metric, groups in (("density", (POSITIVE, NEGATIVE)), ("gain", ("TP", "TN"))):
             if not all(ra.group_scans(table, g) for g in groups):
                 sec.text.append(f"{label}, {metric}: no {' or '.join(groups)} scans in the {SPLIT} split.")
                 continue
@@ -408,7 +411,7 @@ def _fingerprints_section(ws, run, tables, missing, truth) -> Section:
                            else f"Needs heatmaps: `{_cmd(ws, f'explain --run {run.id} --method lrp --beta 0')}`.")
         return sec
     store, _, table = tables[0]
-    regions = list(ra.ranking(table, "density", "AD").head(TOP_K).index)
+    regions = list(ra.ranking(table, "density", POSITIVE).head(TOP_K).index)
     pair = ra.most_different_patients(table, regions, metric="density", min_score=FINGERPRINT_MIN_SCORE)
     if pair is None:
         n = len(ra.confident_patients(table, FINGERPRINT_MIN_SCORE))
@@ -416,7 +419,8 @@ def _fingerprints_section(ws, run, tables, missing, truth) -> Section:
                         "two are needed for the paper's pair of most different patients.")
         return sec
     fp = ra.fingerprints(table, [pair[0], pair[1]], regions, "density")
-    fig = rf.region_figure(ra.distributions(table, "density", regions, ("AD", "HC")), "density", fingerprints=fp,
+    fig = rf.region_figure(ra.distributions(table, "density", regions, (POSITIVE, NEGATIVE)), "density",
+                           fingerprints=fp,
                            marked=truth, title=f"Fingerprints of {pair[0]} and {pair[1]} · {_store_label(store)}")
     sec.figures.append(Figure("fingerprints", f"The two confident AD patients (AD score > {FINGERPRINT_MIN_SCORE}) "
                               f"whose relevance density over the top {len(regions)} regions differs most "
@@ -657,7 +661,7 @@ def stored_settings(ws: Workspace, run, stores, atlas, evaluation: dict, biomark
         "demo_config": ws.config.get("demo_config") if ws.is_demo else None, "split": _split_settings(ws),
         "heatmaps": [{"store": s.folder.name, "label": _store_label(s), "method": s.params.get("method"),
                       "params": {k: v for k, v in s.params.items() if k != "method"},
-                      "target": s.meta.get("target", "AD"), "scans": len(s)} for s in stores],
+                      "target": s.meta.get("target", POSITIVE), "scans": len(s)} for s in stores],
         "atlas": {"name": atlas.name, "regions": int(atlas.n_regions), "resolution_mm": atlas.resolution}
         if atlas is not None else None,
         "split_analysed": SPLIT, "top_k": TOP_K, "overlap_k": OVERLAP_K, "permutations": PERMUTATIONS,

@@ -35,6 +35,9 @@ from lib.explain import catalogue
 from lib.explain.catalogue import METHODS
 from lib.views.render import Overlay, ortho_image, to_png
 from lib.data.templates import Grid
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 SUBGROUPS = {"split": "split", "site": "site", "sex": "sex", "visit": "session"}
 """Subgroup choices of the page → the predictions column that defines them."""
@@ -184,7 +187,7 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
                     np.save(tmp, np.asarray(item.mean, dtype=np.float32))
             entries.append({"group": g, "subgroup": None if v is None else str(v), "count": int(item.count),
                             "reason": item.reason, "file": file})
-        source = next((g for g in ("AD", *gm.GROUPS) if result.count(g) > 0), None)
+        source = next((g for g in (POSITIVE, *gm.GROUPS) if result.count(g) > 0), None)
         scales = scales_from(result.mean(source) if source else None, store.grid.resolution)
         atomic.write_json(folder / "index.json", {
             "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,
@@ -373,7 +376,7 @@ def scan_facts(predictions: pd.DataFrame, cohort: pd.DataFrame | None, scan_id: 
 
 
 # --- distances between methods --------------------------------------------------------------------------------
-def method_distances(maps: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] = ("AD", "HC"), *,
+def method_distances(maps: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] = (POSITIVE, NEGATIVE), *,
                      normalise: str | None = None) -> dict[str, pd.DataFrame]:
     """Euclidean distance tables between methods' mean maps, one per group (Rieke et al. 2018 Table 2).
 
@@ -419,7 +422,7 @@ def mean_anatomy(ws, grid: Grid) -> np.ndarray | None:
     means = group_means(ws)
     if means is None:
         return None
-    mean = 0.5 * (means["AD"] + means["HC"])
+    mean = 0.5 * (means[POSITIVE] + means[NEGATIVE])
     if tuple(mean.shape) == tuple(grid.shape) and ws.grid.resolution == grid.resolution:
         return mean.astype(np.float32)
     import nibabel as nib
