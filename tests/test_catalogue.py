@@ -119,3 +119,10 @@ def test_cli_explains_with_the_new_methods(demo_ws, demo_run, method, params, ca
         assert maps.min() >= 0
     assert viewer.store_label(store.params).startswith(METHODS[method].label)
     assert store.folder.name in {s.folder.name for s in viewer.stores_of(demo_ws, store.meta["checkpoint_sha256"])}
+
+
+def test_labels_inside_a_sentence():
+    assert catalogue.method_label({"method": "guided_backprop"}, in_text=True) == "guided backprop"
+    assert catalogue.method_label({"method": "lrp", "beta": 1}, in_text=True) == "LRP β=1"
+    assert catalogue.method_label({"method": "integrated_gradients"}, in_text=True) == "Integrated Gradients"
+    assert catalogue.label_in_text("smoothgrad") == "SmoothGrad" and catalogue.label_in_text("occlusion") == "occlusion"

@@ -57,7 +57,9 @@ class Method:
     controls : the parameters a page may expose. headline : names of parameters always shown in a label
     ("LRP β=0"). absolute : maps read as ``|map|`` by default (gradients: the paper's "susceptibility").
     needs_atlas : computed on an atlas's areas (the atlas name becomes its ``labels``). presets : the
-    evaluation page's choices. order : position in lists (smaller first).
+    evaluation page's choices. order : position in lists (smaller first). in_text : the label inside a sentence
+    when lower-casing its first letter is wrong (a proper name); by default "Guided backprop" reads "guided
+    backprop" and labels starting with an acronym ("LRP", "Grad-CAM") stay.
     """
 
     name: str
@@ -72,6 +74,7 @@ class Method:
     needs_atlas: bool = False
     presets: tuple[Preset, ...] = (Preset(),)
     order: int = 100
+    in_text: str = ""
 
     @property
     def defaults(self):
@@ -138,16 +141,20 @@ def _headline(m: Method | None, params: Mapping) -> list[str]:
     return out
 
 
-def method_label(params: Mapping) -> str:
-    """``"LRP β=0"``, ``"Guided backprop"``: a method's label with its headline parameters."""
+def method_label(params: Mapping, in_text: bool = False) -> str:
+    """``"LRP β=0"``, ``"Guided backprop"``: a method's label with its headline parameters; ``in_text``: as it
+    reads inside a sentence (``"guided backprop"``)."""
     method = str(params.get("method", "?"))
     m = METHODS.get(method)
-    return " ".join([m.label if m else method, *_headline(m, params)])
+    name = label_in_text(method) if in_text else (m.label if m else method)
+    return " ".join([name, *_headline(m, params)])
 
 
 def label_in_text(method: str) -> str:
     """The label as it reads inside a sentence: "guided backprop", but "LRP" and "Grad-CAM" stay."""
     m = METHODS.get(method)
+    if m and m.in_text:
+        return m.in_text
     label = m.label if m else method
     first = label.split(" ")[0]
     return label if sum(ch.isupper() for ch in first) > 1 else label[:1].lower() + label[1:]

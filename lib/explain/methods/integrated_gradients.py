@@ -91,4 +91,4 @@ register(Method(
     "Sundararajan, Taly, Yan 2017, ICML (Axiomatic attribution for deep networks)",
     controls=(Param("steps", "int", 32, "Integration steps", 4, 300, 4,
                     help="Points of the path integral (Gauss–Legendre)"),),
-    order=35))
+    order=35, in_text="Integrated Gradients"))
