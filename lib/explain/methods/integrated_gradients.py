@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from lib.explain.catalogue import Method, Param, register
-from lib.explain.engine import gradient_sweep
-from lib.explain.gradients import gradient_plan
+from lib.explain.gradients import check_output, gradient_plan, summed_gradients
 
 QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -53,13 +52,11 @@ class IntegratedGradientsParams:
     batch_size: int = 8
 
     def canonical(self) -> dict:
-        if self.output not in ("probability", "logit"):
-            raise ValueError(f"output must be 'probability' or 'logit', not {self.output!r}")
         if int(self.steps) < 1 or int(self.batch_size) < 1:
             raise ValueError("steps and batch_size must be >= 1")
         quadrature(self.integration, int(self.steps))  # validates the rule
         return {"steps": int(self.steps), "baseline": float(self.baseline), "integration": self.integration,
-                "output": self.output}
+                "output": check_output(self.output)}
 
 
 def integrated_gradients(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor,
@@ -68,22 +65,20 @@ def integrated_gradients(model: nn.Module, volumes: torch.Tensor, target: torch.
     p = params.canonical()
     plan = gradient_plan(model, volumes)
     alphas, weights = quadrature(p["integration"], p["steps"])
-    chunk = int(params.batch_size)
-    out = torch.zeros_like(volumes)
+    maps = []
     for i in range(volumes.shape[0]):
         vol = volumes[i:i + 1]
         base = torch.full_like(vol, p["baseline"])
-        acc = torch.zeros_like(vol)
-        for s in range(0, len(alphas), chunk):
-            a = torch.as_tensor(alphas[s:s + chunk], dtype=vol.dtype, device=vol.device)
-            w = torch.as_tensor(weights[s:s + chunk], dtype=vol.dtype, device=vol.device)
-            shape = (-1,) + (1,) * (vol.dim() - 1)
-            x = base + a.view(shape) * (vol - base)
-            grad = gradient_sweep(plan, x, target[i:i + 1].expand(len(a)), p["output"])
-            acc += (w.view(shape) * grad).sum(0, keepdim=True)
-        out[i:i + 1] = (vol - base) * acc
-    return out
+        shape = (-1,) + (1,) * (vol.dim() - 1)
 
+        def path(a, b):
+            alpha = torch.as_tensor(alphas[a:b], dtype=vol.dtype, device=vol.device)
+            return base + alpha.view(shape) * (vol - base), torch.as_tensor(weights[a:b], dtype=vol.dtype,
+                                                                             device=vol.device)
+
+        maps.append((vol - base) * summed_gradients(plan, vol, target[i:i + 1], p["output"], len(alphas), path,
+                                                    int(params.batch_size)))
+    return torch.cat(maps)
 
 register(Method(
     "integrated_gradients", "Integrated Gradients", integrated_gradients, IntegratedGradientsParams,

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from lib.explain.catalogue import Method, Param, register
-from lib.explain.engine import gradient_sweep
-from lib.explain.gradients import gradient_plan
+from lib.explain.gradients import check_output, gradient_plan, summed_gradients
 
 
 @dataclass(frozen=True)
@@ -34,33 +33,28 @@ class SmoothGradParams:
     batch_size: int = 8
 
     def canonical(self) -> dict:
-        if self.output not in ("probability", "logit"):
-            raise ValueError(f"output must be 'probability' or 'logit', not {self.output!r}")
         if int(self.n_samples) < 1 or int(self.batch_size) < 1:
             raise ValueError("n_samples and batch_size must be >= 1")
         if float(self.noise) < 0:
             raise ValueError("noise must be >= 0")
         return {"n_samples": int(self.n_samples), "noise": float(self.noise), "seed": int(self.seed),
-                "output": self.output, "absolute": bool(self.absolute)}
+                "output": check_output(self.output), "absolute": bool(self.absolute)}
 
 
 def smoothgrad(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, params: SmoothGradParams):
     """Mean over ``n_samples`` noisy copies of each scan of its (absolute) gradient."""
     p = params.canonical()
     plan = gradient_plan(model, volumes)
-    n, chunk = p["n_samples"], int(params.batch_size)
+    n = p["n_samples"]
     out = torch.zeros_like(volumes)
     for i in range(volumes.shape[0]):
         vol = volumes[i:i + 1]
         sigma = p["noise"] * float(vol.max() - vol.min())
         g = torch.Generator().manual_seed(p["seed"])
         noise = torch.randn((n,) + tuple(vol.shape[1:]), generator=g, dtype=volumes.dtype) * sigma
-        acc = torch.zeros_like(vol)
-        for s in range(0, n, chunk):
-            x = vol + noise[s:s + chunk].to(volumes.device)
-            grad = gradient_sweep(plan, x, target[i:i + 1].expand(x.shape[0]), p["output"])
-            acc += (grad.abs() if p["absolute"] else grad).sum(0, keepdim=True)
-        out[i:i + 1] = acc / n
+        copies = lambda a, b: (vol + noise[a:b].to(volumes.device), None)  # noqa: E731
+        out[i:i + 1] = summed_gradients(plan, vol, target[i:i + 1], p["output"], n, copies, int(params.batch_size),
+                                        absolute=p["absolute"]) / n
     return out
 
 
