@@ -7,7 +7,8 @@ import streamlit as st
 
 from lib import jobs
 from lib.data.workspace import WorkspaceError
-from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
+from pages.job_widgets import job_progress, locked, submit_job
+from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.login import current_actor
 
 ws = current_workspace()

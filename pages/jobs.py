@@ -3,7 +3,8 @@
 import streamlit as st
 
 from lib import jobs
-from pages.common import cancel_button, current_workspace, since
+from pages.job_widgets import cancel_button, since
+from pages.workspace_sidebar import current_workspace
 
 ws = current_workspace()
 st.title("Jobs")

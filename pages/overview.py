@@ -9,8 +9,9 @@ from lib.core import cache
 from lib import jobs
 from lib.data import overview
 from lib.views.render import Overlay, ortho_image
-from pages.common import (atlas_labels, current_workspace, group_means, job_progress, locked,
-                          require_ready_workspace, submit_job, volume)
+from pages.job_widgets import job_progress, locked, submit_job
+from pages.loaders import atlas_labels, group_means, volume
+from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.review_panel import review_panel, view_param
 from pages import niivue_view
 

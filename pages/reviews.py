@@ -11,7 +11,8 @@ from lib.data import overview
 from lib.views.render import ortho_image
 from lib.reviews import (TARGET_KINDS, VERDICTS, DatabaseUnavailable, export_csv, plain_markdown, target_label)
 from lib.reviews.agreement import agreement
-from pages.common import current_workspace, volume
+from pages.loaders import volume
+from pages.workspace_sidebar import current_workspace
 from pages.login import current_identity, review_store
 from pages.review_panel import VERDICT_BADGE, _act, _show_flash, render_thread
 

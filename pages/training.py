@@ -10,7 +10,8 @@ from lib import jobs
 from lib.views import model_comparison, monitor
 from lib.learn.models import REGISTRY
 from lib.learn.training import list_runs
-from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
+from pages.job_widgets import job_progress, locked, submit_job
+from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.report_button import report_button
 
 ws = current_workspace()
