@@ -17,8 +17,7 @@ from pages import niivue_view
 
 GROUP_COLORS = {"AD": "#f28e2b", "HC": "#59a14f"}  # the paper's orange (AD) and green (HC)
 
-HIPPOCAMPUS_MNI = (-26, -22, -14)
-"""Slices open through the left hippocampus, where AD atrophy is expected first."""
+HIPPOCAMPUS_MNI = (-26, -22, -14)   # slices open through the left hippocampus, where AD atrophy is expected first
 
 
 def counts_tab(cohort) -> None:
