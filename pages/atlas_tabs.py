@@ -12,6 +12,7 @@ import streamlit as st
 from lib import jobs
 from lib.analysis import region_analysis as ra, region_tables as rt
 from lib.views import atlas as av, region_figures as rf
+from lib.views.selection import StoreSelection
 from pages.job_widgets import submit_job
 from pages.loaders import checkpoint_sha
 from pages.review_panel import review_panel, view_param
@@ -47,15 +48,9 @@ def submit(ws, args: list[str], key: str) -> bool:
 
 
 @dataclass
-class AtlasView:
+class AtlasView(StoreSelection):
     """What the page analyses: a run's heatmap store on an atlas, over a split, signed or absolute."""
 
-    ws: object
-    run: object
-    sha: str
-    stores: list
-    labels: list[str]
-    pick: int
     atlas_name: str
     split: str
     values: str
@@ -67,16 +62,8 @@ class AtlasView:
     truth: set = frozenset()
 
     @property
-    def store(self):
-        return self.stores[self.pick]
-
-    @property
     def method(self) -> str:
         return self.store.params.get("method", "")
-
-    @property
-    def method_label(self) -> str:
-        return self.labels[self.pick]
 
     @property
     def absolute(self) -> bool:

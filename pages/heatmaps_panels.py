@@ -16,6 +16,7 @@ import streamlit as st
 
 from lib.views import heatmaps as hv, viewer
 from lib.views.render import colorbar, ortho_image, stack, titled, to_png
+from lib.views.selection import StoreSelection
 from pages import niivue_view
 from pages.review_panel import review_panel, view_param
 
@@ -23,15 +24,9 @@ HEIGHT = 300
 
 
 @dataclass
-class HeatmapView:
+class HeatmapView(StoreSelection):
     """What the page shows: the run, its stores and the chosen one, the scans, the crosshair and anatomy."""
 
-    ws: object
-    run: object
-    sha: str
-    stores: list
-    labels: list[str]
-    pick: int
     preds: pd.DataFrame
     split: str
     by: str
@@ -52,14 +47,6 @@ class HeatmapView:
     @property
     def grid(self):
         return self.run.grid
-
-    @property
-    def store(self):
-        return self.stores[self.pick]
-
-    @property
-    def method_label(self) -> str:
-        return self.labels[self.pick]
 
     @property
     def by_col(self) -> str | None:
