@@ -38,6 +38,8 @@ from lib.core import atomic, settings
 from lib.reviews import auth
 from lib import jobs
 from lib.core.cache import CacheError
+from lib.data.atlases import DEFAULT_ATLAS, segmentation_labels, shipped_atlases
+from lib.data.classes import DEFAULT_CLASSES
 from lib.data.workspace import Workspace, WorkspaceError, default_workspace_path
 
 
@@ -732,11 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("explain", _cmd_explain, "heatmaps of every scan of a run's cohort (cached; resumes if interrupted)")
     sp.add_argument("--run", required=True)
     sp.add_argument("--method", default="lrp",
-                    help="lrp, guided_backprop, sensitivity, gradient_x_input, occlusion, area_occlusion, gradcam")
+                    help="an explanation method of the catalogue, lib.explain.METHODS (lrp, smoothgrad, …)")
     sp.add_argument("--beta", type=float, help="LRP β (α = 1 + β); 0 is the paper's default")
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method parameter (repeatable)")
-    sp.add_argument("--atlas", help="atlas for area_occlusion (default neuromorphometrics)")
-    sp.add_argument("--target", default="AD", help="explained class (default AD, as in the paper)")
+    sp.add_argument("--atlas", help=f"atlas of a method that needs one (default {DEFAULT_ATLAS})")
+    sp.add_argument("--target", default=DEFAULT_CLASSES.positive,
+                    help=f"explained class (default {DEFAULT_CLASSES.positive}, as in the paper)")
     sp.add_argument("--batch-size", type=int, default=4)
     sp.add_argument("--export", metavar="SCAN", help="write this scan's map as NIfTI afterwards")
     sp.add_argument("--out", help="file for --export (default SCAN_METHOD.nii.gz)")
@@ -757,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target", help="explained class (default AD)")
     sp.add_argument("--regions", choices=["cubes", "atlas"], help="perturbed regions (default cubes)")
     sp.add_argument("--cube-mm", type=float, help="cube edge in mm (default 15)")
-    sp.add_argument("--atlas", help="atlas for --regions atlas (default neuromorphometrics)")
+    sp.add_argument("--atlas", help=f"atlas for --regions atlas (default {DEFAULT_ATLAS})")
     sp.add_argument("--steps", type=int, help="perturbation steps L (default 50)")
     sp.add_argument("--replacement", choices=["zero", "mean", "uniform", "blur"], help="default uniform noise")
     sp.add_argument("--blur-mm", type=float, help="σ of the blur replacement in mm (default 6)")
@@ -780,8 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method parameter (repeatable)")
     sp.add_argument("--store", nargs="+", help="finished heatmap stores of the first run, by folder name, "
                                                "instead of --method")
-    sp.add_argument("--atlas", default="neuromorphometrics",
-                    help="neuromorphometrics (default), aal, harvard_oxford or a workspace atlas")
+    sp.add_argument("--atlas", default=DEFAULT_ATLAS,
+                    help=f"{', '.join(shipped_atlases())} (the first is the default) or a workspace atlas")
     sp.add_argument("--merge", action="store_true", help="merge left and right regions")
     sp.add_argument("--batch-size", type=int, default=4, help="scans per pass when heatmaps are computed")
 
@@ -810,10 +813,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="relevance of |h| (default: for gradient methods, as the paper's GB susceptibility)")
     sp.add_argument("--volume", default="auto", choices=["auto", "cohort", "segmentation", "ground_truth"])
     sp.add_argument("--segmentation-column", help="cohort column with per-scan label NIfTI files")
-    sp.add_argument("--labels", default="neuromorphometrics", help="segmentation labels: neuromorphometrics or "
-                                                                      "freesurfer")
+    sp.add_argument("--labels", default=DEFAULT_ATLAS,
+                    help=f"segmentation labels: {' or '.join(segmentation_labels())}")
     sp.add_argument("--icv", action="store_true", help="volume as %% of the intracranial volume")
-    sp.add_argument("--atlas", default="neuromorphometrics")
+    sp.add_argument("--atlas", default=DEFAULT_ATLAS)
     sp.add_argument("--one-per-subject", action="store_true", help="first visit of each subject only")
     sp.add_argument("--permutations", type=int, default=10_000, help="permutations and bootstrap resamples")
     sp.add_argument("--seed", type=int, default=0)

@@ -25,7 +25,6 @@ import pandas as pd
 
 from lib.analysis.regions import add_gain, diverse_pair, wide
 from lib.analysis.stats import compare_groups, kde, kde_grid, mean_pairwise_overlap, overlap_matrix
-from lib.explain.catalogue import METHODS
 from lib.data.classes import DEFAULT_CLASSES
 
 POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
@@ -39,9 +38,6 @@ GROUP_COLOURS = {POSITIVE: "#ff7f0e", NEGATIVE: "#2ca02c", "TP": "#ff7f0e", "TN"
                  "FN": "#9467bd"}
 """The paper's colours: AD (and true positives) orange, HC (and true negatives) green."""
 SCAN_COLUMNS = ("subject_id", "diagnosis", "predicted", "outcome", "ad_score", "split")
-ABSOLUTE_BY_DEFAULT = tuple(name for name, m in METHODS.items() if m.absolute)
-"""Methods whose maps are read as absolute values by default (the paper's GB "susceptibility"), from the
-catalogue."""
 
 
 # --- the table every view reads ------------------------------------------------------------------------------

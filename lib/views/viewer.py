@@ -434,10 +434,6 @@ def mean_anatomy(ws, grid: Grid) -> np.ndarray | None:
 
 
 # --- stores of a run ----------------------------------------------------------------------------------------------
-METHOD_NAMES = {name: m.label for name, m in METHODS.items()}
-"""Label of every catalogued method, in list order."""
-
-
 def store_label(params: Mapping, target: str | None = None) -> str:
     """How a store reads in a list: ``"LRP β=0"``, ``"Guided backprop"``, ``"Occlusion (patch_mm=20)"``;
     parameters at their defaults are left out (β always shown for LRP); a store that explains the

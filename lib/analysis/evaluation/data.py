@@ -16,6 +16,7 @@ import torch
 
 from lib.analysis.evaluation.settings import BRAIN_THRESHOLD, CACHE_VERSION, Settings
 from lib.core import atomic, cache
+from lib.data.classes import DEFAULT_CLASSES
 from lib.data.templates import Grid
 
 
@@ -27,10 +28,10 @@ def brain_mask(grid: Grid) -> np.ndarray:
 
 
 def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
-    """Scan IDs shuffled within diagnosis, then AD, HC, AD, HC, … (AD first)."""
+    """Scan IDs shuffled within diagnosis, then AD, HC, AD, HC, … (the positive class first)."""
     rng = np.random.default_rng(seed)
     groups = []
-    for dx in ("AD", "HC"):
+    for dx in (DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative):
         ids = sorted(cohort.loc[cohort["diagnosis"] == dx, "scan_id"].astype(str))
         groups.append([ids[i] for i in rng.permutation(len(ids))])
     out = []
