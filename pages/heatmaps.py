@@ -14,7 +14,7 @@ import streamlit as st
 
 from lib.explain import heatmaps
 from lib import jobs
-from lib.data import overview
+from lib.views import overview
 from lib.views import viewer
 from lib.data.atlas import load_atlas
 from lib.analysis.groups import membership

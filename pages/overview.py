@@ -7,7 +7,7 @@ import streamlit as st
 
 from lib.core import cache
 from lib import jobs
-from lib.data import overview
+from lib.views import overview
 from lib.views.render import Overlay, ortho_image
 from pages.common import (atlas_labels, current_workspace, group_means, job_progress, locked,
                           require_ready_workspace, submit_job, volume)

@@ -70,13 +70,12 @@ from torch import nn
 
 from lib.core import atomic, cache
 from lib.learn.models import CLASSES
-from lib.data.templates import Grid
+from lib.data.templates import Grid, brain_mask
 from lib.core.progress import Progress
 
 CACHE_VERSION = 1
 CHECKS = ("aopc", "sanity", "localisation")
 REPLACEMENTS = ("zero", "mean", "uniform", "blur")
-BRAIN_THRESHOLD = 0.05  # template intensity (0–1) above which a voxel counts as brain, as in lib.data.demo
 # default comparison: LRP β ∈ {0, 0.5, 1} (Böhle et al.) and the baselines of Rieke et al. and Grad-CAM
 DEFAULT_METHODS = ("lrp:beta=0", "lrp:beta=0.5", "lrp:beta=1", "guided_backprop", "gradient_x_input", "occlusion",
                    "gradcam")
@@ -502,13 +501,6 @@ def localisation_scores(relevance: np.ndarray, truth: np.ndarray, domain: np.nda
 
 
 # --- the workspace: scans, ground truth, maps ------------------------------------------------------------------------
-def brain_mask(grid: Grid) -> np.ndarray:
-    """Boolean ``(X, Y, Z)``: the ICBM152 template above 0.05 on ``grid`` (scans are registered to it)."""
-    from lib.data.templates import template
-
-    return np.asarray(template(grid.resolution).dataobj) > BRAIN_THRESHOLD
-
-
 def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
     """Scan IDs shuffled within diagnosis, then AD, HC, AD, HC, … (AD first)."""
     rng = np.random.default_rng(seed)
@@ -523,7 +515,7 @@ def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
 
 
 def _part(ws, run, split: str) -> pd.DataFrame:
-    from lib.learn.training import _scan_table
+    from lib.learn.runs import run_cohort as _scan_table
 
     cohort = _scan_table(ws, run)
     return cohort if split == "all" else cohort[cohort["run_split"] == split]
@@ -741,7 +733,8 @@ class Evaluation:
                    progress: Progress | None = None) -> dict:
         """Compute every missing result of ``checks`` (cached as it goes) and return :meth:`results`."""
         from lib.explain.heatmaps import find_store
-        from lib.learn.training import _load_batch, load_checkpoint
+        from lib.data.volumes import load_batch as _load_batch
+        from lib.learn.runs import load_checkpoint
         from lib.data.volumes import volume_store
 
         checks = [c for c in CHECKS if c in set(checks)]
