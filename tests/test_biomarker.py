@@ -101,7 +101,7 @@ def test_hippocampus_regions_in_every_naming_convention():
 
 
 def test_volumes_from_cohort_ground_truth_and_segmentation_agree(demo_ws, tmp_path):
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
 
     cohort = load_cohort(demo_ws)
     assert biomarker.volume_sources(demo_ws, cohort) == ["cohort", "ground_truth"]
@@ -125,7 +125,7 @@ def test_volumes_from_cohort_ground_truth_and_segmentation_agree(demo_ws, tmp_pa
     counted_left = biomarker.hippocampal_volumes(demo_ws, seg, "segmentation", side="left")
     np.testing.assert_allclose(counted_left.to_numpy(), left.reindex(seg["scan_id"]).to_numpy(), rtol=1e-9)
     # cached by the files' stamps and the labels: a second call reads no image
-    import lib.analysis.biomarker as bm
+    import lib.analysis.biomarker_volumes as bm
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bm, "label_volumes", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
@@ -308,7 +308,7 @@ def test_scatter_points_carry_their_scan_for_the_viewer_link():
 def test_demo_run_end_to_end_and_cli(demo_ws, demo_run, capsys):
     from lib.explain import heatmaps
     from lib.cli import main
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
 
     lrp = heatmaps.compute_store(demo_ws, demo_run, "lrp", beta=0.0)
     gb = heatmaps.compute_store(demo_ws, demo_run, "guided_backprop")
