@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from lib.core import atomic, cache
-from lib.core.processes import pid_alive
+from lib.core.process import pid_alive
 from lib.data.scans import load_cohort
 from lib.data.templates import Grid
 from lib.data.volumes import Normaliser, cohort_fingerprint
