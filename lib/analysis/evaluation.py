@@ -195,17 +195,10 @@ def parse_method(text: str) -> MethodRequest:
     """``"lrp:beta=0.5,composite=epsilon_plus"`` → ``MethodRequest("lrp", {"beta": 0.5, ...})``; values are
     JSON where they parse as JSON. Unknown methods and parameters are refused."""
     from lib.explain import METHODS, canonical_params
+    from lib.explain.heatmaps import parse_params
 
     method, _, rest = text.strip().partition(":")
-    params = {}
-    for pair in filter(None, (p.strip() for p in rest.split(","))):
-        if "=" not in pair:
-            raise ValueError(f"{text!r}: parameter {pair!r} is not KEY=VALUE")
-        k, v = pair.split("=", 1)
-        try:
-            params[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            params[k.strip()] = v.strip()
+    params = parse_params([p.strip() for p in rest.split(",") if p.strip()], where=f"{text!r}: ")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method != "area_occlusion":

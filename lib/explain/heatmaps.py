@@ -246,12 +246,13 @@ def list_stores(ws: Workspace, run: Run | None = None) -> list[HeatmapStore]:
     return out
 
 
-def parse_params(pairs: list[str] | None) -> dict:
-    """``["beta=0.5", "composite=epsilon_plus"]`` → ``{"beta": 0.5, "composite": "epsilon_plus"}`` (JSON values)."""
+def parse_params(pairs: list[str] | None, where: str = "") -> dict:
+    """``["beta=0.5", "composite=epsilon_plus"]`` → ``{"beta": 0.5, "composite": "epsilon_plus"}`` (JSON values);
+    ``where`` starts the message of a malformed pair."""
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"parameter {pair!r} is not KEY=VALUE")
+            raise ValueError(f"{where}parameter {pair!r} is not KEY=VALUE")
         k, v = pair.split("=", 1)
         try:
             out[k.strip()] = json.loads(v)
