@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lib.analysis import biomarker, stats
+from lib.analysis import biomarker, biomarker_volumes, stats
 from lib.core import cache
 from lib.data.atlas import load_atlas
 from lib.explain.heatmaps import HeatmapStore
@@ -125,10 +125,8 @@ def test_volumes_from_cohort_ground_truth_and_segmentation_agree(demo_ws, tmp_pa
     counted_left = biomarker.hippocampal_volumes(demo_ws, seg, "segmentation", side="left")
     np.testing.assert_allclose(counted_left.to_numpy(), left.reindex(seg["scan_id"]).to_numpy(), rtol=1e-9)
     # cached by the files' stamps and the labels: a second call reads no image
-    import lib.analysis.biomarker_volumes as bm
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bm, "label_volumes", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
+        mp.setattr(biomarker_volumes, "label_volumes", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
         again = biomarker.hippocampal_volumes(demo_ws, seg, "segmentation")
     pd.testing.assert_series_equal(again, counted, check_names=False)
 
@@ -147,10 +145,10 @@ def test_label_volumes_use_each_files_voxel_size(tmp_path):
     nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 1.5, 1.0])), f)
     got = biomarker.label_volumes([f, tmp_path / "missing.nii.gz"], [17, 53])
     assert got[0] == pytest.approx((27 + 8) * 1.5 ** 3) and np.isnan(got[1])
-    assert biomarker._side_labels("freesurfer", "left") == [17]
-    assert biomarker._side_labels({"left": [1, 2], "right": [3]}, "both") == [1, 2, 3]
+    assert biomarker_volumes._side_labels("freesurfer", "left") == [17]
+    assert biomarker_volumes._side_labels({"left": [1, 2], "right": [3]}, "both") == [1, 2, 3]
     with pytest.raises(KeyError):
-        biomarker._side_labels("aseg2", "both")
+        biomarker_volumes._side_labels("aseg2", "both")
 
 
 def test_adnimerge_hippocampus_and_icv_are_used(tmp_path):
