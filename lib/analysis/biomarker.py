@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.analysis import stats
+from lib.analysis import region_tables, stats
 # the figures and the volumes of the analyses, imported by the pages from here
 from lib.analysis.biomarker_figures import (GROUP_STYLE, PAPER_R, beta_figure, format_p, format_r,  # noqa: F401
                                             p_text, safe_name, scatter_figure, selected_scan, stats_caption,
@@ -45,6 +45,7 @@ from lib.analysis.biomarker_figures import (GROUP_STYLE, PAPER_R, beta_figure, f
 from lib.analysis.biomarker_volumes import (ICV_COLUMNS, SEGMENTATION_LABELS, SIDES, VOLUME_SOURCES,  # noqa: F401
                                             hippocampal_volumes, icv_column, label_volumes,
                                             segmentation_columns, segmentation_volumes, volume_sources)
+from lib.analysis.region_analysis import ABSOLUTE_BY_DEFAULT
 from lib.core import cache as _cache
 from lib.core.progress import Progress
 from lib.data.atlas import Atlas, hemisphere_of, merge_hemispheres
@@ -63,8 +64,6 @@ METHOD_NAMES = {"lrp": "LRP", "guided_backprop": "Guided backprop", "sensitivity
 
 def find_region_table(ws: Workspace, store, atlas: str = "neuromorphometrics") -> pd.DataFrame | None:
     """The cached region table of ``store`` on ``atlas`` (:mod:`lib.analysis.region_tables`), or None; computes nothing."""
-    from lib.analysis import region_tables
-
     path = region_tables.find_table(ws, store, region_tables.get_atlas(ws, atlas, store.grid.resolution))
     if path is None:
         return None
@@ -88,8 +87,6 @@ def region_table(ws: Workspace, store, atlas: str = "neuromorphometrics", progre
     DataFrame with one row per scan × region and at least ``scan_id, region, label, hemisphere,
     voxels, sum, abs_sum`` (``sum`` of the signed map, ``abs_sum`` of ``|h|``; float64).
     """
-    from lib.analysis import region_tables
-
     atl = region_tables.get_atlas(ws, atlas, store.grid.resolution)
     # a table that lacks scans of the store is an error, never a biomarker over fewer scans
     return region_tables.read_table(region_tables.compute_table(ws, store, atl, progress=progress), store)
@@ -206,8 +203,6 @@ def group_stats(points: pd.DataFrame, groups: Sequence[str] = ("TP", "FP"), *, x
 
 def default_absolute(method: str) -> bool:
     """Whether a method's maps are read as ``|h|`` by default (gradients: the paper's "susceptibility")."""
-    from lib.analysis.region_analysis import ABSOLUTE_BY_DEFAULT
-
     return method in ABSOLUTE_BY_DEFAULT
 
 

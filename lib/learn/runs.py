@@ -31,10 +31,11 @@ from torch import nn
 from lib.core import atomic, cache
 from lib.core.process import pid_alive
 from lib.data.scans import load_cohort
+from lib.data.splits import load_splits
 from lib.data.templates import Grid
 from lib.data.volumes import Normaliser, cohort_fingerprint
-from lib.data.workspace import Workspace
-from lib.learn.models import CLASSES, build_model, default_device
+from lib.data.workspace import REPO_ROOT, Workspace
+from lib.learn.models import CLASSES, REGISTRY, build_model, default_device
 
 CHECKPOINT_FORMAT = "relevance-atlas-checkpoint-1"
 
@@ -300,9 +301,6 @@ def new_run_id(cfg: TrainConfig) -> str:
 
 def create_run(ws: Workspace, cfg: TrainConfig, *, run_id: str | None = None, group: str | None = None) -> Run:
     """Make the run folder with its config (split snapshot included); nothing is trained yet."""
-    from lib.data.splits import load_splits
-    from lib.learn.models import REGISTRY
-
     if cfg.model not in REGISTRY:
         raise TrainingError(f"unknown model {cfg.model!r}; choose one of {', '.join(sorted(REGISTRY))}")
     cohort = load_cohort(ws)
@@ -340,8 +338,6 @@ def run_cohort(ws: Workspace, run: Run) -> pd.DataFrame:
 # --- the shipped demo model ----------------------------------------------------------------------------------
 def shipped_models() -> list[Path]:
     """Run folders shipped in ``models/`` (each a finished run: config, best.pt, metrics, summary)."""
-    from lib.data.workspace import REPO_ROOT
-
     root = REPO_ROOT / "models"
     return sorted(d for d in root.iterdir() if (d / "best.pt").exists() and (d / "config.json").exists()) \
         if root.exists() else []

@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.analysis import groups as gm
+from lib.analysis.groups import individual_scale, membership, paper_scale, percentile_scale
 from lib.core import atomic, cache
+from lib.data.templates import brain_mask
 
 THRESHOLD_PERCENTILES = (50, 75, 90, 95, 99)
 
@@ -118,8 +121,6 @@ class CachedGroupMeans:
 
 def grouping_key(store, table: pd.DataFrame, by: str | None) -> str:
     """Content key of one grouping of one store: the store's own key and the members of every (sub)group."""
-    from lib.analysis.groups import membership
-
     members = membership(table, by)
     blob = json.dumps({"v": CACHE_VERSION, "store": Path(store.folder).name, "by": by,
                        "groups": [[g, v, sorted(ids)] for (g, v), ids in members.items()]},
@@ -141,8 +142,6 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
     time) into a temporary folder, sealed (checksums, :mod:`lib.core.cache`) and renamed into place, so a reader
     never sees half a grouping and two users computing the same grouping at once both leave a whole one.
     """
-    from lib.analysis import groups as gm
-
     folder = Path(store.folder) / "group_means" / grouping_key(store, table, by)
     if cache.ok(folder):
         return CachedGroupMeans(folder)
@@ -195,9 +194,6 @@ def scales_from(reference: np.ndarray | None, resolution: float) -> dict[str, li
     """The paper's, Fig 8's and a symmetric scale from an average map, and its values at
     :data:`THRESHOLD_PERCENTILES`, over the template's brain voxels (:func:`lib.data.templates.brain_mask`, so every
     method is scaled over the same voxels). Unit scales without a map."""
-    from lib.analysis.groups import individual_scale, paper_scale, percentile_scale
-    from lib.data.templates import brain_mask
-
     unit = {"paper": [0.0, 1.0], "individual": [0.0, 1.0], "diverging": [-1.0, 1.0],
             "percentiles": {str(q): float(q) / 100 for q in THRESHOLD_PERCENTILES}}
     if reference is None:

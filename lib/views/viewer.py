@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.analysis.regions import region_metrics
+from lib.analysis.similarity import distance_table
 from lib.data.atlas import Atlas
+from lib.data.cohort_means import group_means
 from lib.data.templates import Grid
+from lib.explain import canonical_params
+from lib.explain.heatmaps import list_stores, to_nifti
 # the cached group means, imported by the pages and the report from here
 from lib.views.group_means import (CACHE_VERSION, THRESHOLD_PERCENTILES, CachedGroupMeans, Entry,  # noqa: F401
                                    Scale, cached_group_means, grouping_key, scales_from, symmetric_limit)
@@ -136,8 +141,6 @@ def top_regions(volume: np.ndarray, atlas: Atlas, k: int = 8, metric: str = "sum
     ``rank, region, label, sum, density, share`` where ``share`` is the region's fraction of the map's
     positive relevance (Rieke et al. 2018 Table 1 reports such fractions).
     """
-    from lib.analysis.regions import region_metrics
-
     if metric not in ("sum", "density"):
         raise ValueError("metric must be 'sum' or 'density'")
     t = region_metrics([("scan", np.asarray(volume, dtype=np.float32))], atlas, backend="numpy")
@@ -185,8 +188,6 @@ def method_distances(maps: Mapping[str, Mapping[str, np.ndarray]], groups: Seque
     ``maps``: method label → {group → mean map}. Methods without a map for a group are left out of
     that group's table. See :func:`lib.analysis.similarity.distance_table` for ``normalise``.
     """
-    from lib.analysis.similarity import distance_table
-
     out = {}
     for g in groups:
         have = {m: v[g] for m, v in maps.items() if g in v}
@@ -208,8 +209,6 @@ def combined_table(tables: Mapping[str, pd.DataFrame], fmt: str = "{:.3g}") -> p
 # --- exports ------------------------------------------------------------------------------------------------------
 def nifti_bytes(volume: np.ndarray, grid: Grid, description: str = "") -> bytes:
     """A map as gzipped NIfTI bytes on ``grid`` with the MNI affine (for a download button)."""
-    from lib.explain.heatmaps import to_nifti
-
     img = to_nifti(volume, grid)
     if description:
         img.header["descrip"] = description.encode()[:79]
@@ -219,8 +218,6 @@ def nifti_bytes(volume: np.ndarray, grid: Grid, description: str = "") -> bytes:
 def mean_anatomy(ws, grid: Grid) -> np.ndarray | None:
     """The cohort's mean anatomy (mean of the AD and HC mean images of the overview) on ``grid``, or None
     while the overview's group means have not been computed (``python -m lib means``)."""
-    from lib.data.cohort_means import group_means
-
     means = group_means(ws)
     if means is None:
         return None
@@ -244,8 +241,6 @@ METHOD_NAMES = {"lrp": "LRP", "guided_backprop": "Guided backprop", "sensitivity
 def store_label(params: Mapping, target: str = "AD") -> str:
     """How a store reads in a list: ``"LRP β=0"``, ``"Guided backprop"``, ``"Occlusion (patch_mm=20)"``;
     parameters at their defaults are left out (β always shown for LRP)."""
-    from lib.explain import canonical_params
-
     method = str(params.get("method", "?"))
     name = METHOD_NAMES.get(method, method)
     try:
@@ -268,8 +263,6 @@ def store_label(params: Mapping, target: str = "AD") -> str:
 
 def stores_of(ws, checkpoint_sha: str) -> list:
     """Finished heatmap stores of one checkpoint, LRP first (by β), then the other methods by name."""
-    from lib.explain.heatmaps import list_stores
-
     stores = [s for s in list_stores(ws) if s.meta.get("checkpoint_sha256") == checkpoint_sha]
     order = list(METHOD_NAMES)
 
@@ -325,8 +318,6 @@ def run_group_means(ws, run, store, *, split: str = "test", by: str | None = Non
 
 def store_by_key(ws, run, key: str):
     """The finished store ``key`` (its folder name) of ``run``'s current checkpoint; KeyError naming the choices."""
-    from lib.explain.heatmaps import list_stores
-
     stores = list_stores(ws, run)
     for s in stores:
         if Path(s.folder).name == key:

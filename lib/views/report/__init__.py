@@ -27,9 +27,13 @@ import shutil
 import time
 from pathlib import Path
 
+from lib import jobs
+from lib.analysis import region_tables as rt
+from lib.analysis.region_analysis import atrophied_regions
 from lib.core import atomic
 from lib.core.progress import Progress
 from lib.data.workspace import Workspace
+from lib.views import viewer
 from lib.views.report.figures import figure_svg, to_matplotlib  # noqa: F401
 from lib.views.report.methods import methods_paragraph, stored_settings
 from lib.views.report.model import (ATLAS, CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PALETTE,  # noqa: F401
@@ -74,9 +78,6 @@ def reviews_stamp(ws: Workspace) -> str:
 
 def content_key(ws: Workspace, run) -> str:
     """Hash of everything the report shows; equal keys mean an identical report."""
-    from lib.analysis import region_tables as rt
-    from lib.views import viewer
-
     sha = run.checkpoint_hash() if run.best_checkpoint.exists() else "-"
     parts = {"v": REPORT_VERSION, "run": run.id, "checkpoint": sha, "config": _stamp(run.dir / "config.json"),
              "metrics": _stamp(run.dir / "metrics.jsonl"), "predictions": _stamp(run.dir / "predictions.csv"),
@@ -121,8 +122,6 @@ def job_key(ws: Workspace, run, key: str | None = None) -> str:
 def submit(ws: Workspace, run, *, who, key: str | None = None):
     """Build the report (HTML, PDF and SVG figures) as a background job; a running build of the same content
     is returned instead of a second one. ``who`` must be allowed to compute (checked by jobs.submit)."""
-    from lib import jobs
-
     return jobs.submit(ws, "report", ["--run", run.id, "--pdf"], key=job_key(ws, run, key), who=who)
 
 
@@ -130,10 +129,6 @@ def submit(ws: Workspace, run, *, who, key: str | None = None):
 # --------------------------------------------------------------------------------------------- building
 def build(ws: Workspace, run, progress: Progress | None = None) -> Report:
     """Gather every section of ``run``'s report from the caches (nothing heavy is computed)."""
-    from lib.analysis import region_tables as rt
-    from lib.views import viewer
-    from lib.analysis.region_analysis import atrophied_regions
-
     tick = progress or (lambda d, t, m: None)
     total = 10
     tick(0, total, "content key")

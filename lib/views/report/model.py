@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 from lib.data.workspace import Workspace
+from lib.views.render import to_png
+from lib.views.viewer import store_label
 
 REPORT_VERSION = 1
 ATLAS = "neuromorphometrics"
@@ -89,14 +91,10 @@ def _cmd(ws: Workspace, args: str) -> str:
 
 
 def _store_label(store) -> str:
-    from lib.views.viewer import store_label
-
     return store_label(store.params, store.meta.get("target", "AD"))
 
 
 
 def _png_of(img) -> bytes:
-    from lib.views.render import to_png
-
     return to_png(img)
 

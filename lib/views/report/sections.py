@@ -6,14 +6,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lib.analysis import biomarker
+from lib.analysis import evaluation as ev
+from lib.analysis import region_analysis as ra
+from lib.analysis import region_tables as rt
+from lib.data.scans import load_cohort
+from lib.data.templates import template
 from lib.data.workspace import Workspace
+from lib.reviews import ReviewStore, target_label
+from lib.reviews.agreement import agreement
+from lib.reviews.models import VERDICTS
+from lib.views import monitor
+from lib.views import region_figures as rf
+from lib.views import viewer
+from lib.views.render import colorbar, ortho_image, stack, titled
 from lib.views.report.model import (ATLAS, CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PALETTE, PERMUTATIONS,
                                     SECTIONS, SPLIT, TOP_K, Figure, Section, _cmd, _fmt, _png_of, _store_label)
 
 
 def _cohort_section(ws: Workspace, run, preds: pd.DataFrame | None) -> Section:
-    from lib.data.scans import load_cohort
-
     sec = Section("cohort", SECTIONS["cohort"])
     cohort = load_cohort(ws)
     n_sub = cohort["subject_id"].nunique()
@@ -44,8 +55,6 @@ def _cohort_section(ws: Workspace, run, preds: pd.DataFrame | None) -> Section:
 def _training_section(ws: Workspace, run) -> Section:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-
-    from lib.views import monitor
 
     sec = Section("training", SECTIONS["training"])
     st_ = run.state
@@ -102,10 +111,6 @@ def _training_section(ws: Workspace, run) -> Section:
 
 
 def _group_maps_section(ws: Workspace, run, stores, preds) -> Section:
-    from lib.views import viewer
-    from lib.views.render import colorbar, ortho_image, stack, titled
-    from lib.data.templates import template
-
     sec = Section("group_maps", SECTIONS["group_maps"])
     if not stores:
         sec.missing.append(f"No heatmaps of run {run.id}: `{_cmd(ws, f'explain --run {run.id} --method lrp --beta 0')}` "
@@ -153,9 +158,6 @@ def _group_maps_section(ws: Workspace, run, stores, preds) -> Section:
 
 def _region_tables(ws: Workspace, run, stores, atlas):
     """(store, annotated test-split table) for each store with a cached region table; and the missing ones."""
-    from lib.analysis import region_analysis as ra
-    from lib.analysis import region_tables as rt
-
     preds = run.predictions()
     have, missing = [], []
     for s in stores:
@@ -175,9 +177,6 @@ def _regions_cmd(ws, run, stores) -> str:
 
 
 def _top_regions_section(ws, run, tables, missing, truth) -> Section:
-    from lib.analysis import region_analysis as ra
-    from lib.views import region_figures as rf
-
     sec = Section("top_regions", SECTIONS["top_regions"])
     if missing:
         sec.missing.append(f"No region metrics of {', '.join(_store_label(s) for s in missing)} on {ATLAS}: "
@@ -213,9 +212,6 @@ def _top_regions_section(ws, run, tables, missing, truth) -> Section:
 
 
 def _fingerprints_section(ws, run, tables, missing, truth) -> Section:
-    from lib.analysis import region_analysis as ra
-    from lib.views import region_figures as rf
-
     sec = Section("fingerprints", SECTIONS["fingerprints"])
     if not tables:
         sec.missing.append(f"Needs region metrics: `{_regions_cmd(ws, run, missing)}`." if missing
@@ -240,10 +236,6 @@ def _fingerprints_section(ws, run, tables, missing, truth) -> Section:
 
 
 def _robustness_section(ws, run, sha, atlas, tables_by_store) -> Section:
-    from lib.analysis import region_analysis as ra
-    from lib.views import region_figures as rf
-    from lib.analysis import region_tables as rt
-
     sec = Section("robustness", SECTIONS["robustness"])
     found, missing = {}, []
     for b in rt.BETAS:
@@ -286,9 +278,6 @@ def _robustness_section(ws, run, sha, atlas, tables_by_store) -> Section:
 
 
 def _biomarker_section(ws, run, stores, preds) -> tuple[Section, dict]:
-    from lib.analysis import biomarker
-    from lib.data.scans import load_cohort
-
     sec = Section("biomarker", SECTIONS["biomarker"])
     used = {}
     cohort = load_cohort(ws)
@@ -359,8 +348,6 @@ def _evaluation_section(ws, run) -> tuple[Section, dict]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from lib.analysis import evaluation as ev
-
     sec = Section("evaluation", SECTIONS["evaluation"])
     request = ev.Evaluation(ws, run, list(ev.DEFAULT_METHODS), ev.Settings())
     results = request.results()
@@ -414,10 +401,6 @@ def _evaluation_section(ws, run) -> tuple[Section, dict]:
 
 
 def _reviews_section(ws, run) -> Section:
-    from lib.reviews import ReviewStore, target_label
-    from lib.reviews.agreement import agreement
-    from lib.reviews.models import VERDICTS
-
     sec = Section("reviews", SECTIONS["reviews"])
     try:
         store = ReviewStore.for_workspace(ws)
