@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -349,8 +350,6 @@ def install_shipped_run(ws: Workspace, folder: Path) -> Run:
 
     Refuses a workspace whose cohort differs from the one the model was trained on.
     """
-    import shutil
-
     config = atomic.read_json(folder / "config.json")
     target = ws.runs_dir / folder.name
     if (target / "config.json").exists():
@@ -375,8 +374,6 @@ def install_shipped_run(ws: Workspace, folder: Path) -> Run:
 
 def export_run(run: Run, dest: str | os.PathLike) -> Path:
     """Copy what another machine needs to use a finished run (no resume point, no predictions) to ``dest/<run>``."""
-    import shutil
-
     if run.status != "done":
         raise TrainingError(f"run {run.id} is {run.status}; only finished runs can be shipped")
     target = Path(dest) / run.id

@@ -25,6 +25,7 @@ import io
 import json
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 from lib import jobs
@@ -212,8 +213,6 @@ def write(ws: Workspace, run, *, pdf: bool = True, progress: Progress | None = N
 
 def figures_zip(files: dict[str, Path]) -> bytes:
     """The report's figures folder (SVG charts, PNG slice panels) as one zip, for a download."""
-    import zipfile
-
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(Path(files["figures"]).iterdir()) if "figures" in files else []:

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -94,8 +95,6 @@ A4_LANDSCAPE = (11.69, 8.27)
 
 def _text_page(pdf, title: str, blocks: list[tuple[str, str]]) -> None:
     """Pages of wrapped text (``("h"|"p"|"mono", text)`` blocks), A4 portrait."""
-    import textwrap
-
     import matplotlib.pyplot as plt
 
     lines: list[tuple[str, str]] = [("title", title)]
@@ -132,8 +131,6 @@ def _table_text(t: pd.DataFrame) -> str:
 
 def _figure_page(f: Figure, heading: str):
     """One figure on an A4 page (portrait for tall charts, landscape otherwise) with its caption below."""
-    import textwrap
-
     import matplotlib.pyplot as plt
     from PIL import Image
 
