@@ -85,15 +85,15 @@ def _training_section(ws: Workspace, run) -> Section:
                                   "best epoch (kept checkpoint).", plotly=fig))
     rows = []
     for split in ("train", "validation", "test"):
-        ev = monitor.evaluation(run, split)
-        if ev and ev.get("n"):
-            m = ev["metrics"]
-            cm = np.asarray(ev["confusion"])
-            rows.append({"split": split, "scans": ev["n"], **{k: round(float(m[k]), 3) for k in
+        scored = monitor.evaluation(run, split)
+        if scored and scored.get("n"):
+            m = scored["metrics"]
+            cm = np.asarray(scored["confusion"])
+            rows.append({"split": split, "scans": scored["n"], **{k: round(float(m[k]), 3) for k in
                          ("balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity")},
                          "TN": int(cm[0, 0]), "FP": int(cm[0, 1]), "FN": int(cm[1, 0]), "TP": int(cm[1, 1])})
             if split == SPLIT:
-                roc = ev["roc"]
+                roc = scored["roc"]
                 f = go.Figure([go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", line=dict(shape="hv", width=2.5),
                                           name=f"AUC {m['auc']:.3f}"),
                                go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
