@@ -180,7 +180,7 @@ def _cmd_split(args, ws: Workspace) -> int:
 
 
 def _cmd_means(args, ws: Workspace) -> int:
-    from lib.data.overview import compute_group_means
+    from lib.data.cohort_means import compute_group_means
 
     return jobs.run_as_job(ws, args.job_id, lambda progress: str(compute_group_means(ws, progress)),
                            desc="group means")
@@ -221,7 +221,7 @@ def _cmd_biomarker(args, ws: Workspace) -> int:
 
     from lib.analysis import biomarker
     from lib.explain import heatmaps
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
     from lib.learn.training import TrainingError, load_run
 
     try:
@@ -403,7 +403,7 @@ def _cmd_explain(args, ws: Workspace) -> int:
             return 1
         out = Path(args.out or f"{scan}_{args.method}.nii.gz")
         if args.native:
-            from lib.data.overview import load_cohort
+            from lib.data.scans import load_cohort
 
             path = load_cohort(ws).set_index("scan_id").loc[scan, "path"]
             img = heatmaps.to_native_space(store.get(scan), store.grid, ws.resolve(path))

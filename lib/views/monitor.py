@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lib.learn.metrics import classification_metrics, confusion_matrix, roc_curve
-from lib.learn.training import Run
+from lib.learn.runs import Run
 from lib.data.classes import DEFAULT_CLASSES
 
 POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative

@@ -1,4 +1,4 @@
-"""The scans an evaluation uses (chosen from the run's split, AD and HC alternating), the brain mask, maps
+"""The scans an evaluation uses (chosen from the run's split, AD and HC alternating), maps
 computed for them, and the cache of results (one folder per check and method, sealed with checksums)."""
 
 from __future__ import annotations
@@ -14,24 +14,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.analysis.evaluation.settings import BRAIN_THRESHOLD, CACHE_VERSION, Settings
+from lib.analysis.evaluation.settings import CACHE_VERSION, Settings
 from lib.core import atomic, cache
+from lib.learn.runs import run_cohort
 from lib.data.classes import DEFAULT_CLASSES
-from lib.data.templates import Grid
 
-
-def brain_mask(grid: Grid) -> np.ndarray:
-    """Boolean ``(X, Y, Z)``: the ICBM152 template above 0.05 on ``grid`` (scans are registered to it)."""
-    from lib.data.templates import template
-
-    return np.asarray(template(grid.resolution).dataobj) > BRAIN_THRESHOLD
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
-    """Scan IDs shuffled within diagnosis, then AD, HC, AD, HC, … (the positive class first)."""
+    """Scan IDs shuffled within diagnosis, then AD, HC, AD, HC, … (AD first)."""
     rng = np.random.default_rng(seed)
     groups = []
-    for dx in (DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative):
+    for dx in (POSITIVE, NEGATIVE):
         ids = sorted(cohort.loc[cohort["diagnosis"] == dx, "scan_id"].astype(str))
         groups.append([ids[i] for i in rng.permutation(len(ids))])
     out = []
@@ -41,9 +36,7 @@ def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
 
 
 def run_part(ws, run, split: str) -> pd.DataFrame:
-    from lib.learn.training import _scan_table
-
-    cohort = _scan_table(ws, run)
+    cohort = run_cohort(ws, run)
     return cohort if split == "all" else cohort[cohort["run_split"] == split]
 
 

@@ -14,7 +14,6 @@ from lib.explain import catalogue
 CACHE_VERSION = 1
 CHECKS = ("aopc", "sanity", "localisation")
 REPLACEMENTS = ("zero", "mean", "uniform", "blur")
-BRAIN_THRESHOLD = 0.05  # template intensity (0–1) above which a voxel counts as brain, as in lib.data.demo
 
 
 def preset_text(method: str, params: Mapping) -> str:
@@ -139,16 +138,11 @@ class MethodRequest:
 def parse_method(text: str) -> MethodRequest:
     """``"lrp:beta=0.5,composite=epsilon_plus"`` → ``MethodRequest("lrp", {"beta": 0.5, ...})``; values are
     JSON where they parse as JSON. Unknown methods and parameters are refused."""
+    from lib.explain import METHODS, canonical_params
+    from lib.explain.heatmaps import parse_params
+
     method, _, rest = text.strip().partition(":")
-    params = {}
-    for pair in filter(None, (p.strip() for p in rest.split(","))):
-        if "=" not in pair:
-            raise ValueError(f"{text!r}: parameter {pair!r} is not KEY=VALUE")
-        k, v = pair.split("=", 1)
-        try:
-            params[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            params[k.strip()] = v.strip()
+    params = parse_params([p.strip() for p in rest.split(",") if p.strip()], where=f"{text!r}: ")
     if not catalogue.get(method).needs_atlas:  # refuses unknown methods
         catalogue.canonical_params(method, **params)  # refuses unknown parameters early
     return MethodRequest(method, params)
