@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from lib.core import atomic, cache
+from lib.core.process import pid_alive
 from lib.learn.metrics import classification_metrics, outcome
 from lib.learn.models import CLASSES, build_model, default_device
 from lib.data.templates import Grid
@@ -109,7 +110,7 @@ class Run:
         """created / running / done / cancelled / failed / interrupted (a dead process left it running)."""
         st = self.state
         status = st.get("status", "created")
-        if status == "running" and not _pid_alive(st.get("pid")):
+        if status == "running" and not pid_alive(st.get("pid")):
             return "interrupted"
         return status
 
@@ -187,23 +188,6 @@ def predictions_problem(run_dir: str | os.PathLike) -> str | None:
     with contextlib.suppress(OSError):   # a read-only run folder keeps its checked file unsealed
         cache.seal(path, kind="predictions")
     return None
-
-
-def _pid_alive(pid) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of this process counts as dead
-    try:
-        with open(f"/proc/{int(pid)}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def list_runs(ws: Workspace) -> list[Run]:
