@@ -29,10 +29,10 @@ OPEN = auth.Identity("local user", "reviewer", "open")
 PASSWORD = "correct horse battery"
 
 # one request of each kind, with the action it needs
-REQUESTS = {"train": jobs.Train(), "explain": jobs.Explain(run="r1"), "regions": jobs.RegionTables(runs=("r1",)),
-            "group-means": jobs.GroupMeans(run="r1"), "means": jobs.CohortMeans(), "predict": jobs.Predict(run="r1"),
-            "biomarker": jobs.Biomarker(run="r1"), "evaluate-maps": jobs.EvaluateMaps(run="r1"),
-            "report": jobs.Report(run="r1"), "init": jobs.CreateWorkspace(table="t.csv"),
+REQUESTS = {"train": jobs.Train(), "explain": jobs.Explain(run_id="r1"), "regions": jobs.RegionTables(run_ids=("r1",)),
+            "group-means": jobs.GroupMeans(run_id="r1"), "means": jobs.CohortMeans(), "predict": jobs.Predict(run_id="r1"),
+            "biomarker": jobs.Biomarker(run_id="r1"), "evaluate-maps": jobs.EvaluateMaps(run_id="r1"),
+            "report": jobs.Report(run_id="r1"), "init": jobs.CreateWorkspace(table="t.csv"),
             "validate": jobs.Validate(), "demo": jobs.BuildDemo()}
 COMMANDS = {"train": "train", "explain": "compute", "regions": "compute", "group-means": "compute",
             "means": "compute", "predict": "compute", "biomarker": "compute", "evaluate-maps": "compute",
@@ -121,8 +121,8 @@ def test_the_default_demo_is_a_system_action_a_demo_elsewhere_is_not(ws, tmp_pat
 
 
 def test_cancel_own_needs_analyst_anyone_elses_needs_admin(ws):
-    mine = jobs.submit(ws, jobs.Predict(run="a"), who=ANALYST)
-    theirs = jobs.submit(ws, jobs.Predict(run="b"), who=OTHER_ANALYST)
+    mine = jobs.submit(ws, jobs.Predict(run_id="a"), who=ANALYST)
+    theirs = jobs.submit(ws, jobs.Predict(run_id="b"), who=OTHER_ANALYST)
     for who in (VIEWER, REVIEWER, ANALYST):
         with pytest.raises(auth.PermissionDenied, match="cancel other people's jobs"):
             jobs.cancel(ws, theirs.id, who=who)
@@ -153,7 +153,7 @@ def test_a_job_without_owner_is_cancelled_only_by_an_admin(ws):
 def test_open_app_may_do_everything_but_moderate(ws):
     for request in REQUESTS.values():
         jobs.submit(ws, request, who=OPEN)
-    other = jobs.submit(ws, jobs.Predict(run="other"), who=ANALYST)
+    other = jobs.submit(ws, jobs.Predict(run_id="other"), who=ANALYST)
     assert jobs.cancel(ws, other.id, who=OPEN)
     assert all(auth.allowed(OPEN, a) for a in auth.ACTIONS if a != "moderate")
     assert not auth.allowed(OPEN, "moderate")

@@ -102,10 +102,10 @@ class Request:
                 parts.append(f.name if value is True else f"{f.name}={shown}")
         return " ".join([self.kind, *parts])
 
-    def runs(self) -> tuple[str, ...]:
+    def training_runs(self) -> tuple[str, ...]:
         """The training runs this request works on (pages list a run's jobs with it)."""
         out = []
-        for name in ("run", "runs", "resume", "run_id"):
+        for name in ("run_id", "run_ids", "resume", "name"):
             value = getattr(self, name, None)
             if value:
                 out += [value] if isinstance(value, str) else list(value)

@@ -168,7 +168,7 @@ def of_run(ws: Workspace, run_id: str, kind: str | None = None, *, active: bool 
         if active and not job.active:
             continue
         request = job.request
-        if request is not None and run_id in request.runs():
+        if request is not None and run_id in request.training_runs():
             out.append(job)
     return out
 

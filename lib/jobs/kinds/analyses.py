@@ -18,7 +18,7 @@ class Biomarker(Request):
     action = "compute"
     summary = "hippocampal relevance vs hippocampal volume per outcome group (Böhle et al. 2019 Fig 9)"
 
-    run: str = option(help="training run")
+    run_id: str = option(help="training run", flag="run")
     method: str = option("lrp")
     betas: tuple[float, ...] | None = option(None, "LRP β values (one result per β)", flag="beta")
     params: dict = option(dict, "any method parameter (repeatable)", flag="param", metavar="KEY=VALUE",
@@ -65,7 +65,7 @@ class Biomarker(Request):
         from lib.analysis import biomarker
         from lib.data.overview import load_cohort
 
-        run = _load_run(ws, self.run)
+        run = _load_run(ws, self.run_id)
         preds = run.predictions()
         if preds is None:
             raise RequestError(f"run {run.id} has no predictions yet")
@@ -107,7 +107,7 @@ class EvaluateMaps(Request):
     action = "compute"
     summary = "evaluate explanation methods on a run: region perturbation (AOPC), sanity check, localisation"
 
-    run: str = option(help="training run")
+    run_id: str = option(help="training run", flag="run")
     methods: tuple[str, ...] | None = option(None, "e.g. lrp:beta=0.5 guided_backprop gradcam (default: LRP β "
                                                    "0/0.5/1, guided backprop, gradient×input, occlusion, Grad-CAM)",
                                              metavar="METHOD[:K=V,…]")
@@ -143,7 +143,7 @@ class EvaluateMaps(Request):
         given, default = evaluation.settings, Settings()
         changed = {f.name: getattr(given, f.name) for f in dataclasses.fields(Settings)
                    if getattr(given, f.name) != getattr(default, f.name)}
-        return cls(run=evaluation.run.id, methods=tuple(m.spec for m in evaluation.methods),
+        return cls(run_id=evaluation.run.id, methods=tuple(m.spec for m in evaluation.methods),
                    checks=tuple(checks) if checks is not None else None, **changed)
 
     def settings(self):
@@ -155,7 +155,7 @@ class EvaluateMaps(Request):
     def evaluation(self, ws: Workspace):
         from lib.analysis.evaluation import DEFAULT_METHODS, Evaluation
 
-        run = _load_run(ws, self.run)
+        run = _load_run(ws, self.run_id)
         try:
             return Evaluation(ws, run, list(self.methods or DEFAULT_METHODS), self.settings())
         except (ValueError, TypeError, KeyError) as exc:
@@ -198,7 +198,7 @@ class Report(Request):
     summary = ("a run's report: one self-contained HTML file (and a PDF), every figure also as SVG; built from the "
                "cached results, cached by its content")
 
-    run: str = option(help="training run")
+    run_id: str = option(help="training run", flag="run")
     pdf: bool = option(False, "also the PDF")
 
     def key(self, ws: Workspace) -> str:
@@ -206,14 +206,14 @@ class Report(Request):
         from lib.views import report
 
         try:
-            return report.job_key(ws, _load_run(ws, self.run))
+            return report.job_key(ws, _load_run(ws, self.run_id))
         except RequestError:   # the job fails saying so; its key is the request's own
             return super().key(ws)
 
     def prepare(self, ws: Workspace) -> Task:
         from lib.views import report
 
-        run = _load_run(ws, self.run)
+        run = _load_run(ws, self.run_id)
         task = Task(lambda progress: "")
 
         def work(progress):

@@ -38,7 +38,7 @@ class Explain(Request):
     action = "compute"
     summary = "heatmaps of every scan of a run's cohort (cached; resumes if interrupted)"
 
-    run: str = option(help="training run")
+    run_id: str = option(help="training run", flag="run")
     method: str = option("lrp", "lrp, guided_backprop, sensitivity, gradient_x_input, occlusion, area_occlusion, "
                                 "gradcam")
     beta: float | None = option(None, "LRP β (α = 1 + β); 0 is the paper's default")
@@ -56,19 +56,19 @@ class Explain(Request):
         from lib.explain.heatmaps import job_key
 
         try:
-            run = _load_run(ws, self.run)
+            run = _load_run(ws, self.run_id)
         except RequestError:   # the job fails saying so; its key is the request's own
             return super().key(ws)
         return job_key(ws, run, self.method, self.target, **self.method_params())
 
     def describe(self) -> str:
         p = self.method_params()
-        return " ".join(["explain", self.method, *(f"{k}={v}" for k, v in sorted(p.items())), "·", "run", self.run])
+        return " ".join(["explain", self.method, *(f"{k}={v}" for k, v in sorted(p.items())), "· run", self.run_id])
 
     def prepare(self, ws: Workspace) -> Task:
         from lib.explain import heatmaps
 
-        run = _load_run(ws, self.run)
+        run = _load_run(ws, self.run_id)
         params = self.method_params()
         task = Task(lambda progress: "")
 
@@ -89,7 +89,7 @@ class GroupMeans(Request):
     action = "compute"
     summary = "average heatmaps of AD, HC, TP, FP, TN, FN (and subgroups) for the heatmap page; cached"
 
-    run: str = option(help="training run")
+    run_id: str = option(help="training run", flag="run")
     store: str | None = option(None, "heatmap store (its folder name under cache/heatmaps)")
     method: str = option("lrp", "or pick the store by method and parameters")
     beta: float | None = option(None)
@@ -118,7 +118,7 @@ class GroupMeans(Request):
         from lib.views import viewer
 
         try:
-            run = _load_run(ws, self.run)
+            run = _load_run(ws, self.run_id)
             store = self._store(ws, run)
         except RequestError:   # the job fails saying so; its key is the request's own
             return super().key(ws)
@@ -128,7 +128,7 @@ class GroupMeans(Request):
     def prepare(self, ws: Workspace) -> Task:
         from lib.views import viewer
 
-        run = _load_run(ws, self.run)
+        run = _load_run(ws, self.run_id)
         store = self._store(ws, run)
 
         def work(progress):
@@ -149,7 +149,7 @@ class RegionTables(Request):
     summary = "relevance per atlas region (sum, density, fraction) of every scan, cached; heatmaps computed if " \
               "missing"
 
-    runs: tuple[str, ...] = option(help="one run, or several (e.g. the repeats of a group)", flag="run")
+    run_ids: tuple[str, ...] = option(help="one run, or several (e.g. the repeats of a group)", flag="run")
     method: str = option("lrp")
     betas: tuple[float, ...] | None = option(None, "LRP β values (one table per run × β)", flag="beta")
     params: dict = option(dict, "any method parameter (repeatable)", flag="param", metavar="KEY=VALUE",
@@ -164,7 +164,7 @@ class RegionTables(Request):
         """What the tables depend on: parameters at their method's defaults and β given twice left out."""
         from lib.explain import canonical_params
 
-        out = {"runs": list(self.runs), "atlas": self.atlas, "merge": self.merge}
+        out = {"runs": list(self.run_ids), "atlas": self.atlas, "merge": self.merge}
         if self.stores:
             return {**out, "stores": list(self.stores)}
         try:
@@ -185,7 +185,7 @@ class RegionTables(Request):
         from lib.data.atlas import AtlasError
         from lib.explain import heatmaps
 
-        runs = [_load_run(ws, r) for r in self.runs]
+        runs = [_load_run(ws, r) for r in self.run_ids]
         try:
             atlas = region_tables.get_atlas(ws, self.atlas, runs[0].grid.resolution, self.merge)
         except (AtlasError, KeyError, ValueError) as exc:

@@ -17,7 +17,7 @@ class Train(Request):
     summary = "train the CNN (one run per fold × seed) or resume a run"
 
     resume: str | None = option(None, "continue this run from its last finished epoch", metavar="RUN")
-    run_id: str | None = option(None, "name of the run (default: date-model-seed)")
+    name: str | None = option(None, "name of the run (default: date-model-seed)", flag="run-id")
     model: str = option("boehle2019", "boehle2019 (default), rieke2018 or pif2021")
     resolution: float | None = option(None, "grid in mm (default: the workspace's)")
     epochs: int = option(100, "maximum epochs (default 100)")
@@ -61,8 +61,8 @@ class Train(Request):
             else:
                 configs = plan(self.config(), seeds=list(self.seeds) if self.seeds else None,
                                folds=list(self.folds) if self.folds else None)
-                one = self.run_id if self.run_id and len(configs) == 1 else None
-                group = self.run_id if len(configs) > 1 else None
+                one = self.name if self.name and len(configs) == 1 else None
+                group = self.name if len(configs) > 1 else None
                 runs = [create_run(ws, c, run_id=one, group=group) for c in configs]
         except (TrainingError, ValueError) as exc:
             raise RequestError(str(exc)) from exc
@@ -88,16 +88,16 @@ class Predict(Request):
     action = "compute"
     summary = "recompute a run's predictions for every scan"
 
-    run: str = option(help="training run")
+    run_id: str = option(help="training run", flag="run")
 
     def key(self, ws: Workspace) -> str:
-        return f"predict:{self.run}"
+        return f"predict:{self.run_id}"
 
     def prepare(self, ws: Workspace) -> Task:
         from lib.learn.training import TrainingError, finish_run, load_run
 
         try:
-            run = load_run(ws, self.run)
+            run = load_run(ws, self.run_id)
         except TrainingError as exc:
             raise RequestError(str(exc)) from exc
 
