@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lib.data.atlas import DEFAULT_ATLAS
 from lib.data.workspace import Workspace
-from lib.jobs.kinds.maps import SPLITS, _load_run, _params, parse_params
+from lib.jobs.kinds.common import SPLITS, given, load_run, parse_params
 from lib.jobs.request import Request, RequestError, Task, option, register
 
 
@@ -53,7 +53,7 @@ class Biomarker(Request):
         betas = list(self.betas) if self.betas is not None else [params.pop("beta", None)]
         stores = []
         for b in betas:
-            p = _params(params, beta=b)
+            p = given(params, beta=b)
             store = heatmaps.find_store(ws, run, self.method, **p)
             if store is None:
                 raise RequestError(f"no heatmaps of run {run.id} with {self.method} {p or ''}: compute them first "
@@ -65,7 +65,7 @@ class Biomarker(Request):
         from lib.analysis import biomarker
         from lib.data.overview import load_cohort
 
-        run = _load_run(ws, self.run_id)
+        run = load_run(ws, self.run_id)
         preds = run.predictions()
         if preds is None:
             raise RequestError(f"run {run.id} has no predictions yet")
@@ -76,7 +76,7 @@ class Biomarker(Request):
                                                    labels=self.labels, normalise=self.icv)
         except (KeyError, ValueError) as exc:
             raise RequestError(exc.args[0] if exc.args else str(exc)) from exc
-        task = Task(lambda progress: "", {"rows": [], "volume": volume})
+        result = {"rows": [], "volume": volume}
 
         def work(progress):
             for store in stores:
@@ -86,12 +86,11 @@ class Biomarker(Request):
                     one_per_subject=self.one_per_subject, n_permutations=self.permutations,
                     n_boot=self.permutations, seed=self.seed, progress=progress)
                 for g, row in st.iterrows():
-                    task.result["rows"].append({"method": biomarker.method_label(store.params),
-                                                "store": store.folder.name, "group": g, **row.to_dict()})
-            return f"{len(task.result['rows'])} correlations"
+                    result["rows"].append({"method": biomarker.method_label(store.params),
+                                           "store": store.folder.name, "group": g, **row.to_dict()})
+            return f"{len(result['rows'])} correlations"
 
-        task.work = work
-        return task
+        return Task(work, result)
 
 
 def _settings_field(flag: str | None = None, help: str = "", choices: tuple | None = None):
@@ -155,7 +154,7 @@ class EvaluateMaps(Request):
     def evaluation(self, ws: Workspace):
         from lib.analysis.evaluation import DEFAULT_METHODS, Evaluation
 
-        run = _load_run(ws, self.run_id)
+        run = load_run(ws, self.run_id)
         try:
             return Evaluation(ws, run, list(self.methods or DEFAULT_METHODS), self.settings())
         except (ValueError, TypeError, KeyError) as exc:
@@ -180,14 +179,13 @@ class EvaluateMaps(Request):
         checks = self.all_checks()
         if "localisation" in checks and not ev.has_truth():
             print("no ground truth in this workspace (demo cohorts only): localisation is skipped", file=sys.stderr)
-        task = Task(lambda progress: "", {"evaluation": ev})
+        result = {"evaluation": ev}
 
         def work(progress):
-            task.result["results"] = ev.run_checks(checks, progress=progress)
+            result["results"] = ev.run_checks(checks, progress=progress)
             return f"{len(ev.methods)} method(s) evaluated: {', '.join(checks)}"
 
-        task.work = work
-        return task
+        return Task(work, result)
 
 
 @register
@@ -206,19 +204,18 @@ class Report(Request):
         from lib.views import report
 
         try:
-            return report.job_key(ws, _load_run(ws, self.run_id))
+            return report.job_key(ws, load_run(ws, self.run_id))
         except RequestError:   # the job fails saying so; its key is the request's own
             return super().key(ws)
 
     def prepare(self, ws: Workspace) -> Task:
         from lib.views import report
 
-        run = _load_run(ws, self.run_id)
-        task = Task(lambda progress: "")
+        run = load_run(ws, self.run_id)
+        result = {}
 
         def work(progress):
-            task.result["files"] = report.write(ws, run, pdf=self.pdf, progress=progress)
-            return f"report of {run.id} in {task.result['files']['html'].parent}"
+            result["files"] = report.write(ws, run, pdf=self.pdf, progress=progress)
+            return f"report of {run.id} in {result['files']['html'].parent}"
 
-        task.work = work
-        return task
+        return Task(work, result)

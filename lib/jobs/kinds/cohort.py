@@ -100,7 +100,7 @@ class Validate(Request):
         # a table outside the workspace is checked against its own folder (relative paths, path escapes)
         base = table if table.is_dir() else table.parent
         check_ws = ws if ws.exists and (own_table or base.is_relative_to(ws.root)) else Workspace.open(base)
-        task = Task(lambda progress: "")
+        result = {}
 
         def work(progress):
             report = validate_table(table, check_ws, check_images=not self.no_images, progress=progress)
@@ -109,11 +109,10 @@ class Validate(Request):
                 atomic.write_text(self.report, report.to_json())
             elif own_table and ws.exists:
                 save_report(ws, report)
-            task.result["report"] = report
+            result["report"] = report
             return report.summary()
 
-        task.work = work
-        return task
+        return Task(work, result)
 
 
 @register

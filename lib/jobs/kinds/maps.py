@@ -6,30 +6,8 @@ from dataclasses import dataclass
 
 from lib.data.atlas import DEFAULT_ATLAS
 from lib.data.workspace import Workspace
+from lib.jobs.kinds.common import SPLITS, given, load_run, parse_params
 from lib.jobs.request import Request, RequestError, Task, digest, option, register
-
-SPLITS = ("test", "validation", "train", "all")
-
-
-def parse_params(pairs: list[str]) -> dict:
-    """``--param KEY=VALUE`` strings of the command line → a method's parameters."""
-    from lib.explain.heatmaps import parse_params as parse
-
-    return parse(pairs)
-
-
-def _params(params: dict, **given) -> dict:
-    return {**params, **{k: v for k, v in given.items() if v is not None}}
-
-
-def _load_run(ws: Workspace, run_id: str):
-    from lib.learn.training import TrainingError, load_run
-
-    try:
-        return load_run(ws, run_id)
-    except TrainingError as exc:
-        raise RequestError(str(exc)) from exc
-
 
 @register
 @dataclass(frozen=True)
@@ -49,14 +27,14 @@ class Explain(Request):
     batch_size: int = option(4)
 
     def method_params(self) -> dict:
-        return _params(self.params, beta=self.beta, atlas=self.atlas)
+        return given(self.params, beta=self.beta, atlas=self.atlas)
 
     def key(self, ws: Workspace) -> str:
         """``explain:`` and the store's folder: the key of the maps this request computes."""
         from lib.explain.heatmaps import job_key
 
         try:
-            run = _load_run(ws, self.run_id)
+            run = load_run(ws, self.run_id)
         except RequestError:   # the job fails saying so; its key is the request's own
             return super().key(ws)
         return job_key(ws, run, self.method, self.target, **self.method_params())
@@ -68,18 +46,17 @@ class Explain(Request):
     def prepare(self, ws: Workspace) -> Task:
         from lib.explain import heatmaps
 
-        run = _load_run(ws, self.run_id)
+        run = load_run(ws, self.run_id)
         params = self.method_params()
-        task = Task(lambda progress: "")
+        result = {}
 
         def work(progress):
             store = heatmaps.compute_store(ws, run, self.method, target=self.target, batch_size=self.batch_size,
                                            progress=progress, **params)
-            task.result.update(store=store, run=run)
+            result.update(store=store, run=run)
             return f"{len(store)} heatmaps in {store.folder}"
 
-        task.work = work
-        return task
+        return Task(work, result)
 
 
 @register
@@ -106,7 +83,7 @@ class GroupMeans(Request):
                 return viewer.store_by_key(ws, run, self.store)
             except KeyError as exc:
                 raise RequestError(exc.args[0]) from exc
-        params = _params(self.params, beta=self.beta)
+        params = given(self.params, beta=self.beta)
         store = heatmaps.find_store(ws, run, self.method, **params)
         if store is None:
             raise RequestError(f"no heatmaps of run {run.id} with {self.method} {params or ''}: "
@@ -118,7 +95,7 @@ class GroupMeans(Request):
         from lib.views import viewer
 
         try:
-            run = _load_run(ws, self.run_id)
+            run = load_run(ws, self.run_id)
             store = self._store(ws, run)
         except RequestError:   # the job fails saying so; its key is the request's own
             return super().key(ws)
@@ -128,7 +105,7 @@ class GroupMeans(Request):
     def prepare(self, ws: Workspace) -> Task:
         from lib.views import viewer
 
-        run = _load_run(ws, self.run_id)
+        run = load_run(ws, self.run_id)
         store = self._store(ws, run)
 
         def work(progress):
@@ -185,7 +162,7 @@ class RegionTables(Request):
         from lib.data.atlas import AtlasError
         from lib.explain import heatmaps
 
-        runs = [_load_run(ws, r) for r in self.run_ids]
+        runs = [load_run(ws, r) for r in self.run_ids]
         try:
             atlas = region_tables.get_atlas(ws, self.atlas, runs[0].grid.resolution, self.merge)
         except (AtlasError, KeyError, ValueError) as exc:
@@ -199,14 +176,13 @@ class RegionTables(Request):
         else:
             params = dict(self.params)
             betas = list(self.betas) if self.betas else [params.pop("beta")] if "beta" in params else [None]
-            tasks = [(r, self.method, _params(params, beta=b)) for r in runs for b in betas]
-        task = Task(lambda progress: "")
+            tasks = [(r, self.method, given(params, beta=b)) for r in runs for b in betas]
+        result = {}
 
         def work(progress):
-            task.result["paths"] = region_tables.compute_many(ws, tasks, atlas, progress=progress,
+            result["paths"] = region_tables.compute_many(ws, tasks, atlas, progress=progress,
                                                               batch_size=self.batch_size)
-            return f"{len(task.result['paths'])} region table(s) on {atlas.name}"
+            return f"{len(result['paths'])} region table(s) on {atlas.name}"
 
-        task.work = work
-        return task
+        return Task(work, result)
 
