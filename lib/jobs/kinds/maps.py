@@ -9,6 +9,7 @@ from lib.data.workspace import Workspace
 from lib.jobs.kinds.common import SPLITS, given, load_run, parse_params
 from lib.jobs.request import Request, RequestError, Task, digest, option, register
 
+
 @register
 @dataclass(frozen=True)
 class Explain(Request):
