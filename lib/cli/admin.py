@@ -3,7 +3,6 @@ database. Each is a function ``(args, workspace) -> exit status`` with its optio
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from lib import jobs
