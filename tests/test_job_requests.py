@@ -162,6 +162,16 @@ def test_a_command_line_and_its_request_are_the_same_job():
     assert cli_requests.request_from_args(jobs.Biomarker, args) == SAMPLES[10]
 
 
+@pytest.mark.parametrize("request_", SAMPLES, ids=lambda r: r.kind)
+def test_the_command_line_of_a_request_gives_the_request_back(request_):
+    import shlex
+
+    line = cli_requests.command_line(request_)
+    assert line.startswith(f"python -m lib {request_.kind}")
+    args = build_parser().parse_args(shlex.split(line)[3:])
+    assert cli_requests.request_from_args(type(request_), args) == request_, line
+
+
 # --------------------------------------------------------------------------- submitted, run by the worker, found
 def _wait(ws, job_id, timeout=120):
     deadline = time.time() + timeout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import types
 import typing
@@ -80,6 +81,32 @@ def request_from_args(cls: type[Request], args: argparse.Namespace) -> Request:
             value = tuple(value)
         values[f.name] = value
     return cls(**values)
+
+
+def command_line(request: Request, ws: Workspace | None = None) -> str:
+    """The command that runs ``request`` from a terminal (fields at their defaults left out): what a page
+    shows next to its button, the inverse of :func:`request_from_args`."""
+    parts = ["python", "-m", "lib", *(["--workspace", str(ws.root)] if ws else []), request.kind]
+    for f in dataclasses.fields(request):
+        meta = f.metadata.get("cli", {})
+        value = getattr(request, f.name)
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else MISSING)
+        if value == default or value is None:
+            continue
+        flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
+        if meta.get("positional"):
+            parts.append(str(value))
+        elif isinstance(value, bool):
+            parts.append(flag if value or f.default is not None else "--no-" + flag[2:])
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                parts += [flag, f"{k}={json.dumps(v)}"]
+        elif isinstance(value, tuple):   # a repeated option, or one option with several values
+            parts += [x for v in value for x in (flag, str(v))] if meta.get("append") else [flag, *map(str, value)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
 
 
 def run_command(args, ws: Workspace) -> int:
