@@ -8,7 +8,7 @@ built in the background the first time the app opens.
 
 import streamlit as st
 
-from pages.common import sidebar_workspace
+from pages.workspace_sidebar import sidebar_workspace
 from pages.login import login_gate, sidebar_account
 
 st.set_page_config(page_title="relevance-atlas", page_icon=":material/neurology:", layout="wide")

@@ -7,12 +7,9 @@ import streamlit as st
 
 from lib import jobs
 from lib.data.workspace import WorkspaceError
-from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
+from pages.job_widgets import job_progress, locked, submit_job
+from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.login import current_actor
-
-ws = current_workspace()
-st.title("Cohort & validation")
-
 
 def show_report(path: Path, *, key: str) -> None:
     from lib.data.validation import ValidationReport
@@ -31,62 +28,77 @@ def show_report(path: Path, *, key: str) -> None:
                        key=f"dl-{key}")
 
 
-st.subheader("This workspace")
-if ws.exists and ws.cohort_csv.exists():
-    st.caption(f"`{ws.cohort_csv}`")
-    running = jobs.find_active(ws, "validate")
-    if ws.validation_json.exists() and running is None:
-        show_report(ws.validation_json, key="ws")
-    elif running is None:
-        st.info("This workspace has not been validated yet.")
-    if running is None and st.button("Validate again", disabled=locked("change_workspace")):
-        running = submit_job(ws, "validate", [], key="validate")
-    if running is not None:
-        job_progress(running.id, ws, rerun_when_done=True, key="validate")
-else:
-    require_ready_workspace(ws)
+def this_workspace(ws) -> None:
+    """The workspace's own validation report, and validating it again."""
+    st.subheader("This workspace")
+    if ws.exists and ws.cohort_csv.exists():
+        st.caption(f"`{ws.cohort_csv}`")
+        running = jobs.find_active(ws, "validate")
+        if ws.validation_json.exists() and running is None:
+            show_report(ws.validation_json, key="ws")
+        elif running is None:
+            st.info("This workspace has not been validated yet.")
+        if running is None and st.button("Validate again", disabled=locked("change_workspace")):
+            running = submit_job(ws, "validate", [], key="validate")
+        if running is not None:
+            job_progress(running.id, ws, rerun_when_done=True, key="validate")
+    else:
+        require_ready_workspace(ws)
 
-st.divider()
-st.subheader("Check another cohort")
-st.markdown(
-    "A CSV/TSV table with one row per scan (`subject_id`, `scan_id`, `path`, `diagnosis`, optional `session`, "
-    "`age`, `sex`, `mmse`, `cdr`, `site`, `hippocampal_volume`), an ADNIMERGE-style table with a `path` column, "
-    "or a BIDS folder. Relative paths are relative to the table's folder. Every problem is listed at once.")
-table = st.text_input("Table or BIDS folder on the server", placeholder="/data/study/cohort.csv")
-if table:
-    try:
-        # only inside this workspace's data roots or the server's workspace roots; the refusal is the same
-        # whether or not the path exists, and nothing outside is ever read or shown
-        table_path = ws.readable_path(table)
-    except WorkspaceError as exc:
-        table_path = None
-        st.error(str(exc))
-    if table_path is not None:
-        report_path = ws.cache_dir / "validation" / (hashlib.sha256(str(table_path).encode()).hexdigest()[:16]
-                                                     + ".json")
-        key = f"validate {table_path}"
-        c1, c2 = st.columns(2)
-        if not table_path.exists():
-            st.error(f"{table_path} does not exist on the server.")
-        else:
-            running = jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
-            may_not = locked("change_workspace", c1)
-            if c1.button("Validate", type="primary", disabled=may_not) and running is None:
-                if jobs.may_submit(current_actor(), ws, "validate"):
-                    report_path.parent.mkdir(parents=True, exist_ok=True)
-                running = submit_job(ws, "validate", [str(table_path), "--report", str(report_path)], key=key)
-            if running is not None:
-                job_progress(running.id, ws, rerun_when_done=True, key="other")
-            elif report_path.exists():
-                show_report(report_path, key="other")
-                target = table_path if table_path.is_dir() else table_path.parent
-                init_key = f"init {target}"
-                # the newest init of this folder stays shown, so its outcome is seen after any rerun
-                init = next((j for j in jobs.list_jobs(ws, "init") if j.record.get("key") == init_key), None)
-                if (target / "workspace.json").exists() and init is None:
-                    st.info(f"`{target}` already holds a workspace: open it in the sidebar.")
-                elif init is None and c2.button(f"Create a workspace in {target}", disabled=may_not):
-                    init = submit_job(ws, "init", [str(target), "--table", str(table_path)], key=init_key)
-                if init is not None:
-                    job_progress(init.id, ws, key="init")
-                    st.caption(f"When it finishes, open `{target}` as the workspace in the sidebar.")
+
+def other_cohort(ws) -> None:
+    """Validate another table or BIDS folder on the server, and create a workspace from it."""
+    st.subheader("Check another cohort")
+    st.markdown(
+        "A CSV/TSV table with one row per scan (`subject_id`, `scan_id`, `path`, `diagnosis`, optional `session`, "
+        "`age`, `sex`, `mmse`, `cdr`, `site`, `hippocampal_volume`), an ADNIMERGE-style table with a `path` column, "
+        "or a BIDS folder. Relative paths are relative to the table's folder. Every problem is listed at once.")
+    table = st.text_input("Table or BIDS folder on the server", placeholder="/data/study/cohort.csv")
+    if table:
+        try:
+            # only inside this workspace's data roots or the server's workspace roots; the refusal is the same
+            # whether or not the path exists, and nothing outside is ever read or shown
+            table_path = ws.readable_path(table)
+        except WorkspaceError as exc:
+            table_path = None
+            st.error(str(exc))
+        if table_path is not None:
+            report_path = ws.cache_dir / "validation" / (hashlib.sha256(str(table_path).encode()).hexdigest()[:16]
+                                                         + ".json")
+            key = f"validate {table_path}"
+            c1, c2 = st.columns(2)
+            if not table_path.exists():
+                st.error(f"{table_path} does not exist on the server.")
+            else:
+                running = jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
+                may_not = locked("change_workspace", c1)
+                if c1.button("Validate", type="primary", disabled=may_not) and running is None:
+                    if jobs.may_submit(current_actor(), ws, "validate"):
+                        report_path.parent.mkdir(parents=True, exist_ok=True)
+                    running = submit_job(ws, "validate", [str(table_path), "--report", str(report_path)], key=key)
+                if running is not None:
+                    job_progress(running.id, ws, rerun_when_done=True, key="other")
+                elif report_path.exists():
+                    show_report(report_path, key="other")
+                    target = table_path if table_path.is_dir() else table_path.parent
+                    init_key = f"init {target}"
+                    # the newest init of this folder stays shown, so its outcome is seen after any rerun
+                    init = next((j for j in jobs.list_jobs(ws, "init") if j.record.get("key") == init_key), None)
+                    if (target / "workspace.json").exists() and init is None:
+                        st.info(f"`{target}` already holds a workspace: open it in the sidebar.")
+                    elif init is None and c2.button(f"Create a workspace in {target}", disabled=may_not):
+                        init = submit_job(ws, "init", [str(target), "--table", str(table_path)], key=init_key)
+                    if init is not None:
+                        job_progress(init.id, ws, key="init")
+                        st.caption(f"When it finishes, open `{target}` as the workspace in the sidebar.")
+
+
+def main() -> None:
+    ws = current_workspace()
+    st.title("Cohort & validation")
+    this_workspace(ws)
+    st.divider()
+    other_cohort(ws)
+
+
+main()

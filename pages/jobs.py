@@ -3,16 +3,12 @@
 import streamlit as st
 
 from lib import jobs
-from pages.common import cancel_button, current_workspace, since
-
-ws = current_workspace()
-st.title("Jobs")
-st.caption("Long work (building the demo cohort, validation, group means; later training and heatmaps) runs in "
-           "its own process: it keeps going when you reload the page or close the browser.")
+from pages.job_widgets import cancel_button, since
+from pages.workspace_sidebar import current_workspace
 
 
 @st.fragment(run_every=2.0)
-def job_table():
+def job_table(ws):
     all_jobs = jobs.list_jobs(ws)
     if not all_jobs:
         st.info("No jobs have run in this workspace yet.")
@@ -33,8 +29,15 @@ def job_table():
                        f"record {job.path / 'status.json'}")
 
 
-# cancel buttons stay outside the live fragment so a click never races its timed reruns
-for active in [j for j in jobs.list_jobs(ws) if j.active]:
-    cancel_button(ws, active, f"Cancel {active.record.get('command')} ({active.id})", key=f"cancel-{active.id}")
+def main() -> None:
+    ws = current_workspace()
+    st.title("Jobs")
+    st.caption("Long work (building the demo cohort, validation, group means; later training and heatmaps) runs "
+               "in its own process: it keeps going when you reload the page or close the browser.")
+    job_table(ws)
+    # cancel buttons stay outside the live fragment so a click never races its timed reruns
+    for active in [j for j in jobs.list_jobs(ws) if j.active]:
+        cancel_button(ws, active, f"Cancel {active.record.get('command')} ({active.id})", key=f"cancel-{active.id}")
 
-job_table()
+
+main()

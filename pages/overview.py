@@ -9,36 +9,18 @@ from lib.core import cache
 from lib import jobs
 from lib.data import overview
 from lib.views.render import Overlay, ortho_image
-from pages.common import (atlas_labels, current_workspace, group_means, job_progress, locked,
-                          require_ready_workspace, submit_job, volume)
+from pages.job_widgets import job_progress, locked, submit_job
+from pages.loaders import atlas_labels, group_means, volume
+from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.review_panel import review_panel, view_param
 from pages import niivue_view
 
 GROUP_COLORS = {"AD": "#f28e2b", "HC": "#59a14f"}  # the paper's orange (AD) and green (HC)
 
-ws = current_workspace()
-st.title("Dataset overview")
-if not require_ready_workspace(ws):
-    st.stop()
+HIPPOCAMPUS_MNI = (-26, -22, -14)   # slices open through the left hippocampus, where AD atrophy is expected first
 
-cohort = overview.load_cohort(ws)
-# slices open through the left hippocampus, where AD atrophy is expected first
-HIPPOCAMPUS = ws.grid.mni_to_voxel((-26, -22, -14))
-n_ad, n_hc = (cohort["diagnosis"] == "AD").sum(), (cohort["diagnosis"] == "HC").sum()
-c = st.columns(5)
-c[0].metric("Scans", len(cohort))
-c[1].metric("Subjects", cohort["subject_id"].nunique())
-c[2].metric("AD scans", int(n_ad))
-c[3].metric("HC scans", int(n_hc))
-c[4].metric("Grid", f"{ws.grid.resolution:g} mm", help=f"{ws.grid.shape} voxels, MNI (ICBM152 2009c)")
-if ws.is_demo:
-    st.caption("Synthetic demo cohort: the ICBM152 2009c template deformed per subject, with known "
-               "temporal-lobe atrophy in AD (see the ground truth in the scan viewer).")
 
-tab_counts, tab_demo, tab_qc, tab_view, tab_mean = st.tabs(
-    ["Counts", "Demographics", "Quality control", "Scan viewer", "Mean AD − HC"])
-
-with tab_counts:
+def counts_tab(cohort) -> None:
     tables = overview.counts(cohort)
     cols = st.columns(len(tables))
     for col, (name, table) in zip(cols, tables.items()):
@@ -49,7 +31,8 @@ with tab_counts:
         st.caption("Splits are by subject (all visits of a subject stay in one part) and stratified by "
                    "diagnosis; the test set holds equally many AD and HC subjects.")
 
-with tab_demo:
+
+def demographics_tab(cohort) -> None:
     st.table(overview.demographics(cohort))
     first = cohort.sort_values(["subject_id", "session"] if "session" in cohort else ["subject_id"]) \
         .groupby("subject_id").head(1)
@@ -64,7 +47,8 @@ with tab_demo:
         col.plotly_chart(fig, width="stretch")
     st.caption("One row per subject (first visit).")
 
-with tab_qc:
+
+def qc_tab(cohort) -> None:
     qc_cols = [c for c in ("scan_id", "diagnosis", "split", "site", "mean", "std", "nonzero_fraction",
                            "template_corr", "on_grid", "n_errors", "n_warnings", "flags") if c in cohort]
     if "template_corr" not in cohort:
@@ -85,86 +69,107 @@ with tab_qc:
                          "on_grid": st.column_config.CheckboxColumn("on grid"),
                          "n_errors": number("errors"), "n_warnings": number("warnings")})
 
-with tab_view:
+
+def _scan_controls(ws, cohort, labels, hippocampus) -> tuple:
+    """The scan, the crosshair and what is drawn over it; (row, volume, ijk, outlines, ground truth, shown, 3D)."""
+    # a review's link (?scan=…&slices=…) reopens the viewer where the review was written
+    linked = np.flatnonzero(cohort["scan_id"].to_numpy() == view_param("scan", ""))
+    pick = st.selectbox("Scan", range(len(cohort)), format_func=lambda i: labels.iat[i],
+                        index=int(linked[0]) if len(linked) else 0)
+    row = cohort.iloc[pick]
+    data = volume(ws, row["path"])
+    shape = data.shape
+    if st.session_state.get("ov_grid") != list(shape):   # first visit (or another grid): where to open
+        start = view_param("slices", None, "ints") or [int(v) for v in hippocampus]
+        start = [min(max(v, 0), n - 1) for v, n in zip(start, shape)] if len(start) == 3 else list(hippocampus)
+        for key_, v in zip(("ov_x", "ov_y", "ov_z"), start):
+            st.session_state[key_] = int(v)
+        st.session_state["ov_grid"] = list(shape)
+    # keyed, so a click in the 3D viewer can move them
+    i = st.slider("x (sagittal)", 0, shape[0] - 1, key="ov_x")
+    j = st.slider("y (coronal)", 0, shape[1] - 1, key="ov_y")
+    k = st.slider("z (axial)", 0, shape[2] - 1, key="ov_z")
+    outlines = st.toggle("Atlas outlines (Neuromorphometrics)", value=view_param("outlines", False, bool))
+    gt = overview.ground_truth(ws, row["scan_id"]) if ws.is_demo else None
+    show_gt = st.toggle("Ground-truth atrophy", value=gt is not None, disabled=gt is None,
+                        help="Demo cohort only: local volume loss applied by the generator.")
+    use3d = niivue_view.use_3d("ov_3d")
+    return row, data, (i, j, k), outlines, gt, show_gt, use3d
+
+
+def _scan_picture(ws, row, data, ijk, outlines: bool, overlay, gt, use3d: bool, atlas, atlas_table) -> None:
+    """The scan in the 3D viewer or as slices, with the atlas outlines and the ground truth over it."""
+    i, j, k = ijk
+    brain = data
+    if use3d:
+        scan_path = ws.resolve(row["path"])
+        bg_range = (0.0, float(np.percentile(data[data > 0], 99.5)) if np.any(data > 0) else 1.0)
+
+        def _to_voxel(ijk) -> None:
+            for key_, v in zip(("ov_x", "ov_y", "ov_z"), ijk):
+                st.session_state[key_] = int(v)
+
+        gt_path = ws.resolve(str(gt["atrophy_map"])) if overlay is not None else None
+        niivue_view.show(
+            ws, ws.grid, key="ov_nv", ijk=(i, j, k), set_crosshair=_to_voxel, bg_range=bg_range,
+            anatomy=niivue_view.anatomy_bytes(ws, ("scan", str(scan_path), scan_path.stat().st_mtime_ns),
+                                              data, ws.grid, bg_range),
+            ov=overlay, overlay=niivue_view.overlay_bytes(
+                ws, ("atrophy", str(gt_path), gt_path.stat().st_mtime_ns), overlay, ws.grid)
+            if overlay is not None else None,
+            atlas=niivue_view.atlas_bytes(ws, "neuromorphometrics", atlas, ws.grid),
+            atlas_names=dict(zip(atlas_table["index"].astype(int), atlas_table["name"])))
+        if outlines:
+            st.caption("Atlas outlines are drawn in the slice images (3D viewer off).")
+    else:
+        st.image(ortho_image(brain, (i, j, k), overlay=overlay, labels=atlas if outlines else None),
+                 width="stretch")
+
+
+def _scan_facts(ws, row, data, ijk, gt, atlas, atlas_table) -> None:
+    """The crosshair's read-out, the scan's facts and, on the demo cohort, its ground truth."""
+    i, j, k = ijk
+    mni = ws.grid.voxel_to_mni((i, j, k))
+    st.markdown(f"MNI **({mni[0]:.0f}, {mni[1]:.0f}, {mni[2]:.0f}) mm** · voxel ({i}, {j}, {k}) · "
+                f"intensity {data[i, j, k]:.0f} · region **{overview.region_at(atlas, atlas_table, (i, j, k))}**")
+    facts = {k_: row[k_] for k_ in ("subject_id", "session", "diagnosis", "age", "sex", "mmse", "cdr", "site",
+                                    "hippocampal_volume", "split") if k_ in row and pd.notna(row[k_])}
+    st.dataframe(pd.DataFrame([facts]), hide_index=True, width="stretch")
+    if gt is not None:
+        units = pd.Series(gt["units_mm"])
+        units = units[~units.index.str.contains("Vent")].sort_values(ascending=False)
+        subtype = f" · subtype *{gt['subtype']}*" if gt["severity"] > 0 else ""
+        st.markdown(f"**Ground truth**{subtype} · severity {gt['severity']:.2f}"
+                    + (" · atypical (mild AD or atrophic control)" if gt["atypical"] else ""))
+        if units.max() > 0:
+            fig = px.bar(units.head(12)[::-1], orientation="h", height=300,
+                         labels={"value": "boundary displacement (mm)", "index": ""})
+            fig.update_layout(showlegend=False, margin=dict(l=10, r=10, t=10, b=10))
+            st.plotly_chart(fig, width="stretch")
+        else:
+            st.caption("No disease atrophy applied to this scan (only ageing and individual anatomy).")
+
+
+def scan_viewer_tab(ws, cohort, hippocampus) -> None:
+    """One scan in slices or the 3D viewer, with its facts, ground truth and reviews."""
     labels = cohort["scan_id"] + "  ·  " + cohort["diagnosis"]
     left, right = st.columns([1, 2.6])
     with left:
-        # a review's link (?scan=…&slices=…) reopens the viewer where the review was written
-        linked = np.flatnonzero(cohort["scan_id"].to_numpy() == view_param("scan", ""))
-        pick = st.selectbox("Scan", range(len(cohort)), format_func=lambda i: labels.iat[i],
-                            index=int(linked[0]) if len(linked) else 0)
-        row = cohort.iloc[pick]
-        data = volume(ws, row["path"])
-        shape = data.shape
-        if st.session_state.get("ov_grid") != list(shape):   # first visit (or another grid): where to open
-            start = view_param("slices", None, "ints") or [int(v) for v in HIPPOCAMPUS]
-            start = [min(max(v, 0), n - 1) for v, n in zip(start, shape)] if len(start) == 3 else list(HIPPOCAMPUS)
-            for key_, v in zip(("ov_x", "ov_y", "ov_z"), start):
-                st.session_state[key_] = int(v)
-            st.session_state["ov_grid"] = list(shape)
-        # keyed, so a click in the 3D viewer can move them
-        i = st.slider("x (sagittal)", 0, shape[0] - 1, key="ov_x")
-        j = st.slider("y (coronal)", 0, shape[1] - 1, key="ov_y")
-        k = st.slider("z (axial)", 0, shape[2] - 1, key="ov_z")
-        outlines = st.toggle("Atlas outlines (Neuromorphometrics)", value=view_param("outlines", False, bool))
-        gt = overview.ground_truth(ws, row["scan_id"]) if ws.is_demo else None
-        show_gt = st.toggle("Ground-truth atrophy", value=gt is not None, disabled=gt is None,
-                            help="Demo cohort only: local volume loss applied by the generator.")
-        use3d = niivue_view.use_3d("ov_3d")
+        row, data, (i, j, k), outlines, gt, show_gt, use3d = _scan_controls(ws, cohort, labels, hippocampus)
     atlas, atlas_table = atlas_labels("neuromorphometrics", ws.grid.resolution)
     overlay = None
     if show_gt and gt is not None:
         amap = volume(ws, str(gt["atrophy_map"]))
         overlay = Overlay(amap, 0.0, max(float(amap.max()), 1e-3), cmap="YlOrRd", alpha=0.75, threshold=0.03)
     with right:
-        brain = data
-        if use3d:
-            scan_path = ws.resolve(row["path"])
-            bg_range = (0.0, float(np.percentile(data[data > 0], 99.5)) if np.any(data > 0) else 1.0)
-
-            def _to_voxel(ijk) -> None:
-                for key_, v in zip(("ov_x", "ov_y", "ov_z"), ijk):
-                    st.session_state[key_] = int(v)
-
-            gt_path = ws.resolve(str(gt["atrophy_map"])) if overlay is not None else None
-            niivue_view.show(
-                ws, ws.grid, key="ov_nv", ijk=(i, j, k), set_crosshair=_to_voxel, bg_range=bg_range,
-                anatomy=niivue_view.anatomy_bytes(ws, ("scan", str(scan_path), scan_path.stat().st_mtime_ns),
-                                                  data, ws.grid, bg_range),
-                ov=overlay, overlay=niivue_view.overlay_bytes(
-                    ws, ("atrophy", str(gt_path), gt_path.stat().st_mtime_ns), overlay, ws.grid)
-                if overlay is not None else None,
-                atlas=niivue_view.atlas_bytes(ws, "neuromorphometrics", atlas, ws.grid),
-                atlas_names=dict(zip(atlas_table["index"].astype(int), atlas_table["name"])))
-            if outlines:
-                st.caption("Atlas outlines are drawn in the slice images (3D viewer off).")
-        else:
-            st.image(ortho_image(brain, (i, j, k), overlay=overlay, labels=atlas if outlines else None),
-                     width="stretch")
-        mni = ws.grid.voxel_to_mni((i, j, k))
-        st.markdown(f"MNI **({mni[0]:.0f}, {mni[1]:.0f}, {mni[2]:.0f}) mm** · voxel ({i}, {j}, {k}) · "
-                    f"intensity {brain[i, j, k]:.0f} · region **{overview.region_at(atlas, atlas_table, (i, j, k))}**")
-        facts = {k_: row[k_] for k_ in ("subject_id", "session", "diagnosis", "age", "sex", "mmse", "cdr", "site",
-                                        "hippocampal_volume", "split") if k_ in row and pd.notna(row[k_])}
-        st.dataframe(pd.DataFrame([facts]), hide_index=True, width="stretch")
-        if gt is not None:
-            units = pd.Series(gt["units_mm"])
-            units = units[~units.index.str.contains("Vent")].sort_values(ascending=False)
-            subtype = f" · subtype *{gt['subtype']}*" if gt["severity"] > 0 else ""
-            st.markdown(f"**Ground truth**{subtype} · severity {gt['severity']:.2f}"
-                        + (" · atypical (mild AD or atrophic control)" if gt["atypical"] else ""))
-            if units.max() > 0:
-                fig = px.bar(units.head(12)[::-1], orientation="h", height=300,
-                             labels={"value": "boundary displacement (mm)", "index": ""})
-                fig.update_layout(showlegend=False, margin=dict(l=10, r=10, t=10, b=10))
-                st.plotly_chart(fig, width="stretch")
-            else:
-                st.caption("No disease atrophy applied to this scan (only ageing and individual anatomy).")
+        _scan_picture(ws, row, data, (i, j, k), outlines, overlay, gt, use3d, atlas, atlas_table)
+        _scan_facts(ws, row, data, (i, j, k), gt, atlas, atlas_table)
     review_panel(ws, {"kind": "scan", "scan_id": row["scan_id"]},
                  {"page": "pages/overview.py", "slices": [i, j, k], "outlines": outlines,
                   "ground_truth": bool(show_gt)})
 
-with tab_mean:
+
+def mean_tab(ws, cohort, hippocampus) -> None:
     means_file = overview.group_means_path(ws, cohort)
     means = group_means(str(means_file)) if cache.ok(means_file) else None   # a bad file counts as absent
     if means is None:
@@ -181,9 +186,9 @@ with tab_mean:
         lim = float(np.percentile(np.abs(diff[means["HC"] > 0.2]), 99.5))
         cols = st.columns([1, 2.6])
         with cols[0]:
-            mi = st.slider("x", 0, diff.shape[0] - 1, int(HIPPOCAMPUS[0]), key="mx")
-            mj = st.slider("y", 0, diff.shape[1] - 1, int(HIPPOCAMPUS[1]), key="my")
-            mk = st.slider("z", 0, diff.shape[2] - 1, int(HIPPOCAMPUS[2]), key="mz")
+            mi = st.slider("x", 0, diff.shape[0] - 1, int(hippocampus[0]), key="mx")
+            mj = st.slider("y", 0, diff.shape[1] - 1, int(hippocampus[1]), key="my")
+            mk = st.slider("z", 0, diff.shape[2] - 1, int(hippocampus[2]), key="mz")
             thr = st.slider("hide |difference| below", 0.0, lim, lim * 0.25, format="%.3f")
         with cols[1]:
             st.image(ortho_image(means["HC"], (mi, mj, mk),
@@ -191,3 +196,36 @@ with tab_mean:
                      width="stretch")
             st.caption("Mean brain-normalised intensity, AD minus HC, over the mean HC image. Blue: darker in AD "
                        "(tissue loss, larger CSF spaces); red: brighter in AD.")
+
+
+def main() -> None:
+    ws = current_workspace()
+    st.title("Dataset overview")
+    if not require_ready_workspace(ws):
+        st.stop()
+    cohort = overview.load_cohort(ws)
+    hippocampus = ws.grid.mni_to_voxel(HIPPOCAMPUS_MNI)
+    n_ad, n_hc = (cohort["diagnosis"] == "AD").sum(), (cohort["diagnosis"] == "HC").sum()
+    c = st.columns(5)
+    c[0].metric("Scans", len(cohort))
+    c[1].metric("Subjects", cohort["subject_id"].nunique())
+    c[2].metric("AD scans", int(n_ad))
+    c[3].metric("HC scans", int(n_hc))
+    c[4].metric("Grid", f"{ws.grid.resolution:g} mm", help=f"{ws.grid.shape} voxels, MNI (ICBM152 2009c)")
+    if ws.is_demo:
+        st.caption("Synthetic demo cohort: the ICBM152 2009c template deformed per subject, with known "
+                   "temporal-lobe atrophy in AD (see the ground truth in the scan viewer).")
+    tabs = st.tabs(["Counts", "Demographics", "Quality control", "Scan viewer", "Mean AD − HC"])
+    with tabs[0]:
+        counts_tab(cohort)
+    with tabs[1]:
+        demographics_tab(cohort)
+    with tabs[2]:
+        qc_tab(cohort)
+    with tabs[3]:
+        scan_viewer_tab(ws, cohort, hippocampus)
+    with tabs[4]:
+        mean_tab(ws, cohort, hippocampus)
+
+
+main()

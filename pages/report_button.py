@@ -10,7 +10,7 @@ from lib import jobs
 from lib.views import report
 from lib.learn.training import load_run
 from lib.data.workspace import Workspace
-from pages.common import denied, job_progress, locked
+from pages.job_widgets import denied, job_progress, locked
 from pages.login import current_actor
 
 

@@ -18,8 +18,6 @@ settings as query parameters; :func:`view_param` reads them back on the page.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 import streamlit as st
@@ -27,34 +25,18 @@ import streamlit as st
 from lib.reviews import auth
 from lib.reviews import (VERDICTS, DatabaseUnavailable, ReviewError, ReviewRecord, ReviewStore, plain_markdown,
                          safe_markdown, target_key, target_label)
+from lib.views import review_links as links
 from pages.login import current_actor, current_identity, review_store
 
 VERDICT_BADGE = {"plausible": ":green-badge[:material/check_circle: plausible]",
                  "implausible": ":red-badge[:material/cancel: implausible]",
                  "artefact": ":orange-badge[:material/warning: artefact]",
                  "unsure": ":gray-badge[:material/help: unsure]"}
-_TARGET_PARAM = {"scan_id": "scan"}
-
 
 # --------------------------------------------------------------------------- links that restore a view
-def _enc(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
-        return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(v, sort_keys=True, separators=(",", ":"))
-    return str(v)
-
-
 def view_params(target: dict, settings: dict) -> dict[str, str]:
-    """Query parameters for a target and its settings (``page`` is the path, not a parameter)."""
-    q = {_TARGET_PARAM.get(k, k): _enc(v) for k, v in target.items() if k != "kind" and v is not None}
-    q.update({k: _enc(v) for k, v in settings.items() if k != "page" and v is not None})
-    ws_param = st.query_params.get("workspace")
-    if ws_param:
-        q["workspace"] = ws_param
-    return q
+    """Query parameters for a target and its settings, in the workspace of this address."""
+    return links.view_params(target, settings, st.query_params.get("workspace"))
 
 
 def view_url(target: dict, settings: dict) -> str:
@@ -64,51 +46,13 @@ def view_url(target: dict, settings: dict) -> str:
 
 
 def view_param(name: str, default=None, kind=str):
-    """A view setting from the address, parsed as ``kind`` (str, int, float, bool, list of int/float, dict).
-
-    Returns ``default`` when the parameter is missing or unreadable, so a hand-edited link never breaks
-    the page.
-    """
-    raw = st.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        if kind is bool:
-            return raw.lower() in ("1", "true", "yes", "on")
-        if kind in (list, "ints", "floats"):
-            items = [float(x) for x in raw.split(",")]
-            return [int(round(x)) for x in items] if kind == "ints" else items
-        if kind is dict:
-            return json.loads(raw)
-        return kind(raw)
-    except (ValueError, TypeError):
-        return default
-
-
-# --------------------------------------------------------------------------- rendering
-def _when(dt: datetime | None) -> str:
-    if dt is None:
-        return ""
-    d = (datetime.now(timezone.utc) - dt).total_seconds()
-    if d < 60:
-        return "just now"
-    if d < 3600:
-        return f"{d / 60:.0f} min ago"
-    if d < 86400:
-        return f"{d / 3600:.0f} h ago"
-    return f"{dt:%Y-%m-%d}"
+    """A view setting from the address, parsed as ``kind`` (:func:`lib.views.review_links.parse_param`)."""
+    return links.parse_param(st.query_params.get(name), default, kind)
 
 
 def _md_name(name: str) -> str:
     # a user name is shown inside Markdown: escape what could format it
     return plain_markdown(name)
-
-
-def _settings_summary(r: ReviewRecord) -> str:
-    bits = [f"run {r.run_id}" if r.run_id else "", r.method or "", f"ckpt {r.checkpoint[:8]}" if r.checkpoint else ""]
-    if r.blinded:
-        bits.append("blinded")
-    return " · ".join(b for b in bits if b)
 
 
 def _flash(key: str, kind: str, text: str) -> None:
@@ -152,7 +96,7 @@ def render_thread(store: ReviewStore, r: ReviewRecord, who: auth.Identity | None
         head = [VERDICT_BADGE.get(r.verdict, "")]
         if show_target:
             head.append(f"**{_md_name(target_label(r.target))}**")
-        head += [f"**{_md_name(r.author)}**", _when(r.created_at)]
+        head += [f"**{_md_name(r.author)}**", links.when(r.created_at)]
         if r.status == "resolved":
             head.append(f":blue-badge[:material/task_alt: resolved by {_md_name(r.resolved_by or '')}]")
         if r.deleted:
@@ -160,7 +104,7 @@ def render_thread(store: ReviewStore, r: ReviewRecord, who: auth.Identity | None
         if r.edited:
             head.append(f"edited · v{r.version}")
         st.markdown(" · ".join(h for h in head if h))
-        if summary := _settings_summary(r):
+        if summary := links.settings_summary(r):
             st.caption(_md_name(summary))
         st.markdown(safe_markdown(r.text) or "*(no comment)*")
         if r.tags:
@@ -173,7 +117,7 @@ def render_thread(store: ReviewStore, r: ReviewRecord, who: auth.Identity | None
         for rep in replies:
             pad, body = st.columns([0.04, 0.96])
             with body:
-                st.markdown(f":material/subdirectory_arrow_right: **{_md_name(rep.author)}** · {_when(rep.created_at)}"
+                st.markdown(f":material/subdirectory_arrow_right: **{_md_name(rep.author)}** · {links.when(rep.created_at)}"
                             + (f" · edited · v{rep.version}" if rep.edited else ""))
                 st.markdown(safe_markdown(rep.text))
                 if auth.can_change(who, rep.author):

@@ -11,28 +11,16 @@ from lib.data import overview
 from lib.views.render import ortho_image
 from lib.reviews import (TARGET_KINDS, VERDICTS, DatabaseUnavailable, export_csv, plain_markdown, target_label)
 from lib.reviews.agreement import agreement
-from pages.common import current_workspace, volume
+from pages.loaders import volume
+from pages.workspace_sidebar import current_workspace
 from pages.login import current_identity, review_store
 from pages.review_panel import VERDICT_BADGE, _act, _show_flash, render_thread
 
 PAGE_SIZE = 20
 
-ws = current_workspace()
-who = current_identity()
-st.title("Reviews")
-try:
-    store = review_store(ws)
-    authors, tags = store.authors(), store.tags()
-except DatabaseUnavailable as exc:
-    st.error(str(exc))
-    if st.button("Try again"):
-        st.rerun()
-    st.stop()
-st.caption(f"Stored in {store.display_url} · filed under workspace **{plain_markdown(ws.name)}**")
 
-tab_all, tab_queue, tab_agree = st.tabs(["All reviews", "Review queue", "Agreement"])
-
-with tab_all:
+def all_reviews_tab(ws, store, who, authors: list, tags: list) -> None:
+    """Every review of the workspace: filters, search, counts, CSV export, one page of threads."""
     c = st.columns([2.2, 1.6, 1.0, 1.5, 1.2, 1.2])
     search = c[0].text_input("Search", placeholder="words in the text, a target, a tag or an author")
     verdicts = c[1].multiselect("Verdict", VERDICTS, placeholder="any")
@@ -91,7 +79,8 @@ def _predictions(ws) -> dict[str, pd.DataFrame]:
     return out
 
 
-with tab_queue:
+def queue_tab(ws, store, who) -> None:
+    """Step through the cohort's scans not yet rated (blinded by default) and rate them."""
     if not (ws.exists and ws.cohort_csv.exists()):
         st.info("This workspace has no cohort yet: the queue steps through its scans once it has one.")
     else:
@@ -127,50 +116,56 @@ with tab_queue:
             if not todo:
                 st.success("Every scan has been rated. The **Agreement** tab compares raters.")
             else:
-                scan = todo[0]
-                row = cohort.set_index("scan_id").loc[scan]
-                HIPPOCAMPUS = ws.grid.mni_to_voxel((-26, -22, -14))
-                left, right = st.columns([2.0, 1.1])
-                with left:
-                    data = volume(ws, row["path"])
-                    st.image(ortho_image(data, tuple(int(v) for v in HIPPOCAMPUS)), width="stretch")
-                with right:
-                    st.markdown(f"**Scan** `{scan}`")
-                    if not blinded:
-                        facts = {k: row[k] for k in ("diagnosis", "age", "sex", "mmse", "site") if k in row}
-                        if run and scan in set(preds[run]["scan_id"]):
-                            p = preds[run].set_index("scan_id").loc[scan]
-                            facts.update({k: p[k] for k in ("ad_score", "predicted", "outcome") if k in p})
-                        st.dataframe(pd.DataFrame({"": {k: str(v) for k, v in facts.items()}}),
-                                     width="stretch")
-                    else:
-                        st.caption("Blinded: diagnosis, prediction and score are hidden.")
-                    st.radio("Verdict", VERDICTS, key="queue-verdict", index=None)
-                    st.text_area("Comment (Markdown)", key="queue-text", height=90)
-                    settings = {"page": "pages/overview.py", "slices": [int(v) for v in HIPPOCAMPUS],
-                                "queue": True, **({"run": run} if run and not blinded else {})}
+                queue_scan(ws, store, who, cohort, todo[0], blinded, preds, run, skipped)
 
-                    def _rate(scan=scan, settings=settings):
-                        ss = st.session_state
-                        if not ss.get("queue-verdict"):
-                            from pages.review_panel import _flash
-                            _flash("rv-queue", "warning", "Choose a verdict first.")
-                            return
-                        if _act("rv-queue", lambda who: store.create(who, {"kind": "scan", "scan_id": scan}, settings,
-                                                                 verdict=ss["queue-verdict"], text=ss.get("queue-text", ""),
-                                                                 blinded=blinded, page=settings["page"]),
-                                f"Rated {scan}."):
-                            ss["queue-verdict"], ss["queue-text"] = None, ""
 
-                    b = st.columns([1.7, 1])
-                    b[0].button("Save and next", type="primary", on_click=_rate, icon=":material/skip_next:",
-                                width="stretch")
-                    b[1].button("Skip", on_click=lambda s=scan: skipped.append(s), width="stretch")
-                if not blinded:
-                    for r in store.find(target={"kind": "scan", "scan_id": scan}):
-                        render_thread(store, r, who, "rv-queue")
+def queue_scan(ws, store, who, cohort, scan: str, blinded: bool, preds: dict, run, skipped: list) -> None:
+    """One scan of the queue: its slices, its facts unless blinded, the verdict form and its reviews."""
+    row = cohort.set_index("scan_id").loc[scan]
+    hippocampus = ws.grid.mni_to_voxel((-26, -22, -14))
+    left, right = st.columns([2.0, 1.1])
+    with left:
+        data = volume(ws, row["path"])
+        st.image(ortho_image(data, tuple(int(v) for v in hippocampus)), width="stretch")
+    with right:
+        st.markdown(f"**Scan** `{scan}`")
+        if not blinded:
+            facts = {k: row[k] for k in ("diagnosis", "age", "sex", "mmse", "site") if k in row}
+            if run and scan in set(preds[run]["scan_id"]):
+                p = preds[run].set_index("scan_id").loc[scan]
+                facts.update({k: p[k] for k in ("ad_score", "predicted", "outcome") if k in p})
+            st.dataframe(pd.DataFrame({"": {k: str(v) for k, v in facts.items()}}),
+                         width="stretch")
+        else:
+            st.caption("Blinded: diagnosis, prediction and score are hidden.")
+        st.radio("Verdict", VERDICTS, key="queue-verdict", index=None)
+        st.text_area("Comment (Markdown)", key="queue-text", height=90)
+        settings = {"page": "pages/overview.py", "slices": [int(v) for v in hippocampus],
+                    "queue": True, **({"run": run} if run and not blinded else {})}
 
-with tab_agree:
+        def _rate(scan=scan, settings=settings):
+            ss = st.session_state
+            if not ss.get("queue-verdict"):
+                from pages.review_panel import _flash
+                _flash("rv-queue", "warning", "Choose a verdict first.")
+                return
+            if _act("rv-queue", lambda who: store.create(who, {"kind": "scan", "scan_id": scan}, settings,
+                                                     verdict=ss["queue-verdict"], text=ss.get("queue-text", ""),
+                                                     blinded=blinded, page=settings["page"]),
+                    f"Rated {scan}."):
+                ss["queue-verdict"], ss["queue-text"] = None, ""
+
+        b = st.columns([1.7, 1])
+        b[0].button("Save and next", type="primary", on_click=_rate, icon=":material/skip_next:",
+                    width="stretch")
+        b[1].button("Skip", on_click=lambda s=scan: skipped.append(s), width="stretch")
+    if not blinded:
+        for r in store.find(target={"kind": "scan", "scan_id": scan}):
+            render_thread(store, r, who, "rv-queue")
+
+
+def agreement_tab(store) -> None:
+    """Fleiss' and Cohen's κ over the scans rated by two or more people."""
     try:
         res = agreement(store.ratings("scan"))
     except DatabaseUnavailable as exc:
@@ -192,3 +187,28 @@ with tab_agree:
                                     "agreement": st.column_config.NumberColumn("raw agreement", format="%.0f%%")})
         st.markdown("**Verdicts by scan**")
         st.dataframe(res["table"], width="stretch")
+
+
+def main() -> None:
+    ws = current_workspace()
+    who = current_identity()
+    st.title("Reviews")
+    try:
+        store = review_store(ws)
+        authors, tags = store.authors(), store.tags()
+    except DatabaseUnavailable as exc:
+        st.error(str(exc))
+        if st.button("Try again"):
+            st.rerun()
+        st.stop()
+    st.caption(f"Stored in {store.display_url} · filed under workspace **{plain_markdown(ws.name)}**")
+    tab_all, tab_queue, tab_agree = st.tabs(["All reviews", "Review queue", "Agreement"])
+    with tab_all:
+        all_reviews_tab(ws, store, who, authors, tags)
+    with tab_queue:
+        queue_tab(ws, store, who)
+    with tab_agree:
+        agreement_tab(store)
+
+
+main()

@@ -10,108 +10,85 @@ from lib import jobs
 from lib.views import model_comparison, monitor
 from lib.learn.models import REGISTRY
 from lib.learn.training import list_runs
-from pages.common import current_workspace, job_progress, locked, require_ready_workspace, submit_job
+from pages.job_widgets import job_progress, locked, submit_job
+from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.report_button import report_button
-
-ws = current_workspace()
-st.title("Training")
-if not require_ready_workspace(ws):
-    st.stop()
 
 PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 
-runs = list_runs(ws)
 
-# --- start a run ------------------------------------------------------------------------------------------------
-with st.expander("Start a training run", expanded=not runs):
-    with st.form("train"):
-        c1, c2, c3, c4 = st.columns(4)
-        model = c1.selectbox("Model", sorted(REGISTRY), index=sorted(REGISTRY).index("boehle2019"),
-                             help="; ".join(f"{name}: {REGISTRY[name].reference}" for name in sorted(REGISTRY)))
-        resolution = c2.selectbox("Grid (mm)", [ws.grid.resolution] + [r for r in (1.0, 2.0, 3.0)
-                                                                       if r != ws.grid.resolution],
-                                  help="Scans are resampled to this grid once and cached.")
-        epochs = c3.number_input("Max epochs", 1, 1000, 100)
-        patience = c4.number_input("Early-stopping patience", 1, 100, 8,
-                                   help="Stop when validation balanced accuracy has not improved for this "
-                                        "many epochs; the best epoch's checkpoint is kept.")
-        c1, c2, c3, c4 = st.columns(4)
-        lr = c1.number_input("Learning rate", 1e-6, 1.0, 1e-4, format="%.0e")
-        wd = c2.number_input("Weight decay", 0.0, 1.0, 1e-4, format="%.0e")
-        batch = c3.number_input("Batch size", 1, 256, 8)
-        shift = c4.number_input("Left–right shift (voxels)", 0, 10, max(1, round(2 / ws.grid.resolution)),
-                                help="Random translation range; the paper's 2 voxels at 1 mm = 2 mm.")
-        c1, c2 = st.columns(2)
-        seeds_text = c1.text_input("Seeds", "0", help="One run per seed, e.g. `0 1 2` (repeated runs).")
-        k = int((ws.config.get("k_folds") or 5))
-        folds = c2.multiselect("Cross-validation folds", list(range(k)),
-                               help="Empty: the workspace's train/validation split. Each chosen fold gives "
-                                    "runs validated on that fold (the test split never changes).")
-        submitted = st.form_submit_button("Start training", type="primary", disabled=locked("train"))
-    if submitted:
-        try:
-            seeds = [int(s) for s in seeds_text.replace(",", " ").split()] or [0]
-        except ValueError:
-            st.error(f"Seeds must be whole numbers separated by spaces, not {seeds_text!r}.")
-        else:
-            args = ["--model", model, "--resolution", str(resolution), "--epochs", str(epochs),
-                    "--patience", str(patience), "--lr", str(lr), "--weight-decay", str(wd),
-                    "--batch-size", str(batch), "--shift", str(shift), "--seeds", *map(str, seeds)]
-            if folds:
-                args += ["--folds", *map(str, folds)]
-            job = submit_job(ws, "train", args)
-            if job is not None:
-                st.session_state["train_job"] = job.id
+def start_form(ws, runs: list) -> None:
+    """The form that starts training runs (one per seed and fold) in the background."""
+    with st.expander("Start a training run", expanded=not runs):
+        with st.form("train"):
+            c1, c2, c3, c4 = st.columns(4)
+            model = c1.selectbox("Model", sorted(REGISTRY), index=sorted(REGISTRY).index("boehle2019"),
+                                 help="; ".join(f"{name}: {REGISTRY[name].reference}" for name in sorted(REGISTRY)))
+            resolution = c2.selectbox("Grid (mm)", [ws.grid.resolution] + [r for r in (1.0, 2.0, 3.0)
+                                                                           if r != ws.grid.resolution],
+                                      help="Scans are resampled to this grid once and cached.")
+            epochs = c3.number_input("Max epochs", 1, 1000, 100)
+            patience = c4.number_input("Early-stopping patience", 1, 100, 8,
+                                       help="Stop when validation balanced accuracy has not improved for this "
+                                            "many epochs; the best epoch's checkpoint is kept.")
+            c1, c2, c3, c4 = st.columns(4)
+            lr = c1.number_input("Learning rate", 1e-6, 1.0, 1e-4, format="%.0e")
+            wd = c2.number_input("Weight decay", 0.0, 1.0, 1e-4, format="%.0e")
+            batch = c3.number_input("Batch size", 1, 256, 8)
+            shift = c4.number_input("Left–right shift (voxels)", 0, 10, max(1, round(2 / ws.grid.resolution)),
+                                    help="Random translation range; the paper's 2 voxels at 1 mm = 2 mm.")
+            c1, c2 = st.columns(2)
+            seeds_text = c1.text_input("Seeds", "0", help="One run per seed, e.g. `0 1 2` (repeated runs).")
+            k = int((ws.config.get("k_folds") or 5))
+            folds = c2.multiselect("Cross-validation folds", list(range(k)),
+                                   help="Empty: the workspace's train/validation split. Each chosen fold gives "
+                                        "runs validated on that fold (the test split never changes).")
+            submitted = st.form_submit_button("Start training", type="primary", disabled=locked("train"))
+        if submitted:
+            try:
+                seeds = [int(s) for s in seeds_text.replace(",", " ").split()] or [0]
+            except ValueError:
+                st.error(f"Seeds must be whole numbers separated by spaces, not {seeds_text!r}.")
+            else:
+                args = ["--model", model, "--resolution", str(resolution), "--epochs", str(epochs),
+                        "--patience", str(patience), "--lr", str(lr), "--weight-decay", str(wd),
+                        "--batch-size", str(batch), "--shift", str(shift), "--seeds", *map(str, seeds)]
+                if folds:
+                    args += ["--folds", *map(str, folds)]
+                job = submit_job(ws, "train", args)
+                if job is not None:
+                    st.session_state["train_job"] = job.id
+                    time.sleep(1.0)
+                    st.rerun()
+
+
+def runs_table(ws, runs: list) -> list[str]:
+    """The runs with status and scores, the runs chosen to show, and a resume button for a stopped one."""
+    table = monitor.runs_table(runs)
+    st.subheader("Runs")
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"val bal. acc": st.column_config.NumberColumn(format="%.3f"),
+                                "test bal. acc": st.column_config.NumberColumn(format="%.3f"),
+                                "test AUC": st.column_config.NumberColumn(format="%.3f"),
+                                "lr": st.column_config.NumberColumn(format="%.0e"),
+                                "weight decay": st.column_config.NumberColumn(format="%.0e")})
+    ids = [r.id for r in runs]
+    default = [r.id for r in runs if r.status == "running"] or ids[:1]
+    chosen = st.multiselect("Runs to show", ids, default=default, help="Several runs are overlaid.")
+    by_id = {r.id: r for r in runs}
+    for r in (by_id[i] for i in chosen):
+        if r.status in ("interrupted", "cancelled", "failed") and not jobs.find_active(ws, f"train:{r.id}"):
+            cols = st.columns([3, 1])
+            cols[0].warning(f"Run **{r.id}** is {r.status} at epoch {r.state.get('epoch', -1) + 1}"
+                            f"{': ' + r.state['error'] if r.state.get('error') else ''}.")
+            if cols[1].button("Resume", key=f"resume-{r.id}", disabled=locked("train", cols[1])) and \
+                    submit_job(ws, "train", ["--resume", r.id], key=f"train:{r.id}"):
                 time.sleep(1.0)
                 st.rerun()
-
-active_jobs = [j for j in jobs.list_jobs(ws, "train") if j.active]
-for job in active_jobs:
-    job_progress(job.id, ws, key="training", rerun_when_done=True)
-
-if not runs:
-    if not active_jobs:
-        st.info("No training runs in this workspace yet. Start one above, or from a terminal: "
-                "`python -m lib train`.")
-    st.stop()
-
-# --- runs table ---------------------------------------------------------------------------------------------------
-table = monitor.runs_table(runs)
-st.subheader("Runs")
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"val bal. acc": st.column_config.NumberColumn(format="%.3f"),
-                            "test bal. acc": st.column_config.NumberColumn(format="%.3f"),
-                            "test AUC": st.column_config.NumberColumn(format="%.3f"),
-                            "lr": st.column_config.NumberColumn(format="%.0e"),
-                            "weight decay": st.column_config.NumberColumn(format="%.0e")})
-ids = [r.id for r in runs]
-default = [r.id for r in runs if r.status == "running"] or ids[:1]
-chosen = st.multiselect("Runs to show", ids, default=default, help="Several runs are overlaid.")
-by_id = {r.id: r for r in runs}
-for r in (by_id[i] for i in chosen):
-    if r.status in ("interrupted", "cancelled", "failed") and not jobs.find_active(ws, f"train:{r.id}"):
-        cols = st.columns([3, 1])
-        cols[0].warning(f"Run **{r.id}** is {r.status} at epoch {r.state.get('epoch', -1) + 1}"
-                        f"{': ' + r.state['error'] if r.state.get('error') else ''}.")
-        if cols[1].button("Resume", key=f"resume-{r.id}", disabled=locked("train", cols[1])) and \
-                submit_job(ws, "train", ["--resume", r.id], key=f"train:{r.id}"):
-            time.sleep(1.0)
-            st.rerun()
-if not chosen:
-    st.stop()
-
-# --- learning curves (live) -------------------------------------------------------------------------------------
-st.subheader("Learning curves")
-c1, c2, c3 = st.columns([2, 2, 2])
-metric = c1.selectbox("Metric", monitor.METRICS, format_func=lambda m: m.replace("_", " "))
-x_axis = c2.radio("x axis", list(monitor.X_AXES), horizontal=True)
-smoothing = c3.slider("Smoothing", 0.0, 0.95, 0.0, 0.05,
-                      help="Exponential moving average (as in TensorBoard); 0 shows raw values.")
-live = any(by_id[i].status == "running" for i in chosen)
+    return chosen
 
 
-@st.fragment(run_every=2.0 if live else None)
-def learning_curves():
+def _curves(by_id: dict, chosen: list[str], metric: str, x_axis: str, smoothing: float) -> None:
     selected = [by_id[i] for i in chosen]
     data = monitor.curves(selected, metric, x_axis, smoothing)
     if data.empty:
@@ -147,68 +124,117 @@ def learning_curves():
                    f"· {r.state.get('bad_epochs', 0)} without improvement (stops at {r.train_config.patience})")
 
 
-learning_curves()
+def learning_curves(by_id: dict, chosen: list[str]) -> None:
+    """Learning curves of the chosen runs, refreshed every 2 s while one of them is training."""
+    st.subheader("Learning curves")
+    c1, c2, c3 = st.columns([2, 2, 2])
+    metric = c1.selectbox("Metric", monitor.METRICS, format_func=lambda m: m.replace("_", " "))
+    x_axis = c2.radio("x axis", list(monitor.X_AXES), horizontal=True)
+    smoothing = c3.slider("Smoothing", 0.0, 0.95, 0.0, 0.05,
+                          help="Exponential moving average (as in TensorBoard); 0 shows raw values.")
+    live = any(by_id[i].status == "running" for i in chosen)
+    st.fragment(_curves, run_every=2.0 if live else None)(by_id, chosen, metric, x_axis, smoothing)
 
-# --- model comparison (several architectures among the chosen runs) ---------------------------------------------
-if len({by_id[i].train_config.model for i in chosen if by_id[i].status == "done"}) >= 2:
-    st.subheader("Model comparison")
-    per_run, per_model, overlap = model_comparison.comparison(ws, [by_id[i] for i in chosen])
-    st.caption("Finished runs among those shown, by model: test scores, best epoch (1-based) and training wall "
-               "time to it (mean ± sd over the runs; times depend on the machine and its load).")
-    st.markdown(model_comparison.markdown(per_model, overlap))
-    if overlap.empty:
-        st.caption("Top-10 region overlap of the models' LRP maps appears once the runs' default LRP region "
-                   "tables exist: `python -m lib regions --run " + " ".join(per_run["run"]) + "`.")
-    with st.expander("Per run"):
-        st.dataframe(per_run, hide_index=True, width="stretch")
-    st.caption("Eitel's thesis (study 5) on the patch-individual filter network: “"
-               + model_comparison.THESIS_FINDING + "”")
 
-# --- evaluation ------------------------------------------------------------------------------------------------
-st.subheader("Evaluation")
-c1, c2 = st.columns([2, 1])
-focus_id = c1.selectbox("Run", chosen, key="eval_run")
-split = c2.radio("Split", ["test", "validation", "train"], horizontal=True)
-focus = by_id[focus_id]
-report_button(ws, focus)
-ev = monitor.evaluation(focus, split)
-if ev is None:
-    st.info("Predictions appear when the run finishes (the best checkpoint is applied to every scan).")
-elif ev["n"] == 0:
-    st.info(f"The {split} split of this run has no scans.")
-else:
-    m = ev["metrics"]
-    cols = st.columns(5)
-    for col, (name, key) in zip(cols, [("Balanced accuracy", "balanced_accuracy"), ("Accuracy", "accuracy"),
-                                       ("AUC", "auc"), ("Sensitivity (AD)", "sensitivity"),
-                                       ("Specificity (HC)", "specificity")]):
-        col.metric(name, f"{m[key]:.3f}" if m[key] == m[key] else "—")
-    c1, c2 = st.columns(2)
-    cm = ev["confusion"]
-    labels = np.array([["TN", "FP"], ["FN", "TP"]])
-    fig = go.Figure(go.Heatmap(z=cm, x=["predicted HC", "predicted AD"], y=["true HC", "true AD"],
-                               colorscale="Blues", showscale=False,
-                               text=[[f"{labels[i, j]}<br>{cm[i, j]}" for j in range(2)] for i in range(2)],
-                               texttemplate="%{text}", textfont=dict(size=18)))
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10),
-                      title=f"Confusion matrix · {split} · {ev['n']} scans", yaxis=dict(autorange="reversed"))
-    c1.plotly_chart(fig, width="stretch")
-    roc = ev["roc"]
-    fig = go.Figure([go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", line=dict(shape="hv", width=2.5),
-                                name=f"AUC {m['auc']:.3f}"),
-                     go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
-                                showlegend=False)])
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"ROC · {split} (AD positive)",
-                      xaxis_title="false positive rate", yaxis_title="true positive rate",
-                      legend=dict(x=0.6, y=0.1))
-    c2.plotly_chart(fig, width="stretch")
+def model_comparison_section(ws, by_id: dict, chosen: list[str]) -> None:
+    """Several architectures among the finished chosen runs: their scores and region overlap."""
+    if len({by_id[i].train_config.model for i in chosen if by_id[i].status == "done"}) >= 2:
+        st.subheader("Model comparison")
+        per_run, per_model, overlap = model_comparison.comparison(ws, [by_id[i] for i in chosen])
+        st.caption("Finished runs among those shown, by model: test scores, best epoch (1-based) and training wall "
+                   "time to it (mean ± sd over the runs; times depend on the machine and its load).")
+        st.markdown(model_comparison.markdown(per_model, overlap))
+        if overlap.empty:
+            st.caption("Top-10 region overlap of the models' LRP maps appears once the runs' default LRP region "
+                       "tables exist: `python -m lib regions --run " + " ".join(per_run["run"]) + "`.")
+        with st.expander("Per run"):
+            st.dataframe(per_run, hide_index=True, width="stretch")
+        st.caption("Eitel's thesis (study 5) on the patch-individual filter network: “"
+                   + model_comparison.THESIS_FINDING + "”")
 
-# --- log --------------------------------------------------------------------------------------------------------
-job_id = focus.config.get("job_id")
-job = jobs.get(ws, job_id) if job_id else None
-with st.expander("Log" + (" · failed" if focus.status == "failed" else ""), expanded=focus.status == "failed"):
-    if focus.state.get("error"):
-        st.error(focus.state["error"])
-    st.code((job.log_tail(40) if job else "") or "(no log: the run was started outside the job runner)",
-            language=None)
-    st.caption(f"run folder: {focus.dir}")
+
+def evaluation_section(ws, by_id: dict, chosen: list[str]):
+    """Scores, confusion matrix and ROC of one chosen run on one split; the run."""
+    st.subheader("Evaluation")
+    c1, c2 = st.columns([2, 1])
+    focus_id = c1.selectbox("Run", chosen, key="eval_run")
+    split = c2.radio("Split", ["test", "validation", "train"], horizontal=True)
+    focus = by_id[focus_id]
+    report_button(ws, focus)
+    _scores(focus, split)
+    return focus
+
+
+def _scores(focus, split: str) -> None:
+    """The run's scores, confusion matrix and ROC curve on ``split``."""
+    ev = monitor.evaluation(focus, split)
+    if ev is None:
+        st.info("Predictions appear when the run finishes (the best checkpoint is applied to every scan).")
+    elif ev["n"] == 0:
+        st.info(f"The {split} split of this run has no scans.")
+    else:
+        m = ev["metrics"]
+        cols = st.columns(5)
+        for col, (name, key) in zip(cols, [("Balanced accuracy", "balanced_accuracy"), ("Accuracy", "accuracy"),
+                                           ("AUC", "auc"), ("Sensitivity (AD)", "sensitivity"),
+                                           ("Specificity (HC)", "specificity")]):
+            col.metric(name, f"{m[key]:.3f}" if m[key] == m[key] else "—")
+        c1, c2 = st.columns(2)
+        cm = ev["confusion"]
+        labels = np.array([["TN", "FP"], ["FN", "TP"]])
+        fig = go.Figure(go.Heatmap(z=cm, x=["predicted HC", "predicted AD"], y=["true HC", "true AD"],
+                                   colorscale="Blues", showscale=False,
+                                   text=[[f"{labels[i, j]}<br>{cm[i, j]}" for j in range(2)] for i in range(2)],
+                                   texttemplate="%{text}", textfont=dict(size=18)))
+        fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10),
+                          title=f"Confusion matrix · {split} · {ev['n']} scans", yaxis=dict(autorange="reversed"))
+        c1.plotly_chart(fig, width="stretch")
+        roc = ev["roc"]
+        fig = go.Figure([go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", line=dict(shape="hv", width=2.5),
+                                    name=f"AUC {m['auc']:.3f}"),
+                         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
+                                    showlegend=False)])
+        fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"ROC · {split} (AD positive)",
+                          xaxis_title="false positive rate", yaxis_title="true positive rate",
+                          legend=dict(x=0.6, y=0.1))
+        c2.plotly_chart(fig, width="stretch")
+
+
+def log_section(ws, focus) -> None:
+    """The training job's log (open when the run failed)."""
+    job_id = focus.config.get("job_id")
+    job = jobs.get(ws, job_id) if job_id else None
+    with st.expander("Log" + (" · failed" if focus.status == "failed" else ""), expanded=focus.status == "failed"):
+        if focus.state.get("error"):
+            st.error(focus.state["error"])
+        st.code((job.log_tail(40) if job else "") or "(no log: the run was started outside the job runner)",
+                language=None)
+        st.caption(f"run folder: {focus.dir}")
+
+
+def main() -> None:
+    ws = current_workspace()
+    st.title("Training")
+    if not require_ready_workspace(ws):
+        st.stop()
+    runs = list_runs(ws)
+    start_form(ws, runs)
+    active_jobs = [j for j in jobs.list_jobs(ws, "train") if j.active]
+    for job in active_jobs:
+        job_progress(job.id, ws, key="training", rerun_when_done=True)
+    if not runs:
+        if not active_jobs:
+            st.info("No training runs in this workspace yet. Start one above, or from a terminal: "
+                    "`python -m lib train`.")
+        st.stop()
+    chosen = runs_table(ws, runs)
+    if not chosen:
+        st.stop()
+    by_id = {r.id: r for r in runs}
+    learning_curves(by_id, chosen)
+    model_comparison_section(ws, by_id, chosen)
+    focus = evaluation_section(ws, by_id, chosen)
+    log_section(ws, focus)
+
+
+main()

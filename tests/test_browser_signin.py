@@ -20,7 +20,8 @@ from lib.data.workspace import Workspace
 from test_browser import _no_exception, _page, _settle, _shot, _start_app, _stop_app, browser  # noqa: F401
 
 ROOT_PW = "root's long password"
-INTERNAL = ("common", "login", "review panel", "review_panel")
+INTERNAL = ("common", "login", "review panel", "review_panel", "workspace sidebar", "job widgets", "loaders",
+            "run picker", "heatmaps panels", "atlas tabs", "biomarker tabs")
 
 
 @pytest.fixture(scope="module")

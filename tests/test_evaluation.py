@@ -346,7 +346,7 @@ def test_cli_evaluates_a_run_caches_and_reuses_heatmap_stores(demo_ws, demo_run,
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(ex, "explain", refuse)
-    monkeypatch.setattr(ev, "perturbation_curve", refuse)
+    monkeypatch.setattr(ev.perturbation, "perturbation_curve", refuse)
     assert main(args) == 0
     assert "Grad-CAM" in capsys.readouterr().out
     # a heatmap store of the run is read instead of explaining again

@@ -297,3 +297,9 @@ def test_distance_table_between_mean_maps():
     assert stats.distance_table(scaled, normalise="sum").loc["lrp", "gb"] == pytest.approx(0, abs=1e-6)
     with pytest.raises(ValueError, match="shape"):
         stats.distance_table({"a": np.zeros(3), "b": np.zeros(4)})
+
+
+def test_partial_correlations_of_no_scans_are_empty_not_an_error():
+    """A selection without scans (e.g. no true positives in the split) gives NaN, as too few scans do."""
+    out = stats.partial_correlations(pd.DataFrame({"a": [], "b": []}), [], pd.DataFrame({"age": []}), n_permutations=10)
+    assert list(out["feature"]) == ["a", "b"] and (out["n"] == 0).all() and out["r"].isna().all()

@@ -143,7 +143,7 @@ def _design(covariates, n: int) -> np.ndarray:
         return np.ones((n, 1))
     z = covariates.to_numpy(dtype=float) if isinstance(covariates, (pd.DataFrame, pd.Series)) \
         else np.asarray(covariates, dtype=float)
-    z = z.reshape(n, -1)
+    z = z.reshape(n, -1) if z.size else np.empty((n, 0))   # no scans (or no covariate): constant only
     return np.column_stack([np.ones(n), z])
 
 
