@@ -167,14 +167,6 @@ def job_key(ws: Workspace, run, key: str | None = None) -> str:
     return f"report:{run.id}:{key or content_key(ws, run)}"
 
 
-def submit(ws: Workspace, run, *, who, key: str | None = None):
-    """Build the report (HTML, PDF and SVG figures) as a background job; a running build of the same content
-    is returned instead of a second one. ``who`` must be allowed to compute (checked by jobs.submit)."""
-    from lib import jobs
-
-    return jobs.submit(ws, "report", ["--run", run.id, "--pdf"], key=job_key(ws, run, key), who=who)
-
-
 # --------------------------------------------------------------------------------------------- helpers
 def _fmt(v, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -551,7 +543,7 @@ def _evaluation_section(ws, run) -> tuple[Section, dict]:
     if missing:
         names = sorted({lab for _, lab in missing}, key=lambda x: (x != "random order", x))
         sec.missing.append(f"With the default settings: {', '.join(names)}: "
-                           f"`{_cmd(ws, 'evaluate-maps ' + ' '.join(request.cli_args()))}`.")
+                           f"`{_cmd(ws, f'evaluate-maps --run {run.id}')}`.")
     if not done:
         return sec, {}
     table = ev.summary(results, done)

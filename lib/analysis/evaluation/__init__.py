@@ -60,7 +60,7 @@ from lib.analysis.evaluation.orchestration import Evaluation, evaluate
 from lib.analysis.evaluation.perturbation import (RegionIndex, aopc, compact_labels, cube_partition, morf_order,
                                                   perturbation_curve, random_order, region_scores,
                                                   replacement_volume)
-from lib.analysis.evaluation.report import (CLI_FIELDS, aopc_curves, chance_levels, format_report, localisation_table,
+from lib.analysis.evaluation.report import (aopc_curves, chance_levels, format_report, localisation_table,
                                             sanity_table, summary)
 from lib.analysis.evaluation.sanity import (_spearman, _top, cascade, map_similarity, sanity_verdict, ssim3d,
                                             weight_layers)
@@ -68,7 +68,7 @@ from lib.analysis.evaluation.settings import (BRAIN_THRESHOLD, CACHE_VERSION, CH
                                               REPLACEMENTS, SANITY_FIELDS, SCAN_FIELDS, TRUTH_FIELDS, MethodRequest,
                                               Settings, parse_method)
 
-__all__ = ["BRAIN_THRESHOLD", "CACHE_VERSION", "CHECKS", "CLI_FIELDS", "DEFAULT_METHODS", "PERTURB_FIELDS",
+__all__ = ["BRAIN_THRESHOLD", "CACHE_VERSION", "CHECKS", "DEFAULT_METHODS", "PERTURB_FIELDS",
            "REPLACEMENTS", "SANITY_FIELDS", "SCAN_FIELDS", "TRUTH_FIELDS", "Evaluation", "MethodRequest",
            "RegionIndex", "Settings", "aopc", "aopc_curves", "brain_mask", "cascade", "chance_levels",
            "compact_labels", "cube_partition", "evaluate", "format_report", "ground_truth_mask",
