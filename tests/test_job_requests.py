@@ -193,7 +193,7 @@ def test_submitted_request_runs_in_the_worker_and_is_found_by_its_key(demo_ws):
     done = _wait(demo_ws, job.id)
     assert done.state == "done", (done.error, done.log_tail())
     assert done.request == request and done.message.startswith("0 errors")
-    assert "validate no_images" in done.log_tail()
+    assert "validate no-images" in done.log_tail()
     assert jobs.for_request(demo_ws, request).id == job.id and jobs.find(demo_ws, request.key(demo_ws)).id == job.id
     assert jobs.for_request(demo_ws, request, active=True) is None
 

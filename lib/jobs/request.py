@@ -97,9 +97,13 @@ class Request:
             value = getattr(self, f.name)
             default = f.default if f.default is not MISSING else (
                 f.default_factory() if f.default_factory is not MISSING else MISSING)
-            if value != default and value not in (None, (), {}, [], False):
-                shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
-                parts.append(f.name if value is True else f"{f.name}={shown}")
+            if value == default or value in (None, (), {}, []):
+                continue
+            name = f.metadata.get("cli", {}).get("flag") or f.name.replace("_", "-")   # as on the command line
+            if isinstance(value, bool):
+                parts.append(name if value or name.startswith("no-") else f"no-{name}")
+            else:
+                parts.append(f"{name}={' '.join(map(str, value)) if isinstance(value, tuple) else value}")
         return " ".join([self.kind, *parts])
 
     def training_runs(self) -> tuple[str, ...]:
