@@ -39,10 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.views import viewer# noqa: E402
 from lib.data.atlas import load_atlas  # noqa: E402
-from lib.analysis.groups import brain_mask  # noqa: E402
 from lib.explain.heatmaps import HeatmapStore  # noqa: E402
 from lib.views.render import colorbar, to_png  # noqa: E402
-from lib.data.templates import Grid, template  # noqa: E402
+from lib.data.templates import Grid, brain_mask, template  # noqa: E402
 
 
 def make_store(folder: Path, n: int, grid: Grid, seed: int = 0, method: str = "lrp") -> HeatmapStore:

@@ -41,8 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import components.niivue as niivue  # noqa: E402
 from lib.views import viewer, viewer_volumes as vv# noqa: E402
-from lib.analysis.groups import brain_mask  # noqa: E402
-from lib.data.templates import Grid, atlas, template  # noqa: E402
+from lib.data.templates import Grid, atlas, brain_mask, template  # noqa: E402
 
 
 def synthetic_map(grid: Grid, seed: int = 0) -> np.ndarray:

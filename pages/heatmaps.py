@@ -13,7 +13,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from lib import jobs
-from lib.data import overview
+from lib.views import overview
 from lib.data.atlas import load_atlas
 from lib.explain import heatmaps
 from lib.views import heatmaps as hv, viewer

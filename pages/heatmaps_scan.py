@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from lib.analysis.groups import membership
-from lib.data import overview
+from lib.views import overview
 from lib.views import heatmaps as hv, viewer
 from lib.views.render import Overlay, colorbar, stack, to_png
 from pages.loaders import cohort_table

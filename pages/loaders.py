@@ -29,7 +29,7 @@ def volume(ws: Workspace, path: str) -> np.ndarray:
 @st.cache_data(max_entries=2, show_spinner=False)
 def group_means(path: str) -> dict[str, np.ndarray]:
     """Group means by file path (the name carries the cohort's content key, so it never goes stale)."""
-    from lib.data.overview import read_group_means
+    from lib.data.cohort_means import read_group_means
 
     return read_group_means(path)
 
@@ -67,7 +67,7 @@ def predictions_csv(path: str, mtime_ns: int):
 @st.cache_data(max_entries=4, show_spinner=False)
 def cohort_table(cohort_csv: str, mtime_ns: int):
     """The cohort of the workspace that holds ``cohort_csv`` (keyed by that file, so never another's)."""
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
 
     return load_cohort(Workspace.open(Path(cohort_csv).parent))
 

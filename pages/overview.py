@@ -7,7 +7,7 @@ import streamlit as st
 
 from lib.core import cache
 from lib import jobs
-from lib.data import overview
+from lib.views import overview
 from lib.views.render import Overlay, ortho_image
 from pages.job_widgets import job_progress, locked, submit_job
 from pages.loaders import atlas_labels, group_means, volume

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.reviews import auth
-from lib.data import overview
+from lib.views import overview
 from lib.views.render import ortho_image
 from lib.reviews import (TARGET_KINDS, VERDICTS, DatabaseUnavailable, export_csv, plain_markdown, target_label)
 from lib.reviews.agreement import agreement

@@ -23,7 +23,7 @@ def demo_ws(tmp_path_factory) -> Workspace:
 @pytest.fixture(scope="session")
 def demo_run(demo_ws):
     """A briefly trained run on the small demo workspace (3 epochs; enough for shapes, caches and plumbing)."""
-    from lib.learn.training import load_run
+    from lib.learn.runs import load_run
 
     assert main(["--workspace", str(demo_ws.root), "train", "--epochs", "3", "--batch-size", "6",
                  "--lr", "1e-3", "--run-id", "fixture-run"]) == 0

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lib.analysis import biomarker, stats
+from lib.analysis import biomarker, biomarker_volumes, stats
 from lib.core import cache
 from lib.data.atlas import load_atlas
 from lib.explain.heatmaps import HeatmapStore
@@ -101,7 +101,7 @@ def test_hippocampus_regions_in_every_naming_convention():
 
 
 def test_volumes_from_cohort_ground_truth_and_segmentation_agree(demo_ws, tmp_path):
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
 
     cohort = load_cohort(demo_ws)
     assert biomarker.volume_sources(demo_ws, cohort) == ["cohort", "ground_truth"]
@@ -125,10 +125,8 @@ def test_volumes_from_cohort_ground_truth_and_segmentation_agree(demo_ws, tmp_pa
     counted_left = biomarker.hippocampal_volumes(demo_ws, seg, "segmentation", side="left")
     np.testing.assert_allclose(counted_left.to_numpy(), left.reindex(seg["scan_id"]).to_numpy(), rtol=1e-9)
     # cached by the files' stamps and the labels: a second call reads no image
-    import lib.analysis.biomarker as bm
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bm, "label_volumes", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
+        mp.setattr(biomarker_volumes, "label_volumes", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
         again = biomarker.hippocampal_volumes(demo_ws, seg, "segmentation")
     pd.testing.assert_series_equal(again, counted, check_names=False)
 
@@ -147,10 +145,10 @@ def test_label_volumes_use_each_files_voxel_size(tmp_path):
     nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 1.5, 1.0])), f)
     got = biomarker.label_volumes([f, tmp_path / "missing.nii.gz"], [17, 53])
     assert got[0] == pytest.approx((27 + 8) * 1.5 ** 3) and np.isnan(got[1])
-    assert biomarker._side_labels("freesurfer", "left") == [17]
-    assert biomarker._side_labels({"left": [1, 2], "right": [3]}, "both") == [1, 2, 3]
+    assert biomarker_volumes._side_labels("freesurfer", "left") == [17]
+    assert biomarker_volumes._side_labels({"left": [1, 2], "right": [3]}, "both") == [1, 2, 3]
     with pytest.raises(KeyError):
-        biomarker._side_labels("aseg2", "both")
+        biomarker_volumes._side_labels("aseg2", "both")
 
 
 def test_adnimerge_hippocampus_and_icv_are_used(tmp_path):
@@ -308,7 +306,7 @@ def test_scatter_points_carry_their_scan_for_the_viewer_link():
 def test_demo_run_end_to_end_and_cli(demo_ws, demo_run, capsys):
     from lib.explain import heatmaps
     from lib.cli import main
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
 
     lrp = heatmaps.compute_store(demo_ws, demo_run, "lrp", beta=0.0)
     gb = heatmaps.compute_store(demo_ws, demo_run, "guided_backprop")

@@ -83,7 +83,7 @@ def _click_point(page, chart, trace: int = 0, point: int = 0) -> None:
 def test_biomarker_page_fig9_beta_table_regions_and_link_to_viewer(browser, app_url, demo_ws, median_run):
     from lib.analysis import biomarker
     from lib.explain import heatmaps
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
 
     # the page computes the region tables itself (small cohort): start without them
     shutil.rmtree(demo_ws.cache_dir / "regions", ignore_errors=True)

@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 import components.niivue as niivue
 from lib.explain import heatmaps
-from lib.data import overview
+from lib.views import overview
 from test_browser import ARTIFACTS, _no_exception, _settle, _shot, app_url, browser  # noqa: F401
 from test_browser import _page as new_page
 

@@ -20,10 +20,10 @@ import pytest
 from lib.analysis import biomarker, evaluation, region_tables
 from lib.core import cache
 from lib.explain import heatmaps
-from lib.data import overview
+from lib.views import overview
 from lib.views import viewer
 from lib.cli import main
-from lib.learn.training import _scan_table, load_run
+from lib.learn.runs import load_run, run_cohort
 from lib.data.volumes import store_path, volume_store
 from lib.data.workspace import Workspace
 
@@ -36,7 +36,7 @@ class World:
     def __init__(self, root):
         self.ws = Workspace.open(root)
         self.run = load_run(self.ws, "fixture-run")
-        self.cohort = _scan_table(self.ws, self.run).drop(columns=["run_split"])
+        self.cohort = run_cohort(self.ws, self.run).drop(columns=["run_split"])
         seg = pd.read_csv(self.ws.ground_truth_dir / "atrophy.csv", dtype={"scan_id": str})
         self.seg_cohort = seg[["scan_id", "labels"]].head(3)
 

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from lib.data import overview
+from lib.views import overview
 from lib.data.templates import Grid, template
 from lib.data.workspace import Workspace
 

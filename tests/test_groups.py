@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lib.analysis.groups import GROUPS, brain_mask, group_means, individual_scale, paper_scale
+from lib.analysis.groups import GROUPS, group_means, individual_scale, paper_scale
+from lib.data.templates import brain_mask
 from lib.data.templates import Grid
 
 SHAPE = (6, 7, 5)

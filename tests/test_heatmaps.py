@@ -13,12 +13,13 @@ from lib.explain import heatmaps
 from lib import jobs
 from lib.cli import main
 from lib.explain import explain
-from lib.learn.training import _load_batch, load_checkpoint
+from lib.data.volumes import load_batch
+from lib.learn.runs import load_checkpoint
 
 
 def _direct(run, volumes_store, scan_ids, **params):
     model, norm, _ = load_checkpoint(run.best_checkpoint, "cpu")
-    x = torch.from_numpy(_load_batch(volumes_store, volumes_store.rows(scan_ids), norm)).unsqueeze(1)
+    x = torch.from_numpy(load_batch(volumes_store, volumes_store.rows(scan_ids), norm)).unsqueeze(1)
     return explain(model, x, **params)[:, 0].numpy()
 
 
@@ -60,7 +61,7 @@ def test_store_matches_direct_explanation_and_keeps_region_sums(demo_ws, demo_ru
 
 
 def demo_ws_cohort(ws):
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
 
     return load_cohort(ws)
 

@@ -11,7 +11,7 @@ import pytest
 from lib.core import atomic, cache
 from lib.views import monitor
 from lib.learn.metrics import confusion_matrix, roc_auc, roc_curve
-from lib.learn.training import Run
+from lib.learn.runs import Run
 
 
 def _fake_run(tmp_path, name="r1", n_epochs=5, best=2):

@@ -2,7 +2,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from lib.data import overview
+from lib.views import overview
 from lib.data.templates import atlas
 
 

@@ -244,7 +244,7 @@ def test_occlusion_on_the_pif_net_equals_the_one_patch_loop():
 
 
 def test_train_and_explain_pif_end_to_end(demo_ws, demo_run, capsys, monkeypatch):
-    from lib.learn.training import load_run
+    from lib.learn.runs import load_run
 
     root = str(demo_ws.root)
     assert main(["--workspace", root, "train", "--model", "pif2021", "--epochs", "2", "--batch-size", "6",

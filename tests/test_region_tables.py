@@ -149,7 +149,7 @@ def test_group_runs_are_the_finished_runs_trained_together(tmp_path):
                                      ("d", "g1", "failed", True), ("e", "g1", "done", False), ("f", "g2", "done", True),
                                      ("solo", None, "done", True)]:
         fake(rid, group, status, ckpt)
-    from lib.learn.training import load_run
+    from lib.learn.runs import load_run
 
     assert [r.id for r in rt.group_runs(ws, load_run(ws, "c"))] == ["c", "a", "b"]
     assert [r.id for r in rt.group_runs(ws, load_run(ws, "solo"))] == ["solo"]

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from scipy.spatial.distance import cosine, euclidean
 
-from lib.analysis import stats
+from lib.analysis import similarity, stats
 
 
 def _corr_pair(n: int, rho: float, seed: int):
@@ -251,16 +251,16 @@ def test_kde_on_a_shared_grid_and_empty_input():
 
 def test_top_k_overlap():
     regions = [f"r{i}" for i in range(30)]
-    assert stats.top_k_overlap(regions, list(regions), k=10) == 100.0
-    assert stats.top_k_overlap(regions, regions[10:], k=10) == 0.0
-    assert stats.top_k_overlap(regions, regions[5:], k=10) == 50.0
+    assert similarity.top_k_overlap(regions, list(regions), k=10) == 100.0
+    assert similarity.top_k_overlap(regions, regions[10:], k=10) == 0.0
+    assert similarity.top_k_overlap(regions, regions[5:], k=10) == 50.0
     scores = pd.Series(np.arange(30.0), index=regions)          # higher is better: r29 first
-    assert stats.top_k_overlap(scores, regions[::-1], k=10) == 100.0
-    assert stats.top_k_overlap(regions[:4], regions, k=10) == 100.0   # short list sets the denominator
-    m = stats.overlap_matrix({"b0": regions, "b1": regions[5:], "b2": regions[::-1]}, k=10)
+    assert similarity.top_k_overlap(scores, regions[::-1], k=10) == 100.0
+    assert similarity.top_k_overlap(regions[:4], regions, k=10) == 100.0   # short list sets the denominator
+    m = similarity.overlap_matrix({"b0": regions, "b1": regions[5:], "b2": regions[::-1]}, k=10)
     assert (np.diag(m) == 100).all() and (m.to_numpy() == m.to_numpy().T).all()
     assert m.loc["b0", "b1"] == 50.0 and m.loc["b0", "b2"] == 0.0
-    assert stats.mean_pairwise_overlap([regions, regions[5:], regions[::-1]], k=10) == pytest.approx(
+    assert similarity.mean_pairwise_overlap([regions, regions[5:], regions[::-1]], k=10) == pytest.approx(
         (50 + 0 + 0) / 3)
 
 
@@ -269,34 +269,34 @@ def test_furthest_pair_is_the_brute_force_argmax():
     vec = rng.gamma(1.0, 1.0, (25, 8))
     vec[3] = 0.0                                                # zero vector: no direction, ignored
     ids = [f"p{i}" for i in range(25)]
-    a, b, d = stats.furthest_pair(vec, ids)
+    a, b, d = similarity.furthest_pair(vec, ids)
     pairs = [(i, j) for i, j in itertools.combinations(range(25), 2) if 3 not in (i, j)]
     best = max(pairs, key=lambda ij: cosine(vec[ij[0]], vec[ij[1]]))
     assert (a, b) == (ids[best[0]], ids[best[1]])
     assert d == pytest.approx(cosine(vec[best[0]], vec[best[1]]))
-    ea, eb, ed = stats.furthest_pair(vec, ids, metric="euclidean")
+    ea, eb, ed = similarity.furthest_pair(vec, ids, metric="euclidean")
     best_e = max(itertools.combinations(range(25), 2), key=lambda ij: euclidean(vec[ij[0]], vec[ij[1]]))
     assert (ea, eb) == (ids[best_e[0]], ids[best_e[1]]) and ed == pytest.approx(euclidean(*vec[list(best_e)]))
-    assert stats.furthest_pair(vec[:1]) is None
-    d_all = stats.cosine_distances(vec)
+    assert similarity.furthest_pair(vec[:1]) is None
+    d_all = similarity.cosine_distances(vec)
     assert np.isnan(d_all[3]).all() and d_all[0, 1] == pytest.approx(cosine(vec[0], vec[1]))
 
 
 def test_distance_table_between_mean_maps():
     rng = np.random.default_rng(13)
     maps = {m: rng.normal(size=(6, 7, 5)).astype(np.float32) for m in ("lrp", "gb", "occlusion")}
-    t = stats.distance_table(maps)
+    t = similarity.distance_table(maps)
     assert list(t.index) == list(maps) and (t.to_numpy() == t.to_numpy().T).all()
     assert (np.diag(t) == 0).all()
     assert t.loc["lrp", "gb"] == pytest.approx(np.sqrt(((maps["lrp"].astype(float) - maps["gb"]) ** 2).sum()))
     mask = np.zeros((6, 7, 5), bool)
     mask[:3] = True
-    tm = stats.distance_table(maps, mask=mask)
+    tm = similarity.distance_table(maps, mask=mask)
     assert tm.loc["gb", "occlusion"] == pytest.approx(np.linalg.norm((maps["gb"] - maps["occlusion"])[mask]))
     scaled = dict(maps, gb=maps["lrp"] * 1000)
-    assert stats.distance_table(scaled, normalise="sum").loc["lrp", "gb"] == pytest.approx(0, abs=1e-6)
+    assert similarity.distance_table(scaled, normalise="sum").loc["lrp", "gb"] == pytest.approx(0, abs=1e-6)
     with pytest.raises(ValueError, match="shape"):
-        stats.distance_table({"a": np.zeros(3), "b": np.zeros(4)})
+        similarity.distance_table({"a": np.zeros(3), "b": np.zeros(4)})
 
 
 def test_partial_correlations_of_no_scans_are_empty_not_an_error():

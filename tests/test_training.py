@@ -17,8 +17,8 @@ import torch
 
 from lib.learn import training
 from lib.cli import main
-from lib.learn.training import (EarlyStopping, TrainConfig, TrainingError, augment, create_run, load_checkpoint,
-                          load_run, plan, train_run)
+from lib.learn.runs import TrainConfig, TrainingError, create_run, load_checkpoint, load_run, run_parts
+from lib.learn.training import EarlyStopping, augment, plan, train_run
 from lib.data.volumes import Normaliser, volume_store
 from lib.data.workspace import REPO_ROOT
 
@@ -26,7 +26,7 @@ FAST = ["--epochs", "4", "--patience", "10", "--batch-size", "6"]
 
 
 def _cohort(ws):
-    from lib.data.overview import load_cohort
+    from lib.data.scans import load_cohort
 
     return load_cohort(ws)
 
@@ -95,7 +95,7 @@ def test_normaliser_is_fitted_on_training_scans_only(demo_ws):
 
 
 def test_volume_store_is_built_once_and_matches_the_scans(demo_ws):
-    from lib.data.overview import load_scan
+    from lib.data.scans import load_scan
 
     cohort = _cohort(demo_ws)
     store = volume_store(demo_ws, cohort)
@@ -118,13 +118,13 @@ def test_fold_split_keeps_test_and_uses_fold_as_validation(demo_ws):
     import lib.data.splits as splits_mod
 
     splits = splits_mod.load_splits(demo_ws, cohort)
-    parts = training.run_parts(cohort, splits, 1)
+    parts = run_parts(cohort, splits, 1)
     assert set(parts["validation"]) == {s for s, f in splits["folds"].items()
                                         if f == 1 and splits["parts"][s] != "test"}
     assert set(parts["test"]) == {s for s, p in splits["parts"].items() if p == "test"}
     assert not set(parts["train"]) & (set(parts["validation"]) | set(parts["test"]))
     with pytest.raises(TrainingError, match="fold 9"):
-        training.run_parts(cohort, splits, 9)
+        run_parts(cohort, splits, 9)
 
 
 def test_a_short_run_records_everything(demo_ws, capsys):
@@ -212,7 +212,8 @@ def test_sigkill_then_resume_retraces_an_uninterrupted_run(demo_ws):
 
 
 def test_a_shipped_run_installs_into_a_matching_workspace_only(demo_ws, demo_run, tmp_path):
-    from lib.learn.training import export_run, finish_run, install_shipped_run
+    from lib.learn.prediction import finish_run
+    from lib.learn.runs import export_run, install_shipped_run
 
     shipped = export_run(demo_run, tmp_path / "models")
     assert sorted(p.name for p in shipped.iterdir()) == ["best.pt", "config.json", "metrics.jsonl", "state.json",

@@ -12,8 +12,8 @@ import pytest
 from conftest_cohort_helpers import (RES, colin27, good_data, good_scan, grid, save, truncate, write_csv,  # noqa: F401
                                      ws)
 from lib.data.templates import template
-from lib.data.validation import (RESAMPLE_NOTE, Issue, ImageError, ValidationReport, format_report, load_on_grid,
-                            validate_table)
+from lib.data.images import RESAMPLE_NOTE, ImageError, load_on_grid
+from lib.data.validation import Issue, ValidationReport, format_report, validate_table
 from lib.data.workspace import Workspace
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from lib.core import atomic, cache
 from lib.analysis import groups
+from lib.data.templates import brain_mask
 from lib.views import viewer
 from lib.data.atlas import atlas_from_arrays
 from lib.explain.heatmaps import HeatmapStore
@@ -43,7 +44,7 @@ def _store(folder, maps: dict[str, np.ndarray], params=None) -> HeatmapStore:
 
 def _cohort(n=14, seed=0):
     rng = np.random.default_rng(seed)
-    brain = groups.brain_mask(GRID.resolution)
+    brain = brain_mask(GRID.resolution)
     dx = np.where(np.arange(n) % 2 == 0, "AD", "HC")
     pred_ad = np.where(dx == "AD", rng.random(n) < 0.7, rng.random(n) < 0.3)
     pred_ad[:2] = [True, False]                    # at least one TP and one TN
@@ -80,7 +81,7 @@ def test_cached_group_means_equal_in_memory_means_and_are_computed_once(tmp_path
             with pytest.raises(KeyError, match="empty"):
                 cached[e.label]
     # the scale is the paper's rule on the average AD map over the template's brain
-    lo, hi = groups.paper_scale(cached["AD"], groups.brain_mask(GRID.resolution))
+    lo, hi = groups.paper_scale(cached["AD"], brain_mask(GRID.resolution))
     assert (cached.paper.vmin, cached.paper.vmax) == pytest.approx((lo, hi))
     assert cached.scale_from == "AD"
     # a second request is read from disk: nothing is averaged again

@@ -31,234 +31,39 @@ r is identical for both; density only makes values of regions of different size 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from lib.core import atomic
-from lib.analysis import stats
+from lib.analysis import region_tables, stats
+# the figures and the volumes of the analyses, imported by the pages from here
+from lib.analysis.biomarker_figures import (GROUP_STYLE, PAPER_R, beta_figure, format_p, format_r,  # noqa: F401
+                                            p_text, safe_name, scatter_figure, selected_scan, stats_caption,
+                                            viewer_params)
+from lib.analysis.biomarker_volumes import (ICV_COLUMNS, SEGMENTATION_LABELS, SIDES, VOLUME_SOURCES,  # noqa: F401
+                                            hippocampal_volumes, icv_column, label_volumes,
+                                            segmentation_columns, segmentation_volumes, volume_sources)
+from lib.analysis.region_analysis import ABSOLUTE_BY_DEFAULT
 from lib.core import cache as _cache
+from lib.core.progress import Progress
 from lib.data.atlas import Atlas, hemisphere_of, merge_hemispheres
 from lib.data.workspace import Workspace
-from lib.core.progress import Progress
 
-SIDES = ("both", "left", "right")
 METRICS = ("sum", "density")
-VOLUME_SOURCES = ("cohort", "segmentation", "ground_truth")
-# Böhle et al. 2019 §3.3 (ADNI, true positives of the test split): hippocampal relevance vs hippocampal volume.
-PAPER_R = {"lrp": {0.0: -0.560, 0.25: -0.562, 0.5: -0.525, 0.75: -0.457, 1.0: -0.361}, "guided_backprop": 0.096}
-# Label values of the hippocampi in common segmentations (per side).
-SEGMENTATION_LABELS = {
-    "neuromorphometrics": {"left": (48,), "right": (47,)},   # SPM12 / the demo cohort's labels
-    "freesurfer": {"left": (17,), "right": (53,)},           # aseg: Left-/Right-Hippocampus
-}
-ICV_COLUMNS = ("intracranial_volume", "icv", "etiv", "tiv", "total_intracranial_volume", "estimated_tiv")
 # Cohort columns that are identifiers or bookkeeping, not measures.
 NOT_MEASURES = ("row", "session", "fold", "visit")
 METHOD_NAMES = {"lrp": "LRP", "guided_backprop": "Guided backprop", "sensitivity": "Sensitivity",
                 "gradient_x_input": "Gradient × input", "occlusion": "Occlusion",
                 "area_occlusion": "Area occlusion", "gradcam": "Grad-CAM"}
-GROUP_STYLE = {  # the paper's AD orange for true positives; false positives are controls (HC green)
-    "TP": {"color": "#f28e2b", "symbol": "circle"},
-    "FP": {"color": "#59a14f", "symbol": "diamond-open"},
-    "TN": {"color": "#59a14f", "symbol": "circle"},
-    "FN": {"color": "#f28e2b", "symbol": "diamond-open"},
-}
-
-
-# --- volumes -----------------------------------------------------------------------------------------------
-def icv_column(cohort: pd.DataFrame) -> str | None:
-    """The cohort's intracranial-volume column (``intracranial_volume``, ADNIMERGE ``ICV``, ``eTIV`` …) or None."""
-    lower = {str(c).strip().lower(): c for c in cohort.columns}
-    for name in ICV_COLUMNS:
-        col = lower.get(name)
-        if col is not None and pd.to_numeric(cohort[col], errors="coerce").notna().any():
-            return col
-    return None
-
-
-def segmentation_columns(cohort: pd.DataFrame) -> list[str]:
-    """Cohort columns (other than the scan ``path``) whose values are NIfTI file names."""
-    out = []
-    for col in cohort.columns:
-        if col == "path" or pd.api.types.is_numeric_dtype(cohort[col]):
-            continue
-        values = cohort[col].dropna().astype(str)
-        if len(values) and values.str.contains(r"\.nii(?:\.gz)?$", case=False, regex=True).mean() > 0.5:
-            out.append(col)
-    return out
-
-
-def volume_sources(ws: Workspace, cohort: pd.DataFrame) -> list[str]:
-    """The hippocampal-volume sources this workspace offers, best first."""
-    out = []
-    if "hippocampal_volume" in cohort and pd.to_numeric(cohort["hippocampal_volume"], errors="coerce").notna().any():
-        out.append("cohort")
-    if segmentation_columns(cohort):
-        out.append("segmentation")
-    if (ws.ground_truth_dir / "region_volumes.csv").exists():
-        out.append("ground_truth")
-    return out
-
-
-def _side_labels(labels, side: str) -> list[int]:
-    """Label values for ``side`` from a preset name, ``{"left": […], "right": […]}`` or a flat list (any side)."""
-    if isinstance(labels, str):
-        if labels not in SEGMENTATION_LABELS:
-            raise KeyError(f"unknown label preset {labels!r}; choose one of {sorted(SEGMENTATION_LABELS)} "
-                           "or give the label values")
-        labels = SEGMENTATION_LABELS[labels]
-    if isinstance(labels, Mapping):
-        sides = ("left", "right") if side == "both" else (side,)
-        return sorted({int(v) for s in sides for v in labels.get(s, ())})
-    return sorted({int(v) for v in labels})
-
-
-def label_volumes(paths: Sequence[str | Path], labels: Sequence[int], progress: Progress | None = None
-                  ) -> np.ndarray:
-    """Volume in mm³ of the voxels holding any of ``labels`` in each labels NIfTI: count × voxel volume.
-
-    The voxel volume is ``|det(affine[:3, :3])|`` of each file, so segmentations on any grid work.
-    A file that cannot be read gives NaN.
-    """
-    wanted = np.asarray(sorted(set(int(v) for v in labels)))
-    out = np.full(len(paths), np.nan)
-    for i, path in enumerate(paths):
-        try:
-            img = nib.load(str(path))
-            data = np.asanyarray(img.dataobj)
-            if not np.issubdtype(data.dtype, np.integer):
-                data = np.rint(data)
-            out[i] = float(np.isin(data, wanted).sum()) * abs(float(np.linalg.det(img.affine[:3, :3])))
-        except (OSError, ValueError, nib.filebasedimages.ImageFileError):
-            pass
-        if progress:
-            progress(i + 1, len(paths), f"segmentation {i + 1}/{len(paths)}")
-    return out
-
-
-def segmentation_volumes(ws: Workspace, cohort: pd.DataFrame, column: str, labels: Sequence[int],
-                         progress: Progress | None = None) -> pd.Series:
-    """:func:`label_volumes` of the files in ``cohort[column]`` (paths relative to the workspace), cached on
-    disk by the files' paths, sizes and modification times and the label values."""
-    paths = []
-    for value in cohort[column]:
-        if pd.isna(value) or not str(value).strip():
-            paths.append(None)
-            continue
-        paths.append(ws.resolve(str(value)))
-    stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) if p is not None and p.exists() else None
-             for p in paths]
-    key = _key({"kind": "segmentation", "column": column, "labels": sorted(int(v) for v in labels),
-                "files": stamp})
-    cache = ws.cache_dir / "biomarker" / "volumes" / f"{key}.csv"
-    ids = cohort["scan_id"].astype(str).to_numpy()
-    if _cache.ok(cache):
-        cached = pd.read_csv(cache, dtype={"scan_id": str}).set_index("scan_id")["volume"]
-        if set(ids) <= set(cached.index):
-            return cached.reindex(ids)
-    _cache.discard(cache)   # absent, corrupted or of an older version: recomputed
-    have = [i for i, s in enumerate(stamp) if s is not None]
-    vols = np.full(len(ids), np.nan)
-    vols[have] = label_volumes([paths[i] for i in have], labels, progress)
-    atomic.write_csv(cache, pd.DataFrame({"scan_id": ids, "volume": vols}))
-    _cache.seal(cache, kind="biomarker", column=column)
-    return pd.Series(vols, index=pd.Index(ids, name="scan_id"), name="volume")
-
-
-def hippocampal_volumes(ws: Workspace, cohort: pd.DataFrame, source: str = "auto", *, side: str = "both",
-                        segmentation_column: str | None = None, labels="neuromorphometrics",
-                        normalise: bool = False, progress: Progress | None = None) -> pd.Series:
-    """Hippocampal volume per scan (index ``scan_id``).
-
-    Parameters
-    ----------
-    source : {"auto", "cohort", "segmentation", "ground_truth"}
-        ``cohort``: the ``hippocampal_volume`` column (both hippocampi; ``side`` other than
-        "both" is noted in ``attrs["note"]`` and the total is used). ``segmentation``: count of
-        ``labels`` voxels × voxel volume in the NIfTI named by ``segmentation_column``.
-        ``ground_truth``: the demo cohort's measured region volumes. ``auto``: the first of
-        :func:`volume_sources`.
-    side : {"both", "left", "right"}
-    labels : str, mapping or sequence
-        Segmentation label values: a preset of :data:`SEGMENTATION_LABELS`, ``{"left": […],
-        "right": […]}``, or a flat list.
-    normalise : bool
-        Divide by the intracranial volume (:func:`icv_column`) and report % of it.
-
-    Returns
-    -------
-    Series of float (mm³, or % of intracranial volume), NaN where unknown; ``attrs`` holds
-    ``unit``, ``label`` (axis title), ``source`` and ``note``.
-    """
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}")
-    available = volume_sources(ws, cohort)
-    if source == "auto":
-        if not available:
-            raise ValueError("no hippocampal volume: the cohort has no hippocampal_volume column, no segmentation "
-                             "column and no ground truth")
-        source = available[0]
-    ids = cohort["scan_id"].astype(str).to_numpy()
-    note = ""
-    if source == "cohort":
-        if "hippocampal_volume" not in cohort:
-            raise ValueError("the cohort table has no hippocampal_volume column (or ADNIMERGE's Hippocampus)")
-        vol = pd.to_numeric(cohort["hippocampal_volume"], errors="coerce").to_numpy(float)
-        if side != "both":
-            note = "the cohort's hippocampal_volume is the total of both sides; the total is used"
-        what = "hippocampal volume (cohort table)"
-    elif source == "segmentation":
-        cols = segmentation_columns(cohort)
-        column = segmentation_column or (cols[0] if cols else None)
-        if column is None or column not in cohort:
-            raise ValueError("no segmentation column in the cohort table (a column of NIfTI label images)")
-        vol = segmentation_volumes(ws, cohort, column, _side_labels(labels, side), progress).to_numpy(float)
-        what = f"hippocampal volume (segmentation '{column}')"
-    elif source == "ground_truth":
-        path = ws.ground_truth_dir / "region_volumes.csv"
-        if not path.exists():
-            raise ValueError("this workspace has no ground truth (only the demo cohort has one)")
-        gt = pd.read_csv(path, dtype={"scan_id": str}).set_index("scan_id")
-        cols = [c for c in gt.columns if hemisphere_of(c)[1].lower() == "hippocampus"
-                and (side == "both" or hemisphere_of(c)[0] == side)]
-        if not cols:
-            raise ValueError(f"{path} has no hippocampus column")
-        vol = gt[cols].sum(axis=1, min_count=len(cols)).reindex(ids).to_numpy(float)
-        what = "hippocampal volume (ground truth)"
-    else:
-        raise ValueError(f"source must be 'auto' or one of {VOLUME_SOURCES}")
-    if side != "both" and not note:
-        what = what.replace("hippocampal volume", f"{side} hippocampal volume")
-    unit = "mm³"
-    if normalise:
-        col = icv_column(cohort)
-        if col is None:
-            raise ValueError("the cohort table has no intracranial volume column (intracranial_volume, ICV, eTIV)")
-        icv = pd.to_numeric(cohort[col], errors="coerce").to_numpy(float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vol = np.where(icv > 0, 100.0 * vol / icv, np.nan)
-        unit = "% of ICV"
-    out = pd.Series(vol, index=pd.Index(ids, name="scan_id"), name="hippocampal_volume")
-    out.attrs.update(unit=unit, label=f"{what}, {unit}", source=source, note=note)
-    return out
 
 
 # --- relevance per region -----------------------------------------------------------------------------------
-def _key(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def find_region_table(ws: Workspace, store, atlas: str = "neuromorphometrics") -> pd.DataFrame | None:
     """The cached region table of ``store`` on ``atlas`` (:mod:`lib.analysis.region_tables`), or None; computes nothing."""
-    from lib.analysis import region_tables
-
     path = region_tables.find_table(ws, store, region_tables.get_atlas(ws, atlas, store.grid.resolution))
     if path is None:
         return None
@@ -282,8 +87,6 @@ def region_table(ws: Workspace, store, atlas: str = "neuromorphometrics", progre
     DataFrame with one row per scan × region and at least ``scan_id, region, label, hemisphere,
     voxels, sum, abs_sum`` (``sum`` of the signed map, ``abs_sum`` of ``|h|``; float64).
     """
-    from lib.analysis import region_tables
-
     atl = region_tables.get_atlas(ws, atlas, store.grid.resolution)
     # a table that lacks scans of the store is an error, never a biomarker over fewer scans
     return region_tables.read_table(region_tables.compute_table(ws, store, atl, progress=progress), store)
@@ -400,8 +203,6 @@ def group_stats(points: pd.DataFrame, groups: Sequence[str] = ("TP", "FP"), *, x
 
 def default_absolute(method: str) -> bool:
     """Whether a method's maps are read as ``|h|`` by default (gradients: the paper's "susceptibility")."""
-    from lib.analysis.region_analysis import ABSOLUTE_BY_DEFAULT
-
     return method in ABSOLUTE_BY_DEFAULT
 
 
@@ -541,125 +342,3 @@ def adjust_for(points: pd.DataFrame, covariates: pd.DataFrame | None,
         adjusted[keep] = vals[keep] - design @ beta + vals[keep].mean(axis=0)
     out[list(columns)] = adjusted
     return out
-
-
-# --- figures and links --------------------------------------------------------------------------------------
-def format_r(r: float, digits: int = 3) -> str:
-    """``−0.560`` (a true minus sign), ``n/a`` for NaN."""
-    return "n/a" if not np.isfinite(r) else f"{r:.{digits}f}".replace("-", "−")
-
-
-def format_p(p: float, n_permutations: int | None = None) -> str:
-    """``0.004``, ``3.2e-4``, or ``< 1e-4`` at the floor of a permutation test with ``n_permutations``."""
-    if not np.isfinite(p):
-        return "n/a"
-    if n_permutations and p <= 1.0 / (1 + n_permutations) + 1e-15:
-        return f"< {1.0 / n_permutations:.0e}".replace("e-0", "e-")
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def p_text(p: float, n_permutations: int | None = None) -> str:
-    """``p = 0.004`` or ``p < 1e-4`` (see :func:`format_p`)."""
-    text = format_p(p, n_permutations)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
-
-
-def stats_caption(row: Mapping, n_permutations: int | None = None) -> str:
-    """``r = −0.56 (95 % CI −0.80 … −0.20), permutation p = 0.004, ρ = −0.51, n = 24``."""
-    if not np.isfinite(row.get("r", np.nan)):
-        return f"n = {int(row.get('n', 0))}: too few scans for a correlation"
-    p = p_text(row["p_permutation"], n_permutations or row.get("n_permutations"))
-    return (f"r = {row['r']:.3f} (95 % CI {row['ci_low']:.2f} … {row['ci_high']:.2f}), permutation {p}, "
-            f"ρ = {row['rho']:.3f}, n = {int(row['n'])}").replace("-", "−")
-
-
-def scatter_figure(points: pd.DataFrame, *, x: str = "measure", y: str = "relevance", x_title: str = "",
-                   y_title: str = "", title: str = "", groups: Sequence[str] = ("TP", "FP"),
-                   fit: Sequence[str] = ("TP",), height: int = 430):
-    """A plotly scatter of ``y`` against ``x``, one trace per outcome group, with a least-squares line per
-    group in ``fit``. Every point carries ``customdata = [scan_id, subject_id, outcome, ad_score, split]``
-    so a click can be traced back to its scan."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    lines = []
-    for g in groups:
-        sub = points[(points["outcome"] == g) & points[x].notna() & points[y].notna()]
-        style = GROUP_STYLE.get(g, {"color": "#4e79a7", "symbol": "circle"})
-        custom = np.column_stack([sub["scan_id"].astype(str), sub.get("subject_id", sub["scan_id"]).astype(str),
-                                  sub["outcome"].astype(str), sub.get("ad_score", pd.Series(np.nan, sub.index)),
-                                  sub.get("split", pd.Series("", sub.index)).astype(str)]) if len(sub) else None
-        fig.add_trace(go.Scatter(
-            x=sub[x], y=sub[y], mode="markers", name=f"{g} (n = {len(sub)})", customdata=custom,
-            marker=dict(color=style["color"], symbol=style["symbol"], size=10,
-                        line=dict(width=1.5 if "open" in style["symbol"] else 0.5,
-                                  color=style["color"] if "open" in style["symbol"] else "white")),
-            hovertemplate=("<b>%{customdata[0]}</b> (" + g + ")<br>AD score %{customdata[3]:.2f}<br>"
-                           f"{x_title or x}: %{{x:.4g}}<br>{y_title or y}: %{{y:.4g}}<extra></extra>")))
-        if g in fit and len(sub) >= 3 and sub[x].nunique() > 1:
-            slope, intercept = np.polyfit(sub[x].to_numpy(float), sub[y].to_numpy(float), 1)
-            xs = np.array([sub[x].min(), sub[x].max()], float)
-            lines.append(go.Scatter(x=xs, y=slope * xs + intercept, mode="lines", name=f"{g} least-squares fit",
-                                    line=dict(color=style["color"], width=2, dash="dash"), hoverinfo="skip"))
-    for line in lines:   # after the points, so traces 0 … k-1 are the groups in order
-        fig.add_trace(line)
-    fig.update_layout(
-        title=dict(text=title, font=dict(size=15)), height=height, margin=dict(l=10, r=10, t=60 if title else 20, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
-        xaxis_title=x_title or x, yaxis_title=y_title or y, clickmode="event+select", hovermode="closest")
-    fig.update_yaxes(zeroline=True, zerolinecolor="#bbbbbb", exponentformat="power")
-    return fig
-
-
-def beta_figure(table: pd.DataFrame, *, title: str = "", height: int = 320):
-    """r (with its bootstrap interval) against β, and the paper's values for comparison."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    if len(table):
-        fig.add_trace(go.Scatter(
-            x=table["beta"], y=table["r"], mode="lines+markers", name="this run",
-            line=dict(color="#f28e2b", width=2), marker=dict(size=9),
-            error_y=dict(type="data", symmetric=False, array=table["ci_high"] - table["r"],
-                         arrayminus=table["r"] - table["ci_low"], color="#f28e2b", thickness=1)))
-    paper = pd.Series(PAPER_R["lrp"])
-    fig.add_trace(go.Scatter(x=paper.index, y=paper.values, mode="lines+markers", name="Böhle et al. 2019 (ADNI)",
-                             line=dict(color="#7f7f7f", dash="dot"), marker=dict(symbol="square-open", size=8)))
-    fig.add_hline(y=0, line_color="#bbbbbb")
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
-                      margin=dict(l=10, r=10, t=50 if title else 20, b=10), xaxis_title="LRP β",
-                      yaxis_title="Pearson r (TP)", yaxis_range=[-1, 1],
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
-    return fig
-
-
-def viewer_params(run_id: str, store_key: str, point: Mapping) -> dict[str, str]:
-    """Query parameters that open one scan in the heatmap viewer (``pages/heatmaps.py``): its individual view
-    of ``store_key`` (a store folder name), the scan, its split and outcome group."""
-    params = {"run": str(run_id), "view": "Individual", "store": str(store_key), "scan": str(point["scan_id"])}
-    if point.get("split"):
-        params["split"] = str(point["split"])
-    if point.get("outcome"):
-        params["group"] = str(point["outcome"])
-    return params
-
-
-def selected_scan(event) -> dict | None:
-    """The scan of the first clicked point of a plotly selection event (``customdata`` of
-    :func:`scatter_figure`): ``{"scan_id", "subject_id", "outcome", "ad_score", "split"}`` or None."""
-    try:
-        points = event["selection"]["points"]
-    except (KeyError, TypeError):
-        points = getattr(getattr(event, "selection", None), "points", None)
-    for pt in points or []:
-        cd = pt.get("customdata")
-        if cd and len(cd) >= 5:
-            score = pd.to_numeric(pd.Series([cd[3]]), errors="coerce").iat[0]
-            return {"scan_id": str(cd[0]), "subject_id": str(cd[1]), "outcome": str(cd[2]),
-                    "ad_score": float(score), "split": str(cd[4])}
-    return None
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")

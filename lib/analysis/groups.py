@@ -10,7 +10,7 @@ Colour scaling (Figs 2, 3, 8). The captions give percentiles "of the average AD 
 over which voxels. Over the whole box the background (about four fifths of the template grid) would
 put the 50th percentile at about 0 and colour nearly the whole brain, unlike the figures, where
 about half of the brain is black. The percentiles are therefore taken over brain voxels: those of
-``mask`` when given (use :func:`brain_mask`, the ICBM152 brain, so every method is scaled over the
+``mask`` when given (use :func:`lib.data.templates.brain_mask`, the ICBM152 brain, so every method is scaled over the
 same voxels), otherwise the non-zero finite voxels of the average AD map.
 """
 
@@ -182,6 +182,17 @@ def group_means(volumes: Iterable, table: pd.DataFrame, *, by: str | None = None
         subgroup plus one volume, whatever the number of scans.
     """
     members = membership(table, by, groups)
+    acc, n, seen, ignored = _accumulate(volumes, table, members, by, progress)
+    seen_set = set(seen)
+    items = _means(members, acc, n, seen_set, table, by)
+    missing = [s for s in table["scan_id"].astype(str) if s not in seen_set]
+    return GroupMeans(items, by, missing, ignored)
+
+
+def _accumulate(volumes: Iterable, table: pd.DataFrame, members: dict[tuple, list[str]], by: str | None,
+                progress) -> tuple[dict[tuple, np.ndarray], dict[tuple, int], list[str], list[str]]:
+    """One pass over the volumes: a float64 sum and a count per group (per subgroup with ``by``), the scans
+    seen in order, and those ignored (not in ``table``)."""
     keys_of: dict[str, list[tuple]] = {}
     for key, scans in members.items():
         if by is not None and key[1] is None:
@@ -220,9 +231,16 @@ def group_means(volumes: Iterable, table: pd.DataFrame, *, by: str | None = None
         seen_set.add(scan_id)
         if progress:
             progress(len(seen), total, f"scan {scan_id}")
+    return acc, n, seen, ignored
 
-    # Accumulators become float32 means one by one and are freed as they go, so the peak stays at the
-    # accumulators plus one float64 volume. A whole group (with subgroups) comes before its parts.
+
+def _means(members: dict[tuple, list[str]], acc: dict[tuple, np.ndarray], n: dict[tuple, int],
+           seen_set: set[str], table: pd.DataFrame, by: str | None) -> dict[tuple, GroupMean]:
+    """Every group's mean, count and, when empty, why.
+
+    Accumulators become float32 means one by one and are freed as they go, so the peak stays at the
+    accumulators plus one float64 volume. A whole group (with subgroups) comes before its parts.
+    """
     items: dict[tuple, GroupMean] = {}
     for key, scans in members.items():
         g, v = key
@@ -253,19 +271,10 @@ def group_means(volumes: Iterable, table: pd.DataFrame, *, by: str | None = None
             else:
                 reason = _EMPTY_REASON[g] + (f" with {by} = {v}" if v is not None else "")
         items[key] = GroupMean(g, v, count, mean, present, reason)
-    missing = [s for s in table["scan_id"].astype(str) if s not in seen_set]
-    return GroupMeans(items, by, missing, ignored)
+    return items
 
 
 # --- colour scales ---------------------------------------------------------------------------------------------
-def brain_mask(resolution: float = 2.0) -> np.ndarray:
-    """Boolean ``(X, Y, Z)`` brain of the ICBM152 2009c template on ``Grid(resolution)``."""
-    from lib.data.templates import template
-
-    # The brain-extracted template is exactly 0 outside; 0.01 drops interpolation dust at the edge.
-    return np.asarray(template(resolution).dataobj) > 0.01
-
-
 def _brain_values(ad_mean, mask) -> np.ndarray:
     if ad_mean is None:
         raise ValueError("no average AD map (the AD group is empty): there is nothing to scale by")

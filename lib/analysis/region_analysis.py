@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from lib.analysis.regions import add_gain, diverse_pair, wide
-from lib.analysis.stats import compare_groups, kde, kde_grid, mean_pairwise_overlap, overlap_matrix
+from lib.analysis.similarity import mean_pairwise_overlap, overlap_matrix
+from lib.analysis.stats import compare_groups, kde, kde_grid
 
 METRICS = ("sum", "density", "gain", "fraction")
 METRIC_NAMES = {"sum": "Sum of relevance", "density": "Relevance density (mean per voxel)",

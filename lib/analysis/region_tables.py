@@ -253,7 +253,7 @@ def compute_many(ws: Workspace, tasks: Sequence[tuple], atlas: Atlas, *, progres
 def group_runs(ws: Workspace, run) -> list:
     """Finished runs trained together with ``run`` (same ``config["group"]``: seeds or folds), ``run`` first;
     just ``[run]`` when it has no group."""
-    from lib.learn.training import list_runs
+    from lib.learn.runs import list_runs
 
     group = run.config.get("group")
     if not group:

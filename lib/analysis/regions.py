@@ -440,7 +440,7 @@ def diverse_pair(metrics: pd.DataFrame, scores: Mapping[str, float] | pd.Series,
     ``min_score``; vectors over ``regions`` (e.g. the top 25 by density; default all).
     Returns ``(scan_a, scan_b, distance)`` or None with fewer than two candidates.
     """
-    from lib.analysis.stats import furthest_pair
+    from lib.analysis.similarity import furthest_pair
 
     scores = pd.Series(scores, dtype=float)
     scores.index = scores.index.map(str)

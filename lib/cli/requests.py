@@ -151,7 +151,7 @@ def _after_explain(args, ws, request, result) -> int:
         return 1
     out = Path(args.out or f"{scan}_{request.method}.nii.gz")
     if args.native:
-        from lib.data.overview import load_cohort
+        from lib.data.scans import load_cohort
 
         path = load_cohort(ws).set_index("scan_id").loc[scan, "path"]
         img = heatmaps.to_native_space(store.get(scan), store.grid, ws.resolve(path))

@@ -48,7 +48,7 @@ def _stamp(st: os.stat_result) -> tuple:
 
 
 def sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, read in chunks (also the checkpoint hash of :mod:`lib.learn.training`)."""
+    """SHA-256 of a file's bytes, read in chunks (also the checkpoint hash of :mod:`lib.learn.runs`)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(4 << 20), b""):

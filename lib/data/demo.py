@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from lib.core import atomic
 from lib.core.progress import Progress
-from lib.data.templates import Grid, atlas, template
+from lib.data.templates import BRAIN_THRESHOLD, Grid, atlas, template
 from lib.data.workspace import Workspace
 
 
@@ -119,7 +119,7 @@ class _Fields:
                     phi /= max(float(g.max()), 1e-6)
                     self.units[f"{hemi}_{region}"] = phi
                     self.unit_group[f"{hemi}_{region}"] = group
-        brain = (self.template > 0.05).astype(np.float32)
+        brain = (self.template > BRAIN_THRESHOLD).astype(np.float32)
         phi = ndimage.gaussian_filter(brain, max(8.0 / r, 2.0))
         g = np.sqrt(sum(gi ** 2 for gi in np.gradient(phi)))
         self.brain_phi = phi / max(float(g.max()), 1e-6)
@@ -258,7 +258,7 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
     # where det J > 1, so the local volume loss is det J − 1 (clipped at 0)
     jac = _jacobian_det(disease)
     atrophy_map = np.clip(jac - 1.0, 0.0, None).astype(np.float32)
-    atrophy_map *= fields.template > 0.05
+    atrophy_map *= fields.template > BRAIN_THRESHOLD
 
     # scanner effects
     gamma, gain, noise, bias = SITES[subject["site"]]

@@ -81,7 +81,7 @@ def volume_store(ws: Workspace, cohort: pd.DataFrame, grid: Grid | None = None,
     Scans off the grid are resampled with nilearn (:func:`lib.data.validation.load_on_grid`).
     Raises :class:`lib.data.validation.ImageError` naming the scan if one cannot be read.
     """
-    from lib.data.validation import ImageError, load_on_grid
+    from lib.data.images import ImageError, load_on_grid
 
     grid = grid or ws.grid
     target = store_path(ws, cohort, grid)
@@ -193,3 +193,17 @@ def cohort_fingerprint(cohort: pd.DataFrame) -> str:
         h.update(f"{s}:{d};".encode())
     return h.hexdigest()[:16]
 
+
+
+def batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    """``rows`` cut into consecutive batches of at most ``size``."""
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def load_batch(store: VolumeStore, rows: np.ndarray, normaliser: Normaliser) -> np.ndarray:
+    """The normalised scans of store ``rows`` as one float32 batch ``(N, X, Y, Z)``, in the order asked."""
+    # memmap fancy indexing reads in row order fastest; restore the requested order after
+    order = np.argsort(rows, kind="stable")
+    x = np.empty((len(rows), *store.shape), dtype=np.float32)
+    x[order] = store.array[rows[order]]
+    return normaliser.transform(x)

@@ -165,6 +165,11 @@ def _read_config(path: Path) -> dict:
     return config
 
 
+def _under_root(name: str) -> property:
+    """A workspace path that is always ``<root>/<name>``."""
+    return property(lambda self: self.root / name, doc=f"``<root>/{name}``")
+
+
 @dataclass
 class Workspace:
     root: Path
@@ -251,33 +256,14 @@ class Workspace:
     def cohort_csv(self) -> Path:
         return self.root / self.config.get("cohort_table", "cohort.csv")
 
-    @property
-    def splits_json(self) -> Path:
-        return self.root / "splits.json"
-
-    @property
-    def qc_csv(self) -> Path:
-        return self.root / "qc.csv"
-
-    @property
-    def validation_json(self) -> Path:
-        return self.root / "validation.json"
-
-    @property
-    def ground_truth_dir(self) -> Path:
-        return self.root / "ground_truth"
-
-    @property
-    def jobs_dir(self) -> Path:
-        return self.root / "jobs"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.root / "cache"
+    # files and folders at fixed places under the root
+    splits_json = _under_root("splits.json")
+    qc_csv = _under_root("qc.csv")
+    validation_json = _under_root("validation.json")
+    ground_truth_dir = _under_root("ground_truth")
+    jobs_dir = _under_root("jobs")
+    runs_dir = _under_root("runs")
+    cache_dir = _under_root("cache")
 
     def resolve(self, path: str | os.PathLike) -> Path:
         """A scan path from the cohort table, made absolute (relative paths are relative to the root)."""

@@ -326,25 +326,7 @@ def build_plan(model: nn.Module, device: torch.device, dtype: torch.dtype = torc
         if isinstance(m, _CONV) or isinstance(m, nn.Linear):
             if pending is not None:
                 ops.append(LinearOp(**pending))
-            w = m.weight.detach().to(device, dtype).clone()
-            b = m.bias.detach().to(device, dtype).clone() if m.bias is not None else None
-            if isinstance(m, nn.Linear):
-                pending = dict(name=name, weight=w, bias=b)
-            else:
-                n = m.weight.dim() - 2
-                if m.padding_mode != "zeros" or m.groups != 1:
-                    raise UnsupportedLayerError(
-                        f"layer {name} ({type(m).__name__}): only zero padding and groups=1 are supported")
-                if m.padding == "valid":
-                    pad = (0,) * n
-                elif m.padding == "same":
-                    if any((d * (k - 1)) % 2 for d, k in zip(_ntuple(m.dilation, n), m.kernel_size)):
-                        raise UnsupportedLayerError(f"layer {name}: padding='same' with an even kernel")
-                    pad = tuple(d * (k - 1) // 2 for d, k in zip(_ntuple(m.dilation, n), m.kernel_size))
-                else:
-                    pad = _ntuple(m.padding, n)
-                pending = dict(name=name, weight=w, bias=b, ndim=n, stride=_ntuple(m.stride, n), padding=pad,
-                               dilation=_ntuple(m.dilation, n), groups=m.groups)
+            pending = _linear_fields(name, m, device, dtype)
             continue
         if isinstance(m, _BN):
             scale, shift = _bn_affine(m, device, dtype)
@@ -364,23 +346,7 @@ def build_plan(model: nn.Module, device: torch.device, dtype: torch.dtype = torc
         if pending is not None:
             ops.append(LinearOp(**pending))
             pending = None
-        if isinstance(m, nn.ReLU):
-            ops.append(ReLUOp(name))
-        elif isinstance(m, _POOL):
-            if m.return_indices:
-                raise UnsupportedLayerError(f"{name}: max-pooling that returns indices")
-            n = (1, 2, 3)[[nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d].index(type(m))]
-            k = _ntuple(m.kernel_size, n)
-            ops.append(MaxPoolOp(name, n, k, _ntuple(m.stride if m.stride is not None else k, n),
-                                 _ntuple(m.padding, n), _ntuple(m.dilation, n), bool(m.ceil_mode)))
-        elif isinstance(m, nn.Flatten):
-            ops.append(FlattenOp(name, m.start_dim, m.end_dim))
-        elif isinstance(m, _DROP):
-            ops.append(IdentityOp(name))
-        else:
-            raise UnsupportedLayerError(
-                f"layer {name} ({type(m).__name__}) is not supported by the explanation engine; "
-                f"supported: {', '.join(SUPPORTED)} in nn.Sequential containers")
+        ops.append(_parameterless_op(name, m))
     if pending is not None:
         ops.append(LinearOp(**pending))
     linear = [i for i, op in enumerate(ops) if isinstance(op, LinearOp)]
@@ -389,6 +355,48 @@ def build_plan(model: nn.Module, device: torch.device, dtype: torch.dtype = torc
     first = ops[linear[0]]
     ops[linear[0]] = LinearOp(**{**first.__dict__, "first": True})
     return Plan(tuple(ops), batchnorm)
+
+
+def _linear_fields(name: str, m: nn.Module, device: torch.device, dtype: torch.dtype) -> dict:
+    """The fields of the :class:`LinearOp` of a convolution or dense layer (still open for merging a BatchNorm)."""
+    w = m.weight.detach().to(device, dtype).clone()
+    b = m.bias.detach().to(device, dtype).clone() if m.bias is not None else None
+    if isinstance(m, nn.Linear):
+        return dict(name=name, weight=w, bias=b)
+    n = m.weight.dim() - 2
+    if m.padding_mode != "zeros" or m.groups != 1:
+        raise UnsupportedLayerError(
+            f"layer {name} ({type(m).__name__}): only zero padding and groups=1 are supported")
+    if m.padding == "valid":
+        pad = (0,) * n
+    elif m.padding == "same":
+        if any((d * (k - 1)) % 2 for d, k in zip(_ntuple(m.dilation, n), m.kernel_size)):
+            raise UnsupportedLayerError(f"layer {name}: padding='same' with an even kernel")
+        pad = tuple(d * (k - 1) // 2 for d, k in zip(_ntuple(m.dilation, n), m.kernel_size))
+    else:
+        pad = _ntuple(m.padding, n)
+    return dict(name=name, weight=w, bias=b, ndim=n, stride=_ntuple(m.stride, n), padding=pad,
+                dilation=_ntuple(m.dilation, n), groups=m.groups)
+
+
+def _parameterless_op(name: str, m: nn.Module) -> Op:
+    """The op of a layer without weights: ReLU, max-pooling, flatten, dropout (the identity in eval mode)."""
+    if isinstance(m, nn.ReLU):
+        return ReLUOp(name)
+    if isinstance(m, _POOL):
+        if m.return_indices:
+            raise UnsupportedLayerError(f"{name}: max-pooling that returns indices")
+        n = (1, 2, 3)[[nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d].index(type(m))]
+        k = _ntuple(m.kernel_size, n)
+        return MaxPoolOp(name, n, k, _ntuple(m.stride if m.stride is not None else k, n),
+                         _ntuple(m.padding, n), _ntuple(m.dilation, n), bool(m.ceil_mode))
+    if isinstance(m, nn.Flatten):
+        return FlattenOp(name, m.start_dim, m.end_dim)
+    if isinstance(m, _DROP):
+        return IdentityOp(name)
+    raise UnsupportedLayerError(
+        f"layer {name} ({type(m).__name__}) is not supported by the explanation engine; "
+        f"supported: {', '.join(SUPPORTED)} in nn.Sequential containers")
 
 
 def _fingerprint(model: nn.Module) -> tuple:

@@ -37,8 +37,8 @@ import torch
 
 from lib.core import atomic, cache
 from lib.data.templates import Grid
-from lib.learn.training import Run, _load_batch, _scan_table, load_checkpoint
-from lib.data.volumes import VolumeStore, volume_store
+from lib.learn.runs import Run, load_checkpoint, run_cohort
+from lib.data.volumes import VolumeStore, load_batch, volume_store
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
 
@@ -129,7 +129,7 @@ def store_key(checkpoint_sha: str, canonical: dict, target: str, volumes: Volume
 
 
 def _lookup(ws: Workspace, run: Run, method: str, params: dict, target: str):
-    cohort = _scan_table(ws, run)
+    cohort = run_cohort(ws, run)
     volumes = volume_store(ws, cohort, run.grid)
     call, canonical = resolve_params(method, params, run.grid)
     key = store_key(run.checkpoint_hash(), canonical, target, volumes)
@@ -208,7 +208,7 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
         tick(int(done.sum()), n, f"{label}: {int(done.sum())}/{n} scans")
         for start in range(0, len(todo), batch_size):
             rows = todo[start:start + batch_size]
-            x = torch.from_numpy(_load_batch(volumes, rows, normaliser)).unsqueeze(1).to(dev)
+            x = torch.from_numpy(load_batch(volumes, rows, normaliser)).unsqueeze(1).to(dev)
             r = explain(model, x, method=method, target=target, **call)[:, 0].float()
             peak = r.abs().flatten(1).amax(1).clamp_min(1e-30)
             maps[rows] = (r / peak[:, None, None, None]).cpu().numpy().astype(np.float16)
@@ -246,12 +246,13 @@ def list_stores(ws: Workspace, run: Run | None = None) -> list[HeatmapStore]:
     return out
 
 
-def parse_params(pairs: list[str] | None) -> dict:
-    """``["beta=0.5", "composite=epsilon_plus"]`` → ``{"beta": 0.5, "composite": "epsilon_plus"}`` (JSON values)."""
+def parse_params(pairs: list[str] | None, where: str = "") -> dict:
+    """``["beta=0.5", "composite=epsilon_plus"]`` → ``{"beta": 0.5, "composite": "epsilon_plus"}`` (JSON values);
+    ``where`` starts the message of a malformed pair."""
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"parameter {pair!r} is not KEY=VALUE")
+            raise ValueError(f"{where}parameter {pair!r} is not KEY=VALUE")
         k, v = pair.split("=", 1)
         try:
             out[k.strip()] = json.loads(v)

@@ -17,8 +17,8 @@ import pandas as pd
 from lib.analysis import region_tables
 from lib.data.atlas import DEFAULT_ATLAS
 from lib.analysis.region_analysis import ROBUSTNESS_METRICS, annotate, top_rankings
-from lib.analysis.stats import top_k_overlap
-from lib.learn.training import Run
+from lib.analysis.similarity import top_k_overlap
+from lib.learn.runs import Run
 from lib.data.workspace import Workspace
 
 SCORES = ("balanced_accuracy", "auc", "sensitivity", "specificity")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lib.learn.metrics import classification_metrics, confusion_matrix, roc_curve
-from lib.learn.training import Run
+from lib.learn.runs import Run
 
 METRICS = ("loss", "balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity")
 X_AXES = {"epoch": "epoch", "step": "step", "wall time": "time"}

@@ -54,7 +54,7 @@ The package: :mod:`.settings` (what is asked for), :mod:`.perturbation`, :mod:`.
 report).
 """
 
-from lib.analysis.evaluation.data import brain_mask, select_scans
+from lib.analysis.evaluation.data import select_scans
 from lib.analysis.evaluation.localisation import ground_truth_mask, localisation_scores, voxel_auc
 from lib.analysis.evaluation.orchestration import Evaluation, evaluate
 from lib.analysis.evaluation.perturbation import (RegionIndex, aopc, compact_labels, cube_partition, morf_order,
@@ -64,11 +64,12 @@ from lib.analysis.evaluation.report import (aopc_curves, chance_levels, format_r
                                             sanity_table, summary)
 from lib.analysis.evaluation.sanity import (_spearman, _top, cascade, map_similarity, sanity_verdict, ssim3d,
                                             weight_layers)
-from lib.analysis.evaluation.settings import (BRAIN_THRESHOLD, CACHE_VERSION, CHECKS, DEFAULT_METHODS, PERTURB_FIELDS,
+from lib.analysis.evaluation.settings import (CACHE_VERSION, CHECKS, DEFAULT_METHODS, PERTURB_FIELDS,
                                               REPLACEMENTS, SANITY_FIELDS, SCAN_FIELDS, TRUTH_FIELDS, MethodRequest,
                                               Settings, parse_method)
+from lib.data.templates import brain_mask  # the brain of every scan (the template's), where the page finds it
 
-__all__ = ["BRAIN_THRESHOLD", "CACHE_VERSION", "CHECKS", "DEFAULT_METHODS", "PERTURB_FIELDS",
+__all__ = ["CACHE_VERSION", "CHECKS", "DEFAULT_METHODS", "PERTURB_FIELDS",
            "REPLACEMENTS", "SANITY_FIELDS", "SCAN_FIELDS", "TRUTH_FIELDS", "Evaluation", "MethodRequest",
            "RegionIndex", "Settings", "aopc", "aopc_curves", "brain_mask", "cascade", "chance_levels",
            "compact_labels", "cube_partition", "evaluate", "format_report", "ground_truth_mask",

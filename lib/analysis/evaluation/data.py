@@ -1,4 +1,4 @@
-"""The scans an evaluation uses (chosen from the run's split, AD and HC alternating), the brain mask, maps
+"""The scans an evaluation uses (chosen from the run's split, AD and HC alternating), maps
 computed for them, and the cache of results (one folder per check and method, sealed with checksums)."""
 
 from __future__ import annotations
@@ -14,16 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.analysis.evaluation.settings import BRAIN_THRESHOLD, CACHE_VERSION, Settings
+from lib.analysis.evaluation.settings import CACHE_VERSION, Settings
 from lib.core import atomic, cache
-from lib.data.templates import Grid
-
-
-def brain_mask(grid: Grid) -> np.ndarray:
-    """Boolean ``(X, Y, Z)``: the ICBM152 template above 0.05 on ``grid`` (scans are registered to it)."""
-    from lib.data.templates import template
-
-    return np.asarray(template(grid.resolution).dataobj) > BRAIN_THRESHOLD
+from lib.learn.runs import run_cohort
 
 
 def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
@@ -40,9 +33,7 @@ def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
 
 
 def run_part(ws, run, split: str) -> pd.DataFrame:
-    from lib.learn.training import _scan_table
-
-    cohort = _scan_table(ws, run)
+    cohort = run_cohort(ws, run)
     return cohort if split == "all" else cohort[cohort["run_split"] == split]
 
 

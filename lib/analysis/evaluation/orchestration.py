@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.analysis.evaluation.data import (brain_mask, explain_batches, read_result, result_key, run_part,
-                                          select_scans, write_result)
+from lib.analysis.evaluation.data import (explain_batches, read_result, result_key, run_part, select_scans,
+                                          write_result)
 from lib.analysis.evaluation.localisation import localisation_rows
 from lib.analysis.evaluation.perturbation import Perturbation, aopc
 from lib.analysis.evaluation.sanity import sanity_run, weight_layers
@@ -20,6 +20,7 @@ from lib.analysis.evaluation.settings import (CHECKS, DEFAULT_METHODS, PERTURB_F
                                               MethodRequest, Settings, parse_method)
 from lib.core import cache
 from lib.core.progress import Progress
+from lib.data.templates import brain_mask
 from lib.learn.models import CLASSES
 
 
@@ -195,7 +196,8 @@ class _Work:
     @classmethod
     def start(cls, ev: "Evaluation", todo: list[tuple[str, str]], device, progress: Progress | None) -> "_Work":
         from lib.data.volumes import volume_store
-        from lib.learn.training import _load_batch, load_checkpoint
+        from lib.data.volumes import load_batch
+        from lib.learn.runs import load_checkpoint
 
         s = ev.settings
         model, normaliser, _ = load_checkpoint(ev.run.best_checkpoint, device)
@@ -203,7 +205,7 @@ class _Work:
         store = volume_store(ev.ws, run_part(ev.ws, ev.run, "all").drop(columns=["run_split"]), ev.grid)
 
         def inputs(ids: list[str]) -> torch.Tensor:
-            return torch.from_numpy(_load_batch(store, store.rows(ids), normaliser)).unsqueeze(1).to(dev)
+            return torch.from_numpy(load_batch(store, store.rows(ids), normaliser)).unsqueeze(1).to(dev)
 
         need_maps = {m.label: [] for m in ev.methods}
         for check, label in todo:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, fields
 CACHE_VERSION = 1
 CHECKS = ("aopc", "sanity", "localisation")
 REPLACEMENTS = ("zero", "mean", "uniform", "blur")
-BRAIN_THRESHOLD = 0.05  # template intensity (0–1) above which a voxel counts as brain, as in lib.data.demo
 # default comparison: LRP β ∈ {0, 0.5, 1} (Böhle et al.) and the baselines of Rieke et al. and Grad-CAM
 DEFAULT_METHODS = ("lrp:beta=0", "lrp:beta=0.5", "lrp:beta=1", "guided_backprop", "gradient_x_input", "occlusion",
                    "gradcam")
@@ -128,17 +127,10 @@ def parse_method(text: str) -> MethodRequest:
     """``"lrp:beta=0.5,composite=epsilon_plus"`` → ``MethodRequest("lrp", {"beta": 0.5, ...})``; values are
     JSON where they parse as JSON. Unknown methods and parameters are refused."""
     from lib.explain import METHODS, canonical_params
+    from lib.explain.heatmaps import parse_params
 
     method, _, rest = text.strip().partition(":")
-    params = {}
-    for pair in filter(None, (p.strip() for p in rest.split(","))):
-        if "=" not in pair:
-            raise ValueError(f"{text!r}: parameter {pair!r} is not KEY=VALUE")
-        k, v = pair.split("=", 1)
-        try:
-            params[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            params[k.strip()] = v.strip()
+    params = parse_params([p.strip() for p in rest.split(",") if p.strip()], where=f"{text!r}: ")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method != "area_occlusion":

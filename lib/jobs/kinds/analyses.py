@@ -63,7 +63,7 @@ class Biomarker(Request):
 
     def prepare(self, ws: Workspace) -> Task:
         from lib.analysis import biomarker
-        from lib.data.overview import load_cohort
+        from lib.data.scans import load_cohort
 
         run = load_run(ws, self.run_id)
         preds = run.predictions()

@@ -185,6 +185,6 @@ class CohortMeans(Request):
         return "means"
 
     def prepare(self, ws: Workspace) -> Task:
-        from lib.data.overview import compute_group_means
+        from lib.data.cohort_means import compute_group_means
 
         return Task(lambda progress: str(compute_group_means(ws, progress)))

@@ -1,0 +1,119 @@
+"""The report's methods paragraph: every setting its results depend on, read from the run's stored
+configuration and the caches' stored parameters, then written as prose."""
+
+from __future__ import annotations
+
+from lib.core import atomic
+from lib.data.workspace import Workspace
+from lib.views.report.model import (CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PERMUTATIONS, SPLIT, TOP_K,
+                                    _store_label)
+
+
+def stored_settings(ws: Workspace, run, stores, atlas, evaluation: dict, biomarker: dict) -> dict:
+    """Every setting the report's results depend on, as stored by the run and the caches."""
+    tc = run.config.get("train", {})
+    parts = run.config.get("parts", {})
+    summ = run.summary() or {}
+    return {
+        "run": run.id, "checkpoint_sha256": run.checkpoint_hash() if run.best_checkpoint.exists() else None,
+        "model": tc.get("model"), "resolution_mm": run.config.get("resolution"),
+        "input_shape": run.config.get("input_shape"), "train": tc, "normaliser": run.config.get("normaliser"),
+        "subjects_per_part": {k: len(v) for k, v in parts.items()}, "best_epoch": summ.get("best_epoch"),
+        "epochs_run": summ.get("epochs_run"), "stopped": summ.get("stopped"), "torch": run.config.get("torch"),
+        "cohort_fingerprint": run.config.get("cohort_fingerprint"), "workspace": ws.name, "workspace_kind": ws.kind,
+        "n_scans": ws.config.get("n_scans"), "workspace_resolution_mm": ws.config.get("resolution"),
+        "demo_config": ws.config.get("demo_config") if ws.is_demo else None, "split": _split_settings(ws),
+        "heatmaps": [{"store": s.folder.name, "label": _store_label(s), "method": s.params.get("method"),
+                      "params": {k: v for k, v in s.params.items() if k != "method"},
+                      "target": s.meta.get("target", "AD"), "scans": len(s)} for s in stores],
+        "atlas": {"name": atlas.name, "regions": int(atlas.n_regions), "resolution_mm": atlas.resolution}
+        if atlas is not None else None,
+        "split_analysed": SPLIT, "top_k": TOP_K, "overlap_k": OVERLAP_K, "permutations": PERMUTATIONS,
+        "fingerprint_min_score": FINGERPRINT_MIN_SCORE, "crosshair_mni": list(CROSSHAIR_MNI),
+        "biomarker": biomarker, "evaluation": evaluation,
+    }
+
+
+
+def _split_settings(ws: Workspace) -> dict | None:
+    d = atomic.read_json(ws.splits_json)
+    if not d:
+        return None
+    return {k: d[k] for k in ("test_fraction", "validation_fraction", "k_folds", "seed", "balanced_test") if k in d}
+
+
+
+def _heatmap_settings(stores: list[dict]) -> str:
+    """Each method's stored parameters, those shared by all its stores said once (LRP over several β)."""
+    by_method: dict[str, list[dict]] = {}
+    for h in stores:
+        by_method.setdefault(str(h["method"]), []).append(h)
+    out = []
+    for hs in by_method.values():
+        shared = {k: v for k, v in hs[0]["params"].items() if all(h["params"].get(k, object()) == v for h in hs)}
+        own = [", ".join(f"{k} = {v}" for k, v in sorted(h["params"].items()) if k not in shared) for h in hs]
+        labels = "; ".join(f"{h['label']}" + (f" ({o})" if o else "") for h, o in zip(hs, own))
+        common = ", ".join(f"{k} = {v}" for k, v in sorted(shared.items())) or "defaults"
+        targets = sorted({h["target"] for h in hs})
+        out.append(f"{labels} ({common}; class {', '.join(targets)} explained; "
+                   f"{', '.join(sorted({str(h['scans']) for h in hs}))} scans)")
+    return "; ".join(out)
+
+
+
+def methods_paragraph(s: dict) -> str:
+    """The methods as prose, every number taken from ``s`` (:func:`stored_settings`)."""
+    t = s["train"]
+    n = s["subjects_per_part"]
+    shift = t.get("shift_voxels")
+    text = [
+        f"We trained the {t.get('model')} 3D CNN (run {s['run']}) on {s['workspace']} ({s['n_scans']} scans; "
+        f"{s['workspace_kind']} workspace, cohort fingerprint {s['cohort_fingerprint']}), resampled to a "
+        f"{s['resolution_mm']:g} mm MNI grid of {'×'.join(str(v) for v in s['input_shape'] or [])} voxels. Subjects were split "
+        f"without overlap into {n.get('train', 0)} training, {n.get('validation', 0)} validation and {n.get('test', 0)} "
+        f"test subjects" + (f" (cross-validation fold {t['fold']})" if t.get("fold") is not None else "")
+        + (f"; the workspace split holds out {sp['test_fraction']:g} of the subjects for testing and "
+           f"{sp['validation_fraction']:g} for validation ({'as many AD as HC test subjects, ' if sp.get('balanced_test') else ''}"
+           f"{sp.get('k_folds')} folds, seed {sp.get('seed')})" if (sp := s.get("split")) and "test_fraction" in sp else "")
+        + ".",
+        f"Training used Adam with learning rate {t.get('lr'):g}, weight decay {t.get('weight_decay'):g}, batch size "
+        f"{t.get('batch_size')}, at most {t.get('max_epochs')} epochs with early stopping after {t.get('patience')} "
+        f"epochs without improvement of the validation balanced accuracy, "
+        f"{'class-weighted' if t.get('class_weighted') else 'unweighted'} cross-entropy, random left–right flips "
+        f"(p = {t.get('flip_p'):g}) and translations ({'2 mm' if shift is None else f'{shift} voxels'}), "
+        f"{t.get('normalisation')} intensity normalisation ({t.get('scan_scaling')} scan scaling), seed {t.get('seed')}"
+        f"{', mixed precision on CUDA' if t.get('amp') else ''}; the checkpoint of epoch {(s['best_epoch'] or 0) + 1} "
+        f"(of {s['epochs_run']}, stopped {s['stopped']}; SHA-256 {str(s['checkpoint_sha256'])[:16]}…) was analysed"
+        f" (PyTorch {s['torch']}).",
+    ]
+    if s.get("demo_config"):
+        text.insert(1, "The cohort is the synthetic demo of this project (python -m lib demo; "
+                    + ", ".join(f"{k} = {v}" for k, v in sorted(s["demo_config"].items())) + ").")
+    if s["heatmaps"]:
+        text.append(f"Heatmaps were computed for every scan with: {_heatmap_settings(s['heatmaps'])}. Group maps average the {s['split_analysed']} "
+                    "split per diagnosis and outcome (TP, FP, TN, FN) and are shown on the paper's shared scale "
+                    "(50th–99.5th percentile of the average AD map within the brain).")
+    if s["atlas"]:
+        a = s["atlas"]
+        text.append(f"Relevance was summed per region of the {a['name']} atlas ({a['regions']} regions on the "
+                    f"{a['resolution_mm']:g} mm grid); density is the sum per voxel, gain the scan's region sum ÷ the "
+                    f"mean HC sum of the region; the top {s['top_k']} regions are ranked by the AD (or TP) mean, "
+                    f"density estimates are Gaussian kernel estimates of the scans' values, robustness is the overlap "
+                    f"of the top {s['overlap_k']} regions, and AD vs HC tests are Mann–Whitney U with "
+                    "Benjamini–Hochberg FDR correction over regions.")
+    if s["biomarker"]:
+        text.append(f"For Fig 9 the relevance summed over both hippocampi was correlated with {s['biomarker']['volume']} "
+                    f"in each outcome group of the {s['split_analysed']} split (Pearson r, two-sided permutation test "
+                    f"with {s['permutations']:,} permutations, Spearman ρ, percentile bootstrap 95 % CI with "
+                    f"{s['permutations']:,} resamples); gradient maps were read as absolute values.")
+    e = s["evaluation"]
+    if e:
+        text.append(f"The explanation methods ({', '.join(e['methods'])}) were evaluated on {e['scans']} scans of the "
+                    f"{e['split']} split by region perturbation ({e['regions']} of {e['cube_mm']:g} mm, {e['steps']} "
+                    f"steps, {e['replacement']} replacement, f = AD {e['output']}; AOPC against a random order), a "
+                    f"cascading randomisation sanity check on {e['sanity_scans']} scans (pass: |ρ| < {e['threshold']:g})"
+                    + (f" and localisation of the known atrophy (local volume loss ≥ {e['min_loss']:.0%}) on "
+                       f"{e['localisation_scans']} scans" if e["localisation_scans"] else "")
+                    + f"; seed {e['seed']}.")
+    return " ".join(text)
+
