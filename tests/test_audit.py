@@ -187,7 +187,16 @@ def test_postgres_app_role_cannot_rewrite_the_audit_but_works(postgres):
                "CREATE OR REPLACE FUNCTION review_audit_append(integer, integer, text, text, timestamptz, json, "
                "text, text) RETURNS integer LANGUAGE sql AS $$ SELECT 0 $$",
                "DROP FUNCTION review_audit_append",
-               "ALTER FUNCTION review_audit_append OWNER TO atlas_app"]
+               "ALTER FUNCTION review_audit_append OWNER TO atlas_app",
+               # nor the deferred trigger that appends at commit, or its function
+               "ALTER TABLE review_audit_pending DISABLE TRIGGER ALL",
+               "DROP TRIGGER review_audit_pending_append ON review_audit_pending",
+               "DROP TABLE review_audit_pending CASCADE",
+               "CREATE OR REPLACE FUNCTION review_audit_pending_append() RETURNS trigger LANGUAGE plpgsql "
+               "AS $$ BEGIN RETURN NULL; END $$",
+               "ALTER FUNCTION review_audit_pending_append OWNER TO atlas_app",
+               "CREATE TRIGGER mine BEFORE INSERT ON review_audit_pending FOR EACH ROW "
+               "EXECUTE FUNCTION review_audit_append_only()"]
     for stmt in attacks:
         with pytest.raises(DBAPIError, match="permission denied|must be owner"):
             with store.engine.begin() as conn:
@@ -202,6 +211,12 @@ def test_postgres_app_role_cannot_rewrite_the_audit_but_works(postgres):
             "SELECT pg_get_userbyid(proowner), prosecdef, has_function_privilege(oid, 'EXECUTE') FROM pg_proc "
             "WHERE proname = 'review_audit_append'").one()
     assert owner != "atlas_app" and not definer and may_run  # runs with the app role's own rights
+    with store.engine.connect() as conn:
+        owner, definer, deferred = conn.exec_driver_sql(
+            "SELECT pg_get_userbyid(p.proowner), p.prosecdef, t.tgdeferrable AND t.tginitdeferred FROM pg_trigger t "
+            "JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgname = 'review_audit_pending_append'").one()
+        staged = conn.exec_driver_sql("SELECT count(*) FROM review_audit_pending").scalar()
+    assert owner != "atlas_app" and not definer and deferred and staged == 0
     # even the owner cannot empty it by TRUNCATE while the triggers stand
     with pytest.raises(DBAPIError, match="append-only"):
         with sa.create_engine(owner_url).begin() as conn:
@@ -256,11 +271,12 @@ def test_migration_chains_existing_rows(tmp_path, postgres):
 
     with sa.create_engine(owner_url).begin() as conn:
         for stmt in pgsetup.grants("atlas_app", owner_url.rsplit("/", 1)[1]):
-            conn.exec_driver_sql(stmt)
+            if "review_audit_pending" not in stmt:  # the grants of a setup made before that table existed
+                conn.exec_driver_sql(stmt)
     with pytest.raises(DatabaseUnavailable) as err:
         ReviewStore(app_url, workspace="test")
     msg = str(err.value)
-    assert "revision 0001" in msg and "needs 0003" in msg and "reviews migrate --owner-url" in msg
+    assert "revision 0001" in msg and "needs 0004" in msg and "reviews migrate --owner-url" in msg
     assert main(["reviews", "migrate", "--owner-url", owner_url]) == 0
     store = ReviewStore(app_url, workspace="test")
     store.edit(ALICE, 1, 2, text="v3")
