@@ -284,6 +284,73 @@ def test_migration_chains_existing_rows(tmp_path, postgres):
     assert v.ok and v.rows == 3
 
 
+def test_postgres_audit_row_is_chained_at_commit(postgres):
+    """The chain lock is taken inside COMMIT: an open write transaction holds it up for nobody."""
+    from sqlalchemy.orm import Session
+
+    from lib.reviews import audit
+    from lib.reviews.models import Review
+    from lib.reviews.service import _snapshot
+
+    _, app_url = postgres.team_database()
+    store = ReviewStore(app_url, workspace="test")
+    a = store.create(ALICE, SCAN, {}, verdict="plausible", text="first")
+
+    def count(conn, table):
+        return conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
+
+    with Session(store.engine) as s, s.begin():
+        r = s.get(Review, a.id)
+        r.text, r.version = "edited while another review is written", 2
+        s.flush()
+        audit.append(s, review_id=a.id, version=2, action="edit", actor="alice", at=datetime.now(timezone.utc),
+                     snapshot=_snapshot(r))
+        conn = s.connection()
+        assert count(conn, "review_audit") == 1 and count(conn, "review_audit_pending") == 1
+        assert not conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                        "AND pid = pg_backend_pid()").scalar()
+        b = store.create(ALICE, {"kind": "scan", "scan_id": "sub-002"}, {}, verdict="unsure", text="meanwhile")
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT review_id, version FROM review_audit ORDER BY id").all()
+        assert count(conn, "review_audit_pending") == 0
+    assert [tuple(x) for x in rows] == [(a.id, 1), (b.id, 1), (a.id, 2)]  # in the order they committed
+    v = store.verify_audit()
+    assert v.ok and v.rows == 3, v.problem
+    # a transaction rolled back leaves neither a staged nor a chained row
+    with pytest.raises(RuntimeError), Session(store.engine) as s, s.begin():
+        audit.append(s, review_id=b.id, version=2, action="edit", actor="alice", at=datetime.now(timezone.utc),
+                     snapshot={})
+        raise RuntimeError
+    assert store.verify_audit().rows == 3
+
+
+def test_postgres_downgrade_to_the_append_function_and_back(postgres):
+    from alembic import command
+
+    owner_url, app_url = postgres.team_database()
+    store = ReviewStore(app_url, workspace="test")
+    _history(store)
+    cfg = db._alembic_config()
+    engine = sa.create_engine(owner_url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+        assert conn.exec_driver_sql("SELECT to_regclass('review_audit_pending')").scalar() is None
+    with store.engine.begin() as conn:  # the previous revision's app appends through the function
+        conn.execute(sa.text("SELECT review_audit_append(1, 4, 'edit', 'alice', now(), '{}', '{', '}')"))
+        assert conn.exec_driver_sql("SELECT count(*) FROM review_audit").scalar() == 8
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")  # the app role gets its rights on the staging table back
+    engine.dispose()
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM review_audit_pending")  # allowed, and nothing to delete
+    store.create(ALICE, {"kind": "scan", "scan_id": "sub-003"}, {}, verdict="plausible", text="after")
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT prev_hash, row_hash FROM review_audit ORDER BY id").all()
+    assert len(rows) == 9 and all(rows[i][0] == rows[i - 1][1] for i in range(1, len(rows)))
+
+
 def test_setup_postgres_refuses_an_app_role_that_could_disable_triggers(postgres, capsys):
     owner_url, _ = postgres.team_database(owner="own2", app="app2")
     assert main(["reviews", "setup-postgres", "--owner-url", owner_url, "--app-role", "postgres"]) == 1
