@@ -187,16 +187,7 @@ def test_postgres_app_role_cannot_rewrite_the_audit_but_works(postgres):
                "CREATE OR REPLACE FUNCTION review_audit_append(integer, integer, text, text, timestamptz, json, "
                "text, text) RETURNS integer LANGUAGE sql AS $$ SELECT 0 $$",
                "DROP FUNCTION review_audit_append",
-               "ALTER FUNCTION review_audit_append OWNER TO atlas_app",
-               # nor the deferred trigger that appends at commit, or its function
-               "ALTER TABLE review_audit_pending DISABLE TRIGGER ALL",
-               "DROP TRIGGER review_audit_pending_append ON review_audit_pending",
-               "DROP TABLE review_audit_pending CASCADE",
-               "CREATE OR REPLACE FUNCTION review_audit_pending_append() RETURNS trigger LANGUAGE plpgsql "
-               "AS $$ BEGIN RETURN NULL; END $$",
-               "ALTER FUNCTION review_audit_pending_append OWNER TO atlas_app",
-               "CREATE TRIGGER mine BEFORE INSERT ON review_audit_pending FOR EACH ROW "
-               "EXECUTE FUNCTION review_audit_append_only()"]
+               "ALTER FUNCTION review_audit_append OWNER TO atlas_app"]
     for stmt in attacks:
         with pytest.raises(DBAPIError, match="permission denied|must be owner"):
             with store.engine.begin() as conn:
@@ -211,12 +202,6 @@ def test_postgres_app_role_cannot_rewrite_the_audit_but_works(postgres):
             "SELECT pg_get_userbyid(proowner), prosecdef, has_function_privilege(oid, 'EXECUTE') FROM pg_proc "
             "WHERE proname = 'review_audit_append'").one()
     assert owner != "atlas_app" and not definer and may_run  # runs with the app role's own rights
-    with store.engine.connect() as conn:
-        owner, definer, deferred = conn.exec_driver_sql(
-            "SELECT pg_get_userbyid(p.proowner), p.prosecdef, t.tgdeferrable AND t.tginitdeferred FROM pg_trigger t "
-            "JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgname = 'review_audit_pending_append'").one()
-        staged = conn.exec_driver_sql("SELECT count(*) FROM review_audit_pending").scalar()
-    assert owner != "atlas_app" and not definer and deferred and staged == 0
     # even the owner cannot empty it by TRUNCATE while the triggers stand
     with pytest.raises(DBAPIError, match="append-only"):
         with sa.create_engine(owner_url).begin() as conn:
@@ -271,84 +256,16 @@ def test_migration_chains_existing_rows(tmp_path, postgres):
 
     with sa.create_engine(owner_url).begin() as conn:
         for stmt in pgsetup.grants("atlas_app", owner_url.rsplit("/", 1)[1]):
-            if "review_audit_pending" not in stmt:  # the grants of a setup made before that table existed
-                conn.exec_driver_sql(stmt)
+            conn.exec_driver_sql(stmt)
     with pytest.raises(DatabaseUnavailable) as err:
         ReviewStore(app_url, workspace="test")
     msg = str(err.value)
-    assert "revision 0001" in msg and "needs 0004" in msg and "reviews migrate --owner-url" in msg
+    assert "revision 0001" in msg and "needs 0003" in msg and "reviews migrate --owner-url" in msg
     assert main(["reviews", "migrate", "--owner-url", owner_url]) == 0
     store = ReviewStore(app_url, workspace="test")
     store.edit(ALICE, 1, 2, text="v3")
     v = store.verify_audit()
     assert v.ok and v.rows == 3
-
-
-def test_postgres_audit_row_is_chained_at_commit(postgres):
-    """The chain lock is taken inside COMMIT: an open write transaction holds it up for nobody."""
-    from sqlalchemy.orm import Session
-
-    from lib.reviews import audit
-    from lib.reviews.models import Review
-    from lib.reviews.service import _snapshot
-
-    _, app_url = postgres.team_database()
-    store = ReviewStore(app_url, workspace="test")
-    a = store.create(ALICE, SCAN, {}, verdict="plausible", text="first")
-
-    def count(conn, table):
-        return conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
-
-    with Session(store.engine) as s, s.begin():
-        r = s.get(Review, a.id)
-        r.text, r.version = "edited while another review is written", 2
-        s.flush()
-        audit.append(s, review_id=a.id, version=2, action="edit", actor="alice", at=datetime.now(timezone.utc),
-                     snapshot=_snapshot(r))
-        conn = s.connection()
-        assert count(conn, "review_audit") == 1 and count(conn, "review_audit_pending") == 1
-        assert not conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                        "AND pid = pg_backend_pid()").scalar()
-        b = store.create(ALICE, {"kind": "scan", "scan_id": "sub-002"}, {}, verdict="unsure", text="meanwhile")
-    with store.engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT review_id, version FROM review_audit ORDER BY id").all()
-        assert count(conn, "review_audit_pending") == 0
-    assert [tuple(x) for x in rows] == [(a.id, 1), (b.id, 1), (a.id, 2)]  # in the order they committed
-    v = store.verify_audit()
-    assert v.ok and v.rows == 3, v.problem
-    # a transaction rolled back leaves neither a staged nor a chained row
-    with pytest.raises(RuntimeError), Session(store.engine) as s, s.begin():
-        audit.append(s, review_id=b.id, version=2, action="edit", actor="alice", at=datetime.now(timezone.utc),
-                     snapshot={})
-        raise RuntimeError
-    assert store.verify_audit().rows == 3
-
-
-def test_postgres_downgrade_to_the_append_function_and_back(postgres):
-    from alembic import command
-
-    owner_url, app_url = postgres.team_database()
-    store = ReviewStore(app_url, workspace="test")
-    _history(store)
-    cfg = db._alembic_config()
-    engine = sa.create_engine(owner_url)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0003")
-        assert conn.exec_driver_sql("SELECT to_regclass('review_audit_pending')").scalar() is None
-    with store.engine.begin() as conn:  # the previous revision's app appends through the function
-        conn.execute(sa.text("SELECT review_audit_append(1, 4, 'edit', 'alice', now(), '{}', '{', '}')"))
-        assert conn.exec_driver_sql("SELECT count(*) FROM review_audit").scalar() == 8
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")  # the app role gets its rights on the staging table back
-    engine.dispose()
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM review_audit_pending")  # allowed, and nothing to delete
-    store.create(ALICE, {"kind": "scan", "scan_id": "sub-003"}, {}, verdict="plausible", text="after")
-    with store.engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT prev_hash, row_hash FROM review_audit ORDER BY id").all()
-    assert len(rows) == 9 and all(rows[i][0] == rows[i - 1][1] for i in range(1, len(rows)))
 
 
 def test_setup_postgres_refuses_an_app_role_that_could_disable_triggers(postgres, capsys):

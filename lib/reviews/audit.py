@@ -3,10 +3,9 @@
 Each ``review_audit`` row stores ``prev_hash`` (the ``row_hash`` of the row before it in id order, or
 :data:`GENESIS` for the first) and ``row_hash`` = sha256 of ``prev_hash`` and a canonical JSON of its own
 content (id, review, version, action, actor, time, snapshot). Rows are appended one at a time: on
-PostgreSQL as the writing transaction commits, by a deferred trigger (migration 0004) that calls a
-server-side function (migration 0003) under a transaction-scoped advisory lock, on SQLite inside the
-``BEGIN IMMEDIATE`` write transaction every write already runs in, so two writers never chain onto the
-same row.
+PostgreSQL by a server-side function (migration 0003) under a transaction-scoped advisory lock held to
+commit, on SQLite inside the ``BEGIN IMMEDIATE`` write transaction every write already runs in, so two
+writers never chain onto the same row.
 
 :func:`verify` walks the chain and reports the first broken link; it also checks that every review has one
 audit row per version and that its current state matches its last audit snapshot, which catches rows cut
@@ -68,26 +67,23 @@ def canonical_around_id(review_id: int, version: int, action: str, actor: str, a
 
 
 def append(s: Session, *, review_id: int, version: int, action: str, actor: str, at: datetime,
-           snapshot: dict, flush_later: bool = False) -> None:
-    """Add one audit row at the end of the chain as the caller's (write) transaction commits.
+           snapshot: dict, flush_later: bool = False) -> int:
+    """Add one audit row at the end of the chain, in the caller's (write) transaction; returns its id.
 
-    On PostgreSQL the row, and so its id, exists only once the transaction commits. ``flush_later``
-    (PostgreSQL, where :func:`can_flush`): the caller calls :func:`flush` after the commit.
+    ``flush_later`` (PostgreSQL, where :func:`can_flush`): the caller calls :func:`flush` after the commit.
     """
     if s.get_bind().dialect.name == "postgresql":
-        # The content is staged in review_audit_pending; its deferred trigger (migration 0004) runs inside
-        # COMMIT, before the commit record: review_audit_append (migration 0003) takes the chain lock, reads
-        # the last row after the lock was granted and inserts the row with its hash. The lock is released
-        # once the commit is visible, so the next appender reads this row as its predecessor, and no client
-        # round trip happens while it is held. With flush_later the commit does not wait for its WAL flush,
-        # so the lock is not held through an fsync either (appenders would otherwise queue for one fsync
-        # each); the caller waits for it after.
+        # review_audit_append (migration 0003) takes the chain lock, reads the last row after the lock was
+        # granted, and inserts the row with its hash in one round trip. The lock is held to commit: the next
+        # appender reads this row as its predecessor only once it is visible. With flush_later the commit
+        # does not wait for its WAL flush, so the lock is not held through an fsync (appenders would
+        # otherwise queue for one fsync each); the caller waits for it after.
         s.info[NEEDS_FLUSH] = flush_later
         prefix, suffix = canonical_around_id(review_id, version, action, actor, at, snapshot)
-        s.execute(_PG_STAGE, {
+        _, new_id = s.execute(_PG_APPEND, {
             "sync": "off" if flush_later else "on", "review_id": review_id, "version": version, "action": action,
-            "actor": actor, "at": at, "snapshot": snapshot, "prefix": prefix, "suffix": suffix})
-        return
+            "actor": actor, "at": at, "snapshot": snapshot, "prefix": prefix, "suffix": suffix}).one()
+        return new_id
     # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other writer
     last = s.execute(_LAST).first()
     last_id, prev = last if last else (None, None)
@@ -97,16 +93,13 @@ def append(s: Session, *, review_id: int, version: int, action: str, actor: str,
                         "at": at, "snapshot": snapshot, "prev_hash": prev,
                         "row_hash": chain_hash(prev, canonical(new_id, review_id, version, action, actor, at,
                                                                snapshot))})
+    return new_id
 
 
-# one round trip: the setting is made by the RETURNING clause of the insert
-_PG_STAGE = text(
-    "INSERT INTO review_audit_pending (review_id, version, action, actor, at, snapshot, prefix, suffix) "
-    "VALUES (:review_id, :version, :action, :actor, :at, :snapshot, :prefix, :suffix) "
-    "RETURNING set_config('synchronous_commit', :sync, true)"
+_PG_APPEND = text(
+    "SELECT set_config('synchronous_commit', :sync, true), review_audit_append(:review_id, :version, :action, "
+    ":actor, :at, :snapshot, :prefix, :suffix)"
 ).bindparams(bindparam("at", type_=DateTime(timezone=True)), bindparam("snapshot", type_=JSON))
-# tables only PostgreSQL has, outside the models (see migration 0004)
-PG_ONLY_TABLES = ("review_audit_pending",)
 _LAST = select(AuditEntry.id, AuditEntry.row_hash).order_by(AuditEntry.id.desc()).limit(1)
 _INSERT = insert(AuditEntry.__table__)
 

@@ -3,12 +3,11 @@
 The owner role owns the tables, their triggers and the trigger function, and runs the migrations. The app
 role gets only what the app needs: SELECT, INSERT and UPDATE on ``reviews`` and ``users``, SELECT and
 INSERT on ``review_audit`` (no UPDATE, DELETE or TRUNCATE), USAGE on the id sequences and SELECT on
-``alembic_version``, and SELECT, INSERT and DELETE on ``review_audit_pending``, where a write stages its
-audit row until commit. The deferred trigger that appends it (migration 0004) and ``review_audit_append``
-(migration 0003), which every role may execute (PostgreSQL's default for functions), belong to the owner
-too and run with the caller's rights, so they grant nothing more. Only a table's owner (or a superuser)
-may disable or drop its triggers, so the app role, should it be taken over, can neither rewrite the audit
-nor switch its protection off.
+``alembic_version``. It appends to the audit through ``review_audit_append`` (migration 0003, owned by
+the owner too), which every role may execute (PostgreSQL's default for functions) and which runs with the
+caller's rights, so it grants nothing more. Only a table's owner (or a superuser) may disable or drop its
+triggers, so the app role, should it be taken over, can neither rewrite the audit nor switch its protection
+off.
 
     python -m lib reviews setup-postgres --owner-url postgresql://atlas@localhost/atlas --app-role atlas_app
 
@@ -48,8 +47,6 @@ def grants(app_role: str, database: str) -> list[str]:
         f"GRANT SELECT, INSERT, UPDATE ON reviews, users TO {app}",
         f"GRANT SELECT, INSERT ON review_audit TO {app}",
         f"GRANT SELECT ON alembic_version TO {app}",
-        f"REVOKE ALL ON review_audit_pending FROM PUBLIC, {app}",
-        f"GRANT SELECT, INSERT, DELETE ON review_audit_pending TO {app}",
         f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {app}",
     ]
 

@@ -7,19 +7,13 @@ upgrade a database by hand.
 from alembic import context
 from sqlalchemy import create_engine
 
-from lib.reviews.audit import PG_ONLY_TABLES
 from lib.reviews.models import Base
 
 config = context.config
 
 
-def _modelled(name, type_, _parent) -> bool:
-    """Autogenerate leaves alone the tables only migrations create (PostgreSQL's audit staging table)."""
-    return not (type_ == "table" and name in PG_ONLY_TABLES)
-
-
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=Base.metadata, include_name=_modelled,
+    context.configure(connection=connection, target_metadata=Base.metadata,
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
