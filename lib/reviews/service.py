@@ -25,10 +25,8 @@ from sqlalchemy.orm import Session
 from lib.reviews import auth
 from lib.reviews import audit, db
 from lib.reviews.models import STATUSES, VERDICTS, AuditEntry, Review
-from lib.reviews.records import (_UNSET, AuditRecord, EditConflict, InvalidReview, NotFound, ReviewError,  # noqa: F401
-                                 ReviewRecord, _clean_tags, _now, _opt, _record, _snapshot, _tags_column, _utc, target_key,
-                                 target_label)
-from lib.reviews.export import EXPORT_COLUMNS, export_csv  # noqa: F401  (re-exported)
+from lib.reviews.records import (_UNSET, AuditRecord, EditConflict, InvalidReview, NotFound, ReviewRecord, _clean_tags,
+                                 _now, _opt, _record, _snapshot, _tags_column, _utc, target_key)
 
 
 class ReviewStore:
