@@ -55,13 +55,12 @@ def atlas_version(ws, name: str) -> tuple[str, int]:
 
 def first_heatmaps(ws, run) -> None:
     """No heatmaps of the run yet: offer LRP β = 0 with its region metrics, follow the job, stop the page."""
-    running = [j for j in jobs.list_jobs(ws, "regions") if j.active and run.id in j.record.get("args", [])] \
-        if ws.jobs_dir.exists() else []
+    running = jobs.of_run(ws, run.id, jobs.RegionTables.kind)
     st.info(f"No heatmaps of run **{run.id}** yet. The region metrics need them: compute LRP β = 0 (the paper's "
             "method) here, or any method on the **Heatmaps** page.")
-    args, key = rt.request([run.id], method="lrp", betas=[0.0])
+    request = jobs.RegionTables(run_ids=(run.id,), method="lrp", betas=(0.0,))
     if not running and st.button("Compute LRP β = 0 heatmaps and their region metrics", type="primary",
-                                 disabled=locked("compute")) and submit(ws, args, key):
+                                 disabled=locked("compute")) and submit(ws, request):
         st.rerun()
     for job in running:
         job_progress(job.id, ws, rerun_when_done=True, key="regions")
@@ -149,10 +148,11 @@ def region_table(v: AtlasView) -> Path:
     table_file = rt.find_table(ws, v.store, atlas)
     if table_file is not None:
         return table_file
-    store_args, store_key = rt.request([v.run.id], stores=[v.store.folder.name], atlas=v.atlas_name, merge=v.merge)
-    failed = next((j for j in jobs.list_jobs(ws, "regions") if j.record.get("key") == store_key), None) \
-        if ws.jobs_dir.exists() else None
-    job = active_job(ws, store_key)
+    request = jobs.RegionTables(run_ids=(v.run.id,), stores=(v.store.folder.name,), atlas=v.atlas_name,
+                                merge=v.merge)
+    store_key = request.key(ws)
+    failed = jobs.find(ws, store_key) if ws.jobs_dir.exists() else None
+    job = active_job(ws, request)
     if job is None and failed is not None and failed.state in ("failed", "cancelled") \
             and not st.session_state.get(f"retry-{store_key}"):
         job_progress(failed.id, ws, key="regions-failed")
@@ -165,8 +165,8 @@ def region_table(v: AtlasView) -> Path:
         st.stop()
     if job is None:
         # reading a finished store is quick and needs no model: start at once
-        submit(ws, store_args, store_key)
-        job = active_job(ws, store_key)
+        submit(ws, request)
+        job = active_job(ws, request)
     st.info(f"Summing the relevance of every scan per region of **{atlas.name}** ({atlas.n_regions} regions) "
             "in the background; the table is cached for everyone.")
     if job is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lib import jobs
 from lib.analysis import region_analysis as ra, region_tables as rt
 from lib.views import atlas as av, region_figures as rf
 from pages.atlas_tabs import AtlasView, active_job, figure, sha_of, submit
@@ -15,16 +16,16 @@ from lib.data.classes import DEFAULT_CLASSES
 POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
-def _missing_button(v: AtlasView, args: list[str], key: str, progress_key: str, label: str, button_key: str,
+def _missing_button(v: AtlasView, request: jobs.RegionTables, progress_key: str, label: str, button_key: str,
                     caption: str | None = None) -> None:
     """Progress of the job computing what is missing, or (with a caption) the button that starts it."""
-    job = active_job(v.ws, key)
+    job = active_job(v.ws, request)
     if job is not None:
         job_progress(job.id, v.ws, rerun_when_done=True, key=progress_key)
         return
     if caption:
         st.caption(caption)
-    if st.button(label, key=button_key, disabled=locked("compute")) and submit(v.ws, args, key):
+    if st.button(label, key=button_key, disabled=locked("compute")) and submit(v.ws, request):
         st.rerun()
 
 
@@ -46,9 +47,9 @@ def robustness_tab(v: AtlasView) -> None:
         else:
             found[f"β={b:g}"] = v.annotated(path, v.run, v.absolute)
     if missing:
-        args, key = rt.request([v.run.id], method="lrp", betas=missing, params=base, atlas=v.atlas_name,
-                               merge=v.merge)
-        _missing_button(v, args, key, "betas", f"Compute the missing β values ({len(missing)})", "at_betas_go",
+        request = jobs.RegionTables(run_ids=(v.run.id,), method="lrp", betas=tuple(missing), params=base,
+                                    atlas=v.atlas_name, merge=v.merge)
+        _missing_button(v, request, "betas", f"Compute the missing β values ({len(missing)})", "at_betas_go",
                         f"Missing: {', '.join(f'β = {b:g}' for b in missing)} (heatmaps of every scan with the "
                         "run's model, then their region metrics).")
     if len(found) >= 2:
@@ -77,8 +78,9 @@ def _retrainings(v: AtlasView, k_top: int) -> None:
         elif r.predictions() is not None:
             have[r.id] = v.annotated(path, r, v.absolute)
     if lacking:
-        args, key = rt.request(lacking, method=v.method, params=params, atlas=v.atlas_name, merge=v.merge)
-        _missing_button(v, args, key, "runs", f"Compute them ({len(lacking)} runs)", "at_runs_go",
+        request = jobs.RegionTables(run_ids=tuple(lacking), method=v.method, params=params, atlas=v.atlas_name,
+                                    merge=v.merge)
+        _missing_button(v, request, "runs", f"Compute them ({len(lacking)} runs)", "at_runs_go",
                         f"{len(lacking)} of the group's {len(members)} runs have no {v.method_label} region "
                         "metrics yet.")
     if len(have) >= 2:
@@ -106,8 +108,8 @@ def methods_tab(v: AtlasView) -> None:
         use_abs = av.uses_absolute(mode, s.params.get("method", ""))
         have[lab + (" |·|" if use_abs else "")] = v.annotated(path, v.run, use_abs)
     if lacking:
-        args, key = rt.request([v.run.id], stores=lacking, atlas=v.atlas_name, merge=v.merge)
-        _missing_button(v, args, key, "methods", f"Compute region metrics of the other {len(lacking)} method(s)",
+        request = jobs.RegionTables(run_ids=(v.run.id,), stores=tuple(lacking), atlas=v.atlas_name, merge=v.merge)
+        _missing_button(v, request, "methods", f"Compute region metrics of the other {len(lacking)} method(s)",
                         "at_methods_go")
     long = ra.method_top_regions(have, k=k_m, min_voxels=v.min_voxels)
     for g, name in ((POSITIVE, "AD patients"), (NEGATIVE, "healthy controls")):

@@ -42,12 +42,12 @@ def sha_of(r) -> str:
     return checkpoint_sha(str(r.best_checkpoint), _mtime(r.best_checkpoint))
 
 
-def active_job(ws, key: str):
-    return jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
+def active_job(ws, request: jobs.RegionTables):
+    return jobs.for_request(ws, request, active=True) if ws.jobs_dir.exists() else None
 
 
-def submit(ws, args: list[str], key: str) -> bool:
-    return submit_job(ws, "regions", args, key=key) is not None
+def submit(ws, request: jobs.RegionTables) -> bool:
+    return submit_job(ws, request) is not None
 
 
 @dataclass

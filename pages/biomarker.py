@@ -1,6 +1,6 @@
 """Biomarkers: hippocampal relevance against hippocampal volume (Böhle et al. 2019 §3.3, Fig 9), and any atlas
 region against any numeric column of the cohort table. Computations live in lib.analysis.biomarker; region tables are the
-cached ones of lib.analysis.region_tables (computed here when small, by ``python -m lib regions`` when large).
+cached ones of lib.analysis.region_tables (computed here when small, by a regions job when large).
 The tabs are drawn by pages.biomarker_tabs and pages.biomarker_any."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from lib import jobs
 from lib.analysis import biomarker, region_tables
 from lib.views import biomarker as bv, viewer
 from pages.biomarker_any import any_tab, atlas_of
-from pages.biomarker_tabs import BiomarkerView, beta_tab, fig9_tab, submit_explain
-from pages.job_widgets import job_progress, locked
+from pages.biomarker_tabs import BiomarkerView, beta_tab, fig9_tab
+from pages.job_widgets import job_progress, locked, submit_explain
 from pages.loaders import checkpoint_sha, cohort_table, heatmap_store, predictions_csv
 from pages.run_picker import require_ready_run
 from pages.workspace_sidebar import current_workspace
@@ -29,10 +29,7 @@ def follow_jobs(v: BiomarkerView) -> None:
     """Progress of the run's heatmap and region jobs; with no heatmaps yet, the button that starts them."""
     ws, run = v.ws, v.run
 
-    def active(command: str) -> list:
-        return [j for j in jobs.list_jobs(ws, command) if j.active and run.id in j.record.get("args", [])]
-
-    for job in active("explain") + active("regions"):
+    for job in jobs.of_run(ws, run.id, jobs.Explain.kind) + jobs.of_run(ws, run.id, jobs.RegionTables.kind):
         job_progress(job.id, ws, rerun_when_done=True, key="biomarker")
     if not v.lrp_stores and v.gb_store is None:
         st.info(f"No heatmaps of run **{run.id}** yet. The figure needs LRP (β = 0, the paper's) and guided backprop "

@@ -11,10 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from lib import jobs
-from lib.analysis import biomarker, region_tables
-from lib.explain import heatmaps
+from lib.analysis import biomarker
 from lib.views import biomarker as bv
-from pages.job_widgets import allowed, job_progress, locked, missing_for, submit_job
+from pages.job_widgets import allowed, job_progress, locked, missing_for, submit_explain, submit_job
 from pages.loaders import heatmap_store
 
 STATS_HELP = {"permutation p": st.column_config.TextColumn(help=f"two-sided, {bv.PERMUTATIONS:,} permutations"),
@@ -55,12 +54,6 @@ def cached_region_table(folder: str, atlas: str, _ws) -> pd.DataFrame | None:
     return biomarker.find_region_table(_ws, heatmap_store(folder), atlas)
 
 
-def submit_explain(ws, run, method: str, beta: float | None = None) -> bool:
-    params = {"beta": beta} if beta is not None else {}
-    args = ["--run", run.id, "--method", method] + (["--beta", f"{beta:g}"] if beta is not None else [])
-    return submit_job(ws, "explain", args, key=heatmaps.job_key(ws, run, method, **params)) is not None
-
-
 def region_table(v: BiomarkerView, store, atlas: str) -> pd.DataFrame | None:
     """The store's region table: read, computed here when small, or requested from a background job (None)."""
     ws = v.ws
@@ -75,12 +68,12 @@ def region_table(v: BiomarkerView, store, atlas: str) -> pd.DataFrame | None:
         bar.empty()
         cached_region_table.clear()
         return cached_region_table(str(store.folder), atlas, ws)
-    args, key = region_tables.request([v.run.id], stores=[store.folder.name], atlas=atlas)
-    job = jobs.find_active(ws, key)
+    request = jobs.RegionTables(run_ids=(v.run.id,), stores=(store.folder.name,), atlas=atlas)
+    job = jobs.for_request(ws, request, active=True)
     if job is None and not allowed("compute"):
         missing_for("compute", f"The {atlas} region table of the {biomarker.method_label(store.params)} maps is")
         return None
-    job = job or submit_job(ws, "regions", args, key=key)
+    job = job or submit_job(ws, request)
     if job is None:
         return None
     job_progress(job.id, ws, rerun_when_done=True, key=f"regions-{store.folder.name}")
@@ -192,6 +185,6 @@ def beta_tab(v: BiomarkerView) -> None:
                      icon=":material/calculate:",
                      help="One background job computes the missing heatmaps and their region tables.",
                      disabled=locked("compute")):
-            args, key = region_tables.request([v.run.id], method="lrp", betas=missing, atlas=v.atlas_name)
-            if jobs.find_active(v.ws, key) or submit_job(v.ws, "regions", args, key=key):
+            request = jobs.RegionTables(run_ids=(v.run.id,), method="lrp", betas=tuple(missing), atlas=v.atlas_name)
+            if jobs.for_request(v.ws, request, active=True) or submit_job(v.ws, request):
                 st.rerun()

@@ -9,7 +9,6 @@ from lib import jobs
 from lib.data.workspace import WorkspaceError
 from pages.job_widgets import job_progress, locked, submit_job
 from pages.workspace_sidebar import current_workspace, require_ready_workspace
-from pages.login import current_actor
 
 def show_report(path: Path, *, key: str) -> None:
     from lib.data.validation import ValidationReport
@@ -33,13 +32,13 @@ def this_workspace(ws) -> None:
     st.subheader("This workspace")
     if ws.exists and ws.cohort_csv.exists():
         st.caption(f"`{ws.cohort_csv}`")
-        running = jobs.find_active(ws, "validate")
+        running = jobs.for_request(ws, jobs.Validate(), active=True)
         if ws.validation_json.exists() and running is None:
             show_report(ws.validation_json, key="ws")
         elif running is None:
             st.info("This workspace has not been validated yet.")
         if running is None and st.button("Validate again", disabled=locked("change_workspace")):
-            running = submit_job(ws, "validate", [], key="validate")
+            running = submit_job(ws, jobs.Validate())
         if running is not None:
             job_progress(running.id, ws, rerun_when_done=True, key="validate")
     else:
@@ -65,29 +64,27 @@ def other_cohort(ws) -> None:
         if table_path is not None:
             report_path = ws.cache_dir / "validation" / (hashlib.sha256(str(table_path).encode()).hexdigest()[:16]
                                                          + ".json")
-            key = f"validate {table_path}"
+            validate = jobs.Validate(table=str(table_path), report=str(report_path))
             c1, c2 = st.columns(2)
             if not table_path.exists():
                 st.error(f"{table_path} does not exist on the server.")
             else:
-                running = jobs.find_active(ws, key) if ws.jobs_dir.exists() else None
+                running = jobs.for_request(ws, validate, active=True) if ws.jobs_dir.exists() else None
                 may_not = locked("change_workspace", c1)
                 if c1.button("Validate", type="primary", disabled=may_not) and running is None:
-                    if jobs.may_submit(current_actor(), ws, "validate"):
-                        report_path.parent.mkdir(parents=True, exist_ok=True)
-                    running = submit_job(ws, "validate", [str(table_path), "--report", str(report_path)], key=key)
+                    running = submit_job(ws, validate)
                 if running is not None:
                     job_progress(running.id, ws, rerun_when_done=True, key="other")
                 elif report_path.exists():
                     show_report(report_path, key="other")
                     target = table_path if table_path.is_dir() else table_path.parent
-                    init_key = f"init {target}"
+                    create = jobs.CreateWorkspace(table=str(table_path), directory=str(target))
                     # the newest init of this folder stays shown, so its outcome is seen after any rerun
-                    init = next((j for j in jobs.list_jobs(ws, "init") if j.record.get("key") == init_key), None)
+                    init = jobs.for_request(ws, create)
                     if (target / "workspace.json").exists() and init is None:
                         st.info(f"`{target}` already holds a workspace: open it in the sidebar.")
                     elif init is None and c2.button(f"Create a workspace in {target}", disabled=may_not):
-                        init = submit_job(ws, "init", [str(target), "--table", str(table_path)], key=init_key)
+                        init = submit_job(ws, create)
                     if init is not None:
                         job_progress(init.id, ws, key="init")
                         st.caption(f"When it finishes, open `{target}` as the workspace in the sidebar.")

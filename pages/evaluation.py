@@ -2,7 +2,6 @@
 
 The figures are made by lib.views.evaluation from the results of lib.analysis.evaluation."""
 
-import shlex
 import time
 
 import numpy as np
@@ -10,6 +9,7 @@ import streamlit as st
 
 from lib import jobs
 from lib.analysis import evaluation as ev
+from lib.cli.requests import command_line
 from lib.views import evaluation as evv
 from pages.job_widgets import job_progress, locked, submit_job
 from pages.run_picker import require_ready_run
@@ -68,14 +68,14 @@ def follow(ws, request, checks, submitted: bool) -> None:
     """Submit the evaluation when asked (and not all computed), then show the jobs' progress."""
     if submitted:
         if request.missing(checks):
-            job = submit_job(ws, "evaluate-maps", request.cli_args(checks), key=request.job_key(checks))
+            job = submit_job(ws, jobs.EvaluateMaps.of(request, checks))
             if job is not None:
                 st.session_state["evaluation_job"] = job.id
                 time.sleep(1.0)
                 st.rerun()
         else:
             st.success("Everything asked for is already computed for these settings: shown below.")
-    for job in [j for j in jobs.list_jobs(ws, "evaluate-maps") if j.active]:
+    for job in [j for j in jobs.list_jobs(ws, jobs.EvaluateMaps.kind) if j.active]:
         job_progress(job.id, ws, rerun_when_done=True, key="evaluation")
     last = st.session_state.get("evaluation_job")
     if last and (job := jobs.get(ws, last)) is not None and job.state in ("failed", "cancelled"):
@@ -94,7 +94,7 @@ def missing_note(ws, request, checks, have_any: bool) -> None:
         st.info(("Not computed yet for these settings: " if have_any else "No results for these settings yet: ")
                 + ", ".join(names) + ". **Run evaluation** computes them in the background (the random-order "
                 "baseline once for all methods; occlusion is the slowest, many forward passes per scan), or from "
-                "a terminal: `python -m lib evaluate-maps " + shlex.join(request.cli_args(checks)) + "`.")
+                f"a terminal: `{command_line(jobs.EvaluateMaps.of(request, checks))}`.")
 
 
 def ranking_tab(results, labels, threshold: float) -> None:

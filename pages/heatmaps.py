@@ -8,7 +8,6 @@ viewer) drives every panel. The views are drawn by pages.heatmaps_panels and pag
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import streamlit as st
@@ -19,7 +18,7 @@ from lib.data.atlas import load_atlas
 from lib.explain import METHODS, heatmaps
 from lib.views import heatmaps as hv, viewer
 from pages import niivue_view
-from pages.job_widgets import allowed, job_progress, locked, missing_for, submit_job
+from pages.job_widgets import allowed, job_progress, locked, missing_for, submit_explain, submit_job
 from pages.method_controls import method_params
 from pages.loaders import checkpoint_sha, cohort_table, heatmap_store, predictions_csv, template_volume
 from pages.run_picker import require_ready_run
@@ -50,15 +49,9 @@ def _mtime(path) -> int:
     return path.stat().st_mtime_ns
 
 
-def _submit_explain(ws, run, method: str, params: dict) -> bool:
-    args = ["--run", run.id, "--method", method] + [a for k, v in params.items()
-                                                     for a in ("--param", f"{k}={json.dumps(v)}")]
-    return submit_job(ws, "explain", args, key=heatmaps.job_key(ws, run, method, **params)) is not None
-
-
 def compute_panel(ws, run, stores: list) -> None:
     """Start heatmaps of the run (any method) and follow the running ones; stops the page while there are none."""
-    running = [j for j in jobs.list_jobs(ws, "explain") if j.active and run.id in j.record.get("args", [])]
+    running = jobs.of_run(ws, run.id, jobs.Explain.kind)
     with st.expander("Compute heatmaps of this run", expanded=not stores and not running,
                      icon=":material/calculate:"):
         st.caption("Every scan of the cohort is explained once with the run's best checkpoint, in the background; "
@@ -70,15 +63,15 @@ def compute_panel(ws, run, stores: list) -> None:
         c3.write("")
         may_not = locked("compute")
         if c3.button("Compute", type="primary", key="hm_new_go", disabled=may_not) and \
-                _submit_explain(ws, run, method, params):
+                submit_explain(ws, run, method, params=params):
             st.rerun()
         if not stores:
             q1, q2, _ = st.columns([1, 1, 2])
             if q1.button("LRP β = 0 (the paper's)", key="hm_quick_lrp", disabled=may_not) and \
-                    _submit_explain(ws, run, "lrp", {"beta": 0.0}):
+                    submit_explain(ws, run, "lrp", 0.0):
                 st.rerun()
             if q2.button("Guided backprop", key="hm_quick_gb", disabled=may_not) and \
-                    _submit_explain(ws, run, "guided_backprop", {}):
+                    submit_explain(ws, run, "guided_backprop"):
                 st.rerun()
     for job in running:
         job_progress(job.id, ws, rerun_when_done=True, key="explain")
@@ -103,12 +96,12 @@ def group_means(ws, run, split: str, table) -> Callable:
                 min(d / max(t, 1), 1.0), text=f"Averaging the {name} heatmaps: {d}/{t} scans"))
             bar.empty()
             return out
-        args, key = viewer.job_request(run, s, split, by_column and by_name)
-        job = jobs.find_active(ws, key)
+        request = jobs.GroupMeans(run_id=run.id, store=s.folder.name, split=split, by=by_column and by_name)
+        job = jobs.for_request(ws, request, active=True)
         if job is None and not allowed("compute"):
             missing_for("compute", f"The {name} group means of these {len(table)} scans are")
             st.stop()
-        job = job or submit_job(ws, "group-means", args, key=key)
+        job = job or submit_job(ws, request)
         if job is None:
             st.stop()
         st.info(f"Averaging the {name} heatmaps of {len(table)} scans in the background (once; cached for everyone).")

@@ -38,13 +38,21 @@ def denied(exc: auth.PermissionDenied) -> None:
     st.error(str(exc), icon=":material/lock:")
 
 
-def submit_job(ws: Workspace, command: str, args: list[str] | None = None, *, key: str | None = None):
-    """``jobs.submit`` as the person clicking now; None (with the reason shown) when their role may not."""
+def submit_job(ws: Workspace, request: jobs.Request):
+    """``jobs.submit`` of ``request`` as the person clicking now; the running job of the same work if there is
+    one; None (with the reason shown) when their role may not."""
     try:
-        return jobs.submit(ws, command, args, key=key, who=current_actor())
+        return jobs.submit(ws, request, who=current_actor())
     except auth.PermissionDenied as exc:
         denied(exc)
         return None
+
+
+def submit_explain(ws: Workspace, run, method: str, beta: float | None = None, params: dict | None = None) -> bool:
+    """Start the heatmaps of every scan of ``run`` with ``method`` (LRP: ``beta``; any method: ``params``, the
+    values of its catalogue controls); whether a job runs now."""
+    request = jobs.Explain(run_id=run.id, method=method, beta=beta, params=dict(params or {}))
+    return submit_job(ws, request) is not None
 
 
 def missing_for(action: str, what: str) -> None:

@@ -16,7 +16,7 @@ def job_table(ws):
     for job in all_jobs[:30]:
         r = job.record
         icon = {"running": "⏳", "queued": "⏳", "done": "✅", "failed": "❌", "cancelled": "⏹"}.get(job.state, "")
-        with st.expander(f"{icon} {r.get('command')} {' '.join(r.get('args', []))} · {job.state} · "
+        with st.expander(f"{icon} {job.description} · {job.state} · "
                          f"started {since(r.get('started') or r.get('created'))}", expanded=job.active):
             if job.active:
                 st.progress(job.fraction, text=job.message)

@@ -177,12 +177,12 @@ def mean_tab(ws, cohort, hippocampus) -> None:
     means_file = overview.group_means_path(ws, cohort)
     means = group_means(str(means_file)) if cache.ok(means_file) else None   # a bad file counts as absent
     if means is None:
-        running = jobs.find_active(ws, "means")
+        running = jobs.for_request(ws, jobs.CohortMeans(), active=True)
         if running is None:
             st.info("The mean images of AD and HC scans are computed once in the background (one pass over "
                     "all scans) and then cached.")
             if st.button("Compute mean AD and HC images", disabled=locked("compute")):
-                running = submit_job(ws, "means", [], key="means")
+                running = submit_job(ws, jobs.CohortMeans())
         if running is not None:
             job_progress(running.id, ws, rerun_when_done=True, key="means")
     else:

@@ -55,7 +55,7 @@ def report_button(ws: Workspace, run) -> None:
                    "computes them. Built in the background in about a minute, then kept until the results change.")
         if st.button("Build the report", type="primary", key="report-build", disabled=locked("compute")):
             try:  # as the person clicking now, checked again in the library
-                report.submit(ws, run, who=current_actor(), key=key)
+                jobs.submit(ws, jobs.Report(run_id=run.id, pdf=True), who=current_actor())
             except auth.PermissionDenied as exc:
                 denied(exc)
                 return

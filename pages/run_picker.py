@@ -48,12 +48,13 @@ def require_run(ws: Workspace):
     runs = _usable_runs(ws)
     pending = [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.predictions() is None and r.config.get("shipped")]
     for r in pending:
-        job = jobs.find_active(ws, f"predict:{r.id}")
+        predict = jobs.Predict(run_id=r.id)
+        job = jobs.for_request(ws, predict, active=True)
         if job is None and not allowed("compute"):
             # a viewer does not start heavy work: applying the model waits for someone who may compute
             missing_for("compute", f"The shipped model **{r.id}**'s predictions for this cohort are")
             return None
-        job = job or submit_job(ws, "predict", ["--run", r.id], key=f"predict:{r.id}")
+        job = job or submit_job(ws, predict)
         if job is None:
             return None
         st.info(f"Applying the shipped model **{r.id}** to every scan of the cohort (once, about a minute).")

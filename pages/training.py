@@ -50,12 +50,10 @@ def start_form(ws, runs: list) -> None:
             except ValueError:
                 st.error(f"Seeds must be whole numbers separated by spaces, not {seeds_text!r}.")
             else:
-                args = ["--model", model, "--resolution", str(resolution), "--epochs", str(epochs),
-                        "--patience", str(patience), "--lr", str(lr), "--weight-decay", str(wd),
-                        "--batch-size", str(batch), "--shift", str(shift), "--seeds", *map(str, seeds)]
-                if folds:
-                    args += ["--folds", *map(str, folds)]
-                job = submit_job(ws, "train", args)
+                job = submit_job(ws, jobs.Train(
+                    model=model, resolution=float(resolution), epochs=int(epochs), patience=int(patience),
+                    lr=float(lr), weight_decay=float(wd), batch_size=int(batch), shift=int(shift),
+                    seeds=tuple(seeds), folds=tuple(int(f) for f in folds) or None))
                 if job is not None:
                     st.session_state["train_job"] = job.id
                     time.sleep(1.0)
@@ -77,12 +75,13 @@ def runs_table(ws, runs: list) -> list[str]:
     chosen = st.multiselect("Runs to show", ids, default=default, help="Several runs are overlaid.")
     by_id = {r.id: r for r in runs}
     for r in (by_id[i] for i in chosen):
-        if r.status in ("interrupted", "cancelled", "failed") and not jobs.find_active(ws, f"train:{r.id}"):
+        resume = jobs.Train(resume=r.id)
+        if r.status in ("interrupted", "cancelled", "failed") and not jobs.for_request(ws, resume, active=True):
             cols = st.columns([3, 1])
             cols[0].warning(f"Run **{r.id}** is {r.status} at epoch {r.state.get('epoch', -1) + 1}"
                             f"{': ' + r.state['error'] if r.state.get('error') else ''}.")
             if cols[1].button("Resume", key=f"resume-{r.id}", disabled=locked("train", cols[1])) and \
-                    submit_job(ws, "train", ["--resume", r.id], key=f"train:{r.id}"):
+                    submit_job(ws, resume):
                 time.sleep(1.0)
                 st.rerun()
     return chosen
@@ -219,7 +218,7 @@ def main() -> None:
         st.stop()
     runs = list_runs(ws)
     start_form(ws, runs)
-    active_jobs = [j for j in jobs.list_jobs(ws, "train") if j.active]
+    active_jobs = [j for j in jobs.list_jobs(ws, jobs.Train.kind) if j.active]
     for job in active_jobs:
         job_progress(job.id, ws, key="training", rerun_when_done=True)
     if not runs:

@@ -126,9 +126,9 @@ def require_ready_workspace(ws: Workspace) -> bool:
     elif ws.exists and ws.cohort_csv.exists() and ws.config.get("complete", True):
         return True
     if is_default_demo(ws) or ws.is_demo:
-        job = jobs.find_active(ws, "demo") if ws.jobs_dir.exists() else None
+        job = jobs.for_request(ws, jobs.BuildDemo(), active=True) if ws.jobs_dir.exists() else None
         if job is None:
-            previous = jobs.list_jobs(ws, "demo")
+            previous = jobs.list_jobs(ws, jobs.BuildDemo.kind)
             if previous and previous[0].state in ("failed", "cancelled") and not st.session_state.get("retry_demo"):
                 if previous[0].state == "failed":
                     st.error(f"Building the demo cohort failed: {previous[0].error}")
@@ -148,8 +148,8 @@ def require_ready_workspace(ws: Workspace) -> bool:
                 st.error(str(exc))
                 return False
             # the default demo is a system action any signed-in identity may start; a demo elsewhere
-            # changes that folder and needs an admin (jobs.action_of)
-            job = submit_job(ws, "demo", [], key="demo")
+            # changes that folder and needs an admin (BuildDemo.required_action)
+            job = submit_job(ws, jobs.BuildDemo())
             if job is None:
                 return False
         if ws.cohort_csv.exists():

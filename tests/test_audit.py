@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from lib.reviews import auth
 from lib.cli import main
 from lib.reviews import DatabaseUnavailable, ReviewStore, db
-from lib.reviews.audit import chain_hash, canonical
+from lib.reviews.audit import canonical, canonical_around_id, chain_hash
 
 ALICE = auth.Identity("alice", "reviewer")
 ADMIN = auth.Identity("ada", "admin")
@@ -88,6 +88,33 @@ def test_chain_links_every_row_and_verify_says_ok(review_url, capsys):
     assert rc == 0 and "OK: 7 audit rows" in out and rows[-1][1] in out
 
 
+# strings that look like the id key, quotes, backslashes, control characters, non-ASCII and non-BMP text
+_AWKWARD = ['x","id":0,"', '"id":0,', "Ärztin \\ 你好 🧠", "tab\tnew\nline\u001fend"]
+
+
+def test_canonical_around_id_is_canonical_with_the_id_left_out():
+    at = datetime(2026, 12, 5, 4, 0, 0, 7, tzinfo=timezone.utc)
+    for s in [*_AWKWARD, "NUL\u0000"]:
+        snap = {"text": s, "tags": [s], "id": 5, s: None}
+        prefix, suffix = canonical_around_id(3, 2, s, s, at, snap)
+        for id_ in (1, 12345678901):
+            assert (prefix + str(id_) + suffix).encode() == canonical(id_, 3, 2, s, s, at, snap)
+
+
+def test_awkward_text_chains_and_verifies(review_url):
+    """On PostgreSQL the server hashes the row: its bytes must be the ones verify recomputes."""
+    store = ReviewStore(review_url, workspace="test")
+    for s in _AWKWARD:
+        who = auth.Identity(s, "reviewer")
+        r = store.create(who, {"kind": "scan", "scan_id": s}, {"note": s}, verdict="plausible", text=s, tags=[s])
+        store.edit(who, r.id, 1, text=s + " 🧠")
+    v = store.verify_audit()
+    assert v.ok and v.rows == 2 * len(_AWKWARD), v.problem
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT prev_hash, row_hash FROM review_audit ORDER BY id")).all()
+    assert all(rows[i][0] == rows[i - 1][1] for i in range(1, len(rows)))
+
+
 @pytest.mark.parametrize("attack", ["alter", "delete_middle", "replace", "delete_tail", "review_edit"])
 def test_verify_reports_the_first_broken_link(review_url, attack):
     store = ReviewStore(review_url, workspace="test")
@@ -155,7 +182,12 @@ def test_postgres_app_role_cannot_rewrite_the_audit_but_works(postgres):
                "CREATE OR REPLACE FUNCTION review_audit_append_only() RETURNS trigger LANGUAGE plpgsql "
                "AS $$ BEGIN RETURN NEW; END $$",
                "INSERT INTO review_audit SELECT * FROM review_audit WHERE id = 1 "
-               "ON CONFLICT (id) DO UPDATE SET actor = 'mallory'"]
+               "ON CONFLICT (id) DO UPDATE SET actor = 'mallory'",
+               # the append function may be called, not replaced (say, by one that writes any hash)
+               "CREATE OR REPLACE FUNCTION review_audit_append(integer, integer, text, text, timestamptz, json, "
+               "text, text) RETURNS integer LANGUAGE sql AS $$ SELECT 0 $$",
+               "DROP FUNCTION review_audit_append",
+               "ALTER FUNCTION review_audit_append OWNER TO atlas_app"]
     for stmt in attacks:
         with pytest.raises(DBAPIError, match="permission denied|must be owner"):
             with store.engine.begin() as conn:
@@ -165,6 +197,11 @@ def test_postgres_app_role_cannot_rewrite_the_audit_but_works(postgres):
         rights = conn.exec_driver_sql("SELECT privilege_type FROM information_schema.table_privileges WHERE "
                                       "grantee = 'atlas_app' AND table_name = 'review_audit'").scalars().all()
     assert sorted(rights) == ["INSERT", "SELECT"]
+    with store.engine.connect() as conn:
+        owner, definer, may_run = conn.exec_driver_sql(
+            "SELECT pg_get_userbyid(proowner), prosecdef, has_function_privilege(oid, 'EXECUTE') FROM pg_proc "
+            "WHERE proname = 'review_audit_append'").one()
+    assert owner != "atlas_app" and not definer and may_run  # runs with the app role's own rights
     # even the owner cannot empty it by TRUNCATE while the triggers stand
     with pytest.raises(DBAPIError, match="append-only"):
         with sa.create_engine(owner_url).begin() as conn:
@@ -223,7 +260,7 @@ def test_migration_chains_existing_rows(tmp_path, postgres):
     with pytest.raises(DatabaseUnavailable) as err:
         ReviewStore(app_url, workspace="test")
     msg = str(err.value)
-    assert "revision 0001" in msg and "needs 0002" in msg and "reviews migrate --owner-url" in msg
+    assert "revision 0001" in msg and "needs 0003" in msg and "reviews migrate --owner-url" in msg
     assert main(["reviews", "migrate", "--owner-url", owner_url]) == 0
     store = ReviewStore(app_url, workspace="test")
     store.edit(ALICE, 1, 2, text="v3")

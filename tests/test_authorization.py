@@ -3,6 +3,7 @@ identity re-read from the account database at the moment of the action (a demoti
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 
 import nibabel as nib
@@ -12,6 +13,7 @@ import pytest
 
 from lib.reviews import auth
 from lib import jobs
+from lib.jobs import executor
 from lib.analysis import region_tables as rt
 from lib.cli import main
 from lib.reviews import ReviewStore
@@ -26,10 +28,16 @@ ADMIN = auth.Identity("adam", "admin")
 OPEN = auth.Identity("local user", "reviewer", "open")
 PASSWORD = "correct horse battery"
 
-# one command of each kind, with the action it needs
+# one request of each kind, with the action it needs
+REQUESTS = {"train": jobs.Train(), "explain": jobs.Explain(run_id="r1"), "regions": jobs.RegionTables(run_ids=("r1",)),
+            "group-means": jobs.GroupMeans(run_id="r1"), "means": jobs.CohortMeans(), "predict": jobs.Predict(run_id="r1"),
+            "biomarker": jobs.Biomarker(run_id="r1"), "evaluate-maps": jobs.EvaluateMaps(run_id="r1"),
+            "report": jobs.Report(run_id="r1"), "init": jobs.CreateWorkspace(table="t.csv"),
+            "validate": jobs.Validate(), "demo": jobs.BuildDemo()}
 COMMANDS = {"train": "train", "explain": "compute", "regions": "compute", "group-means": "compute",
             "means": "compute", "predict": "compute", "biomarker": "compute", "evaluate-maps": "compute",
-            "init": "change_workspace", "validate": "change_workspace", "split": "change_workspace"}
+            "report": "compute", "init": "change_workspace", "validate": "change_workspace",
+            "demo": "change_workspace"}
 ROLES = {"viewer": VIEWER, "reviewer": REVIEWER, "analyst": ANALYST, "admin": ADMIN}
 MAY = {"viewer": set(), "reviewer": set(), "analyst": {"compute", "train"},
        "admin": {"compute", "train", "change_workspace"}}
@@ -37,16 +45,17 @@ MAY = {"viewer": set(), "reviewer": set(), "analyst": {"compute", "train"},
 
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
-    """A workspace whose jobs start a harmless ``sleep`` instead of ``python -m lib`` (nothing computed)."""
-    real = subprocess.Popen
+    """A workspace whose jobs start a harmless ``sleep`` instead of the worker (nothing computed)."""
     started = []
 
-    def fake_popen(cmd, **kw):
-        proc = real(["sleep", "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
-        started.append(proc)
-        return proc
+    class Sleeper(executor.LocalProcessExecutor):
+        def start(self, ws, job_id, request):
+            proc = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    start_new_session=True)
+            started.append(proc)
+            return {"pid": proc.pid}
 
-    monkeypatch.setattr(jobs.subprocess, "Popen", fake_popen)
+    monkeypatch.setitem(executor.EXECUTORS, "local", Sleeper())
     monkeypatch.setenv("RELEVANCE_ATLAS_WORKSPACE", str(tmp_path / "default"))
     monkeypatch.delenv("RELEVANCE_ATLAS_DB", raising=False)
     yield Workspace.create(tmp_path / "ws")
@@ -63,51 +72,57 @@ def _job_dirs(ws) -> list:
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_starting_a_job_needs_the_role_of_its_action(ws, role, command):
     who = ROLES[role]
+    assert REQUESTS[command].kind == command and REQUESTS[command].action == COMMANDS[command]
     if COMMANDS[command] in MAY[role]:
-        job = jobs.submit(ws, command, ["--x", "1"], who=who)
+        job = jobs.submit(ws, REQUESTS[command], who=who)
         assert job.record["owner"] == who.username and job.active
         assert jobs.get(ws, job.id).record["owner"] == who.username
     else:
         with pytest.raises(auth.PermissionDenied, match=f"{who.username} is an? {role}: only"):
-            jobs.submit(ws, command, ["--x", "1"], who=who)
+            jobs.submit(ws, REQUESTS[command], who=who)
         assert _job_dirs(ws) == []  # refused before anything is written
 
 
 def test_resume_is_training_and_unknown_commands_need_an_admin(ws):
-    assert jobs.submit(ws, "train", ["--resume", "r1"], key="train:r1", who=ANALYST).record["owner"] == "anna"
+    assert jobs.submit(ws, jobs.Train(resume="r1"), who=ANALYST).record["owner"] == "anna"
     with pytest.raises(auth.PermissionDenied, match="train or resume"):
-        jobs.submit(ws, "train", ["--resume", "r1"], key="train:r1", who=REVIEWER)
+        jobs.submit(ws, jobs.Train(resume="r1"), who=REVIEWER)
+
+    @dataclasses.dataclass(frozen=True)
+    class SomethingNew(jobs.Request):   # a kind that declares no action
+        kind = "something-new"
+
     with pytest.raises(auth.PermissionDenied, match="only an admin"):
-        jobs.submit(ws, "something-new", [], who=ANALYST)
+        jobs.submit(ws, SomethingNew(), who=ANALYST)
 
 
 def test_who_is_required_and_nobody_may_nothing(ws):
     with pytest.raises(TypeError):
-        jobs.submit(ws, "means", [])  # noqa: the point: no call can forget who acts
+        jobs.submit(ws, jobs.CohortMeans())  # noqa: the point: no call can forget who acts
     with pytest.raises(TypeError):
         jobs.cancel(ws, "x")
     with pytest.raises(auth.PermissionDenied, match="Sign in"):
-        jobs.submit(ws, "means", [], who=None)
+        jobs.submit(ws, jobs.CohortMeans(), who=None)
     assert _job_dirs(ws) == []
 
 
 def test_the_default_demo_is_a_system_action_a_demo_elsewhere_is_not(ws, tmp_path):
     default = Workspace.create(tmp_path / "default", kind="demo")
-    job = jobs.submit(default, "demo", [], key="demo", who=VIEWER)
+    job = jobs.submit(default, jobs.BuildDemo(), who=VIEWER)
     assert job.record["owner"] == "vera"
     with pytest.raises(auth.PermissionDenied, match="Sign in"):
-        jobs.submit(default, "demo", [], key="demo2", who=None)
+        jobs.submit(default, jobs.BuildDemo(seed=2), who=None)
     with pytest.raises(auth.PermissionDenied, match="only an admin"):
-        jobs.submit(ws, "demo", [], key="demo", who=ANALYST)
-    assert jobs.submit(ws, "demo", [], key="demo", who=ADMIN).record["owner"] == "adam"
+        jobs.submit(ws, jobs.BuildDemo(), who=ANALYST)
+    assert jobs.submit(ws, jobs.BuildDemo(), who=ADMIN).record["owner"] == "adam"
     # a viewer cannot cancel even the demo build they started: cancelling needs an analyst
     with pytest.raises(auth.PermissionDenied, match="cancel their own jobs"):
         jobs.cancel(default, job.id, who=VIEWER)
 
 
 def test_cancel_own_needs_analyst_anyone_elses_needs_admin(ws):
-    mine = jobs.submit(ws, "means", [], key="a", who=ANALYST)
-    theirs = jobs.submit(ws, "means", [], key="b", who=OTHER_ANALYST)
+    mine = jobs.submit(ws, jobs.Predict(run_id="a"), who=ANALYST)
+    theirs = jobs.submit(ws, jobs.Predict(run_id="b"), who=OTHER_ANALYST)
     for who in (VIEWER, REVIEWER, ANALYST):
         with pytest.raises(auth.PermissionDenied, match="cancel other people's jobs"):
             jobs.cancel(ws, theirs.id, who=who)
@@ -124,7 +139,7 @@ def test_cancel_own_needs_analyst_anyone_elses_needs_admin(ws):
 
 
 def test_a_job_without_owner_is_cancelled_only_by_an_admin(ws):
-    job = jobs.submit(ws, "means", [], who=ANALYST)
+    job = jobs.submit(ws, jobs.CohortMeans(), who=ANALYST)
     record = dict(job.record)
     record.pop("owner")
     from lib.core import atomic
@@ -136,16 +151,16 @@ def test_a_job_without_owner_is_cancelled_only_by_an_admin(ws):
 
 
 def test_open_app_may_do_everything_but_moderate(ws):
-    for command in COMMANDS:
-        jobs.submit(ws, command, [], who=OPEN)
-    other = jobs.submit(ws, "means", [], key="other", who=ANALYST)
+    for request in REQUESTS.values():
+        jobs.submit(ws, request, who=OPEN)
+    other = jobs.submit(ws, jobs.Predict(run_id="other"), who=ANALYST)
     assert jobs.cancel(ws, other.id, who=OPEN)
     assert all(auth.allowed(OPEN, a) for a in auth.ACTIONS if a != "moderate")
     assert not auth.allowed(OPEN, "moderate")
 
 
 def test_cli_cancels_anyones_job_as_its_local_user(ws):
-    job = jobs.submit(ws, "means", [], who=ANALYST)
+    job = jobs.submit(ws, jobs.CohortMeans(), who=ANALYST)
     assert main(["--workspace", str(ws.root), "cancel", job.id]) == 0
     assert (job.path / jobs.CANCEL_MARKER).exists()
 
@@ -189,7 +204,7 @@ def test_refresh_sees_a_demotion_or_deactivation_at_once(store, ws):
     assert now == auth.Identity("anna", "viewer", "local")
     # the identity of the render would still start a job; the re-read one is refused
     with pytest.raises(auth.PermissionDenied, match="anna is a viewer"):
-        jobs.submit(ws, "means", [], who=now)
+        jobs.submit(ws, jobs.CohortMeans(), who=now)
     auth.deactivate(store, "anna")
     assert auth.refresh(store, signed_in) is None
     assert auth.refresh(store, auth.Identity("ghost", "admin", "local")) is None

@@ -56,7 +56,7 @@ def test_evaluation_page_runs_a_small_evaluation_and_shows_every_view(browser, a
     _settle(page)
     _no_exception(page)
     done = [j for j in jobs.list_jobs(demo_ws, "evaluate-maps") if j.state == "done"]
-    assert done and "--methods" in done[0].record["args"]
+    assert done and done[0].request.methods and done[0].request.run_id == demo_run.id
     table = page.get_by_test_id("stDataFrame").first
     table.wait_for()
     _shot(page, "evaluation_ranking")

@@ -381,8 +381,12 @@ def test_cache_keys_follow_what_each_check_depends_on(demo_ws, demo_run):
     assert a.folder("sanity", m) != c.folder("sanity", c.methods[0])
     assert a.folder("random") == c.folder("random")  # one baseline for every method
     assert a.job_key() != c.job_key() and a.job_key() == ev.Evaluation(demo_ws, demo_run, ["lrp:beta=0"]).job_key()
-    # the page submits exactly this request
-    args = a.cli_args()
-    assert args[:4] == ["--run", demo_run.id, "--methods", "lrp:beta=0"]
-    assert "--replacement" in b.cli_args() and "blur" in b.cli_args()
-    json.dumps(args)
+    # the page submits exactly this request: its job is the evaluation's key, its settings come back whole
+    from lib import jobs
+
+    request = jobs.EvaluateMaps.of(b)
+    assert request.run_id == demo_run.id and request.methods == ("lrp:beta=0",) and request.replacement == "blur"
+    assert request.n_scans is None   # at its default: left out
+    assert request.settings() == b.settings and request.key(demo_ws) == b.job_key()
+    assert jobs.EvaluateMaps.of(a).key(demo_ws) == a.job_key() != request.key(demo_ws)
+    json.dumps(request.to_dict())

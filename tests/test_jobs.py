@@ -30,13 +30,13 @@ def _wait_running(ws, job_id, timeout=60):
 
 
 ADMIN = auth.Identity("tester", "admin")
-SLOW_DEMO = ["--subjects", "60", "--resolution", "2", "--workers", "2"]
+SLOW_DEMO = jobs.BuildDemo(subjects=60, resolution=2.0, workers=2)
 
 
 def test_job_runs_in_background_and_records_progress(demo_ws):
     import pandas as pd
 
-    job = jobs.submit(demo_ws, "validate", [], who=ADMIN)
+    job = jobs.submit(demo_ws, jobs.Validate(), who=ADMIN)
     done = _wait(demo_ws, job.id)
     assert done.state == "done", done.error
     assert done.fraction == 1.0
@@ -47,8 +47,8 @@ def test_job_runs_in_background_and_records_progress(demo_ws):
 
 def test_same_request_while_running_is_not_duplicated(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    first = jobs.submit(ws, "demo", SLOW_DEMO, key="demo", who=ADMIN)
-    second = jobs.submit(ws, "demo", SLOW_DEMO, key="demo", who=ADMIN)
+    first = jobs.submit(ws, SLOW_DEMO, who=ADMIN)
+    second = jobs.submit(ws, SLOW_DEMO, who=ADMIN)
     assert second.id == first.id
     assert jobs.cancel(ws, first.id, who=ADMIN)
     _wait(ws, first.id)
@@ -56,7 +56,7 @@ def test_same_request_while_running_is_not_duplicated(tmp_path):
 
 def test_cancel_leaves_no_half_written_results(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    job = jobs.submit(ws, "demo", SLOW_DEMO, who=ADMIN)
+    job = jobs.submit(ws, SLOW_DEMO, who=ADMIN)
     _wait_running(ws, job.id)
     assert jobs.cancel(ws, job.id, who=ADMIN)
     final = _wait(ws, job.id, timeout=15)  # promptly, worker processes included
@@ -70,7 +70,7 @@ def test_cancel_leaves_no_half_written_results(tmp_path):
 
 def test_killed_job_is_reported_failed_not_running(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    job = jobs.submit(ws, "demo", SLOW_DEMO, who=ADMIN)
+    job = jobs.submit(ws, SLOW_DEMO, who=ADMIN)
     running = _wait_running(ws, job.id)
     os.killpg(os.getpgid(running.record["pid"]), signal.SIGKILL)
     time.sleep(0.5)
@@ -81,7 +81,7 @@ def test_killed_job_is_reported_failed_not_running(tmp_path):
 
 def test_failure_is_recorded_with_message(tmp_path):
     ws = Workspace.create(tmp_path / "ws")
-    job = jobs.submit(ws, "means", [], who=ADMIN)  # no cohort table in this workspace
+    job = jobs.submit(ws, jobs.CohortMeans(), who=ADMIN)  # no cohort table in this workspace
     final = _wait(ws, job.id)
     assert final.state == "failed"
     assert "cohort.csv" in final.error
@@ -90,7 +90,7 @@ def test_failure_is_recorded_with_message(tmp_path):
 
 def test_cancel_while_the_process_is_still_starting_reads_cancelled(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    job = jobs.submit(ws, "demo", SLOW_DEMO, who=ADMIN)
+    job = jobs.submit(ws, SLOW_DEMO, who=ADMIN)
     assert jobs.cancel(ws, job.id, who=ADMIN)  # at once: the child is still importing its libraries
     final = _wait(ws, job.id, timeout=30)
     assert final.state == "cancelled"

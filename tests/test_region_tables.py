@@ -118,16 +118,20 @@ def test_cli_computes_missing_heatmaps_then_tables(demo_ws, demo_run, lrp_store,
 
 
 def test_requests_share_a_job_key_only_when_equal():
-    a = rt.request(["r1"], method="lrp", betas=[0, 0.5], params={"beta": 0.25, "epsilon": 1e-6})
-    b = rt.request(["r1"], method="lrp", betas=[0.0, 0.5])
-    assert a == b   # β from betas wins; parameters at their defaults are left out
-    assert a[0] == ["--run", "r1", "--method", "lrp", "--beta", "0", "0.5", "--atlas", "neuromorphometrics"]
-    c = rt.request(["r1"], method="lrp", betas=[0, 0.5], merge=True)
-    d = rt.request(["r1", "r2"], method="lrp", params={"beta": 0.5, "epsilon": 0.1})
-    assert len({a[1], c[1], d[1]}) == 3 and c[0][-1] == "--merge"
-    assert "--param" in d[0] and "epsilon=0.1" in d[0] and "beta=0.5" in d[0]
-    s = rt.request(["r1"], stores=["k1", "k2"], atlas="aal")
-    assert s[0] == ["--run", "r1", "--store", "k1", "k2", "--atlas", "aal"] and s[1].startswith("regions:")
+    from lib.jobs import RegionTables
+
+    a = RegionTables(run_ids=("r1",), method="lrp", betas=(0, 0.5), params={"beta": 0.25, "epsilon": 1e-6})
+    b = RegionTables(run_ids=("r1",), method="lrp", betas=(0.0, 0.5))
+    assert a.key(None) == b.key(None)   # β from betas wins; parameters at their defaults are left out
+    assert a.canonical() == {"runs": ["r1"], "method": "lrp", "params": {}, "betas": [0.0, 0.5],
+                             "atlas": "neuromorphometrics", "merge": False}
+    c = RegionTables(run_ids=("r1",), method="lrp", betas=(0, 0.5), merge=True)
+    d = RegionTables(run_ids=("r1", "r2"), method="lrp", params={"beta": 0.5, "epsilon": 0.1})
+    assert len({a.key(None), c.key(None), d.key(None)}) == 3 and c.canonical()["merge"]
+    assert d.canonical()["params"] == {"beta": 0.5, "epsilon": 0.1}
+    s = RegionTables(run_ids=("r1",), stores=("k1", "k2"), atlas="aal")
+    assert s.canonical() == {"runs": ["r1"], "stores": ["k1", "k2"], "atlas": "aal", "merge": False}
+    assert s.key(None).startswith("regions:") and s.key(None) != RegionTables(run_ids=("r1",), stores=("k1",)).key(None)
 
 
 def test_group_runs_are_the_finished_runs_trained_together(tmp_path):

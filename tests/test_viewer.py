@@ -266,17 +266,21 @@ def test_store_labels():
 def test_group_means_job_from_the_command_line(demo_ws, demo_run, capsys):
     """``python -m lib group-means`` fills the cache the page reads; unknown stores are refused."""
     from lib.explain import heatmaps
+    from lib import jobs
     from lib.cli import main
 
     store = heatmaps.compute_store(demo_ws, demo_run, "lrp", beta=0.0)
-    args, key = viewer.job_request(demo_run, store, "all", "site")
+    request = jobs.GroupMeans(run_id=demo_run.id, store=store.folder.name, split="all", by="site")
+    key = request.key(demo_ws)
     assert key.startswith("group-means:")
-    assert main(["--workspace", str(demo_ws.root), "group-means", *args]) == 0
+    assert main(["--workspace", str(demo_ws.root), "group-means", "--run", demo_run.id, "--store", store.folder.name,
+                 "--split", "all", "--by", "site"]) == 0
     table = viewer.selection(demo_run.predictions(), "all")
     folder = store.folder / "group_means" / viewer.grouping_key(store, table, "site")
     cached = viewer.CachedGroupMeans(folder)
     assert cached.by == "site" and cached.count("AD") == int((table["diagnosis"] == "AD").sum())
-    assert viewer.job_request(demo_run, store, "all", "site") == (args, key)   # same request, same job
+    assert key == f"group-means:{viewer.grouping_key(store, table, 'site')}"   # the page's job is the cache's key
+    assert jobs.GroupMeans(run_id=demo_run.id, store=store.folder.name, split="all", by="site").key(demo_ws) == key
     assert main(["--workspace", str(demo_ws.root), "group-means", "--run", demo_run.id, "--store", "nope"]) == 1
     assert "no finished heatmap store" in capsys.readouterr().err
     assert main(["--workspace", str(demo_ws.root), "group-means", "--run", demo_run.id, "--method", "lrp",

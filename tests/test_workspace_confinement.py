@@ -163,7 +163,7 @@ def test_the_init_job_of_another_folder_reports_done(tmp_path):
     asking = Workspace.create(tmp_path / "asking")
     target = tmp_path / "study"
     table = _good_table(target, n=6)
-    job = jobs.submit(asking, "init", [str(target), "--table", str(table), "--resolution", "4"], key="init", who=ADMIN)
+    job = jobs.submit(asking, jobs.CreateWorkspace(table=str(table), directory=str(target), resolution=4.0), who=ADMIN)
     done = _wait(asking, job.id)
     assert done.state == "done", (done.record, done.log_tail())
     assert "workspace ready" in done.message
@@ -176,7 +176,7 @@ def test_a_refused_init_job_reports_failed_with_the_reason(tmp_path):
     target = tmp_path / "study"
     table = _good_table(target, n=4)
     table.write_text(table.read_text().replace("scans/p1.nii.gz", "scans/absent.nii.gz"))
-    job = jobs.submit(asking, "init", [str(target), "--table", str(table), "--resolution", "4"], key="init", who=ADMIN)
+    job = jobs.submit(asking, jobs.CreateWorkspace(table=str(table), directory=str(target), resolution=4.0), who=ADMIN)
     done = _wait(asking, job.id)
     assert done.state == "failed" and "not initialised" in done.error and "1 error" in done.error
     assert not (target / "workspace.json").exists()

@@ -12,7 +12,7 @@ Atlases: the shipped ones (:data:`lib.data.templates.ATLAS_FILES`) and the works
 ``<workspace>/atlases/<name>/`` holding ``labels.nii[.gz]`` and ``names.csv`` (or ``.tsv``), added
 with :func:`save_user_atlas`.
 
-Long work runs as ``python -m lib regions`` (see :func:`request`): for every run × LRP β (or
+Long work runs as a regions job (:class:`lib.jobs.RegionTables`): for every run × LRP β (or
 every given store) it computes the heatmap store if it is missing (:func:`lib.explain.heatmaps.compute_store`,
 resumable, shared with the explain job by its lock) and then the table.
 """
@@ -219,42 +219,6 @@ def matching_store(ws: Workspace, checkpoint_sha: str, method: str, params: dict
                 and s.params == wanted):
             return s
     return None
-
-
-def request(runs: Sequence[str], *, method: str = "lrp", betas: Sequence[float] | None = None,
-            params: dict | None = None, stores: Sequence[str] | None = None, atlas: str = DEFAULT_ATLAS,
-            merge: bool = False) -> tuple[list[str], str]:
-    """``(arguments, job key)`` of ``python -m lib regions`` for a set of tables; equal requests share a job.
-
-    Either ``stores`` (folder names of finished stores of ``runs[0]``) or ``method`` with ``params``
-    and, for LRP, any number of ``betas`` (each run × β is one table, its store computed if missing).
-    """
-    args = ["--run", *runs]
-    params = _non_default(method, params or {})
-    if stores:
-        args += ["--store", *stores]
-    else:
-        args += ["--method", method]
-        for k, v in sorted(params.items()):
-            if k == "beta" and betas:
-                continue
-            args += ["--param", f"{k}={json.dumps(v)}"]
-        if betas:
-            args += ["--beta", *[f"{float(b):g}" for b in betas]]
-    args += ["--atlas", atlas] + (["--merge"] if merge else [])
-    key = "regions:" + hashlib.sha256(json.dumps(args).encode()).hexdigest()[:16]
-    return args, key
-
-
-def _non_default(method: str, params: dict) -> dict:
-    """``params`` without those at the method's defaults (short, stable job arguments)."""
-    from lib.explain import canonical_params
-
-    try:
-        defaults = canonical_params(method)
-    except (KeyError, TypeError, ValueError):
-        defaults = {}
-    return {k: v for k, v in params.items() if k != "method" and (k not in defaults or defaults[k] != v)}
 
 
 def compute_many(ws: Workspace, tasks: Sequence[tuple], atlas: Atlas, *, progress: Progress | None = None,

@@ -3,8 +3,9 @@
 Each ``review_audit`` row stores ``prev_hash`` (the ``row_hash`` of the row before it in id order, or
 :data:`GENESIS` for the first) and ``row_hash`` = sha256 of ``prev_hash`` and a canonical JSON of its own
 content (id, review, version, action, actor, time, snapshot). Rows are appended one at a time: on
-PostgreSQL under a transaction-scoped advisory lock, on SQLite inside the ``BEGIN IMMEDIATE`` write
-transaction every write already runs in, so two writers never chain onto the same row.
+PostgreSQL by a server-side function (migration 0003) under a transaction-scoped advisory lock held to
+commit, on SQLite inside the ``BEGIN IMMEDIATE`` write transaction every write already runs in, so two
+writers never chain onto the same row.
 
 :func:`verify` walks the chain and reports the first broken link; it also checks that every review has one
 audit row per version and that its current state matches its last audit snapshot, which catches rows cut
@@ -20,15 +21,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import JSON, DateTime, bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from lib.reviews.models import AuditEntry, Review
 
 GENESIS = "0" * 64
 NEEDS_FLUSH = "audit_needs_flush"  # Session.info key: the transaction committed without waiting for its flush
-# an arbitrary constant (not the migration lock's): PostgreSQL appenders queue on it
-_PG_AUDIT_LOCK = 7_243_512
 
 
 def _iso(at: datetime) -> str:
@@ -55,6 +54,18 @@ def row_hash_of(a) -> str:
                                                    a.snapshot))
 
 
+def canonical_around_id(review_id: int, version: int, action: str, actor: str, at: datetime,
+                        snapshot: dict) -> tuple[str, str]:
+    """The text of :func:`canonical` before and after the id's digits, for a row whose id is not known yet.
+
+    The keys are sorted and ``action``, ``actor`` and ``at`` (string values, whose quotes are escaped)
+    come before ``id``, so the first ``"id":`` is the key.
+    """
+    body = canonical(0, review_id, version, action, actor, at, snapshot).decode()
+    head, _, tail = body.partition('"id":0,')
+    return head + '"id":', "," + tail
+
+
 def append(s: Session, *, review_id: int, version: int, action: str, actor: str, at: datetime,
            snapshot: dict, flush_later: bool = False) -> int:
     """Add one audit row at the end of the chain, in the caller's (write) transaction; returns its id.
@@ -62,24 +73,21 @@ def append(s: Session, *, review_id: int, version: int, action: str, actor: str,
     ``flush_later`` (PostgreSQL, where :func:`can_flush`): the caller calls :func:`flush` after the commit.
     """
     if s.get_bind().dialect.name == "postgresql":
-        # held to commit: the next appender reads this row as its predecessor only once it is visible.
-        # With flush_later the commit does not wait for its WAL flush, so the lock is not held through an
-        # fsync (appenders would otherwise queue for one fsync each); the caller waits for it after.
-        sync = "off" if flush_later else "on"
-        s.execute(text(f"SELECT set_config('synchronous_commit', '{sync}', true), pg_advisory_xact_lock(:k)"),
-                  {"k": _PG_AUDIT_LOCK})
+        # review_audit_append (migration 0003) takes the chain lock, reads the last row after the lock was
+        # granted, and inserts the row with its hash in one round trip. The lock is held to commit: the next
+        # appender reads this row as its predecessor only once it is visible. With flush_later the commit
+        # does not wait for its WAL flush, so the lock is not held through an fsync (appenders would
+        # otherwise queue for one fsync each); the caller waits for it after.
         s.info[NEEDS_FLUSH] = flush_later
-        # (a statement of its own: its snapshot must be taken after the lock was granted)
-        last_id, prev, seq = s.execute(text(
-            "SELECT a.id, a.row_hash, nextval(pg_get_serial_sequence('review_audit', 'id')) FROM "
-            "(SELECT 1) one LEFT JOIN (SELECT id, row_hash FROM review_audit ORDER BY id DESC LIMIT 1) a ON true")
-        ).one()
-        # the id comes from the sequence too, so an insert that leaves id to the database never collides
-        new_id = max(seq, (last_id or 0) + 1)
-    else:  # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other writer
-        last = s.execute(_LAST).first()
-        last_id, prev = last if last else (None, None)
-        new_id = (last_id or 0) + 1
+        prefix, suffix = canonical_around_id(review_id, version, action, actor, at, snapshot)
+        _, new_id = s.execute(_PG_APPEND, {
+            "sync": "off" if flush_later else "on", "review_id": review_id, "version": version, "action": action,
+            "actor": actor, "at": at, "snapshot": snapshot, "prefix": prefix, "suffix": suffix}).one()
+        return new_id
+    # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other writer
+    last = s.execute(_LAST).first()
+    last_id, prev = last if last else (None, None)
+    new_id = (last_id or 0) + 1
     prev = prev or GENESIS
     s.execute(_INSERT, {"id": new_id, "review_id": review_id, "version": version, "action": action, "actor": actor,
                         "at": at, "snapshot": snapshot, "prev_hash": prev,
@@ -88,6 +96,10 @@ def append(s: Session, *, review_id: int, version: int, action: str, actor: str,
     return new_id
 
 
+_PG_APPEND = text(
+    "SELECT set_config('synchronous_commit', :sync, true), review_audit_append(:review_id, :version, :action, "
+    ":actor, :at, :snapshot, :prefix, :suffix)"
+).bindparams(bindparam("at", type_=DateTime(timezone=True)), bindparam("snapshot", type_=JSON))
 _LAST = select(AuditEntry.id, AuditEntry.row_hash).order_by(AuditEntry.id.desc()).limit(1)
 _INSERT = insert(AuditEntry.__table__)
 

@@ -3,8 +3,11 @@
 The owner role owns the tables, their triggers and the trigger function, and runs the migrations. The app
 role gets only what the app needs: SELECT, INSERT and UPDATE on ``reviews`` and ``users``, SELECT and
 INSERT on ``review_audit`` (no UPDATE, DELETE or TRUNCATE), USAGE on the id sequences and SELECT on
-``alembic_version``. Only a table's owner (or a superuser) may disable or drop its triggers, so the app
-role, should it be taken over, can neither rewrite the audit nor switch its protection off.
+``alembic_version``. It appends to the audit through ``review_audit_append`` (migration 0003, owned by
+the owner too), which every role may execute (PostgreSQL's default for functions) and which runs with the
+caller's rights, so it grants nothing more. Only a table's owner (or a superuser) may disable or drop its
+triggers, so the app role, should it be taken over, can neither rewrite the audit nor switch its protection
+off.
 
     python -m lib reviews setup-postgres --owner-url postgresql://atlas@localhost/atlas --app-role atlas_app
 

@@ -279,15 +279,6 @@ def is_small(store, table: pd.DataFrame) -> bool:
     return len(table) * int(np.prod(store.grid.shape)) <= INLINE_LIMIT
 
 
-def job_request(run, store, split: str, by: str | None) -> tuple[list[str], str]:
-    """``(arguments, job key)`` of ``python -m lib group-means`` for one grouping (``by``: a key of
-    :data:`SUBGROUPS` or None); equal requests share one job."""
-    table = selection(run.predictions(), split)
-    key = grouping_key(store, table, SUBGROUPS.get(by) if by else None)
-    args = ["--run", run.id, "--store", Path(store.folder).name, "--split", split] + (["--by", by] if by else [])
-    return args, f"group-means:{key}"
-
-
 def run_group_means(ws, run, store, *, split: str = "test", by: str | None = None, progress=None
                     ) -> CachedGroupMeans:
     """Group means of ``run``'s predictions on one split (``by``: a key of :data:`SUBGROUPS`), cached."""

@@ -60,7 +60,7 @@ from lib.analysis.evaluation.orchestration import Evaluation, evaluate
 from lib.analysis.evaluation.perturbation import (RegionIndex, aopc, compact_labels, cube_partition, morf_order,
                                                   perturbation_curve, random_order, region_scores,
                                                   replacement_volume)
-from lib.analysis.evaluation.report import (CLI_FIELDS, aopc_curves, chance_levels, format_report, localisation_table,
+from lib.analysis.evaluation.report import (aopc_curves, chance_levels, format_report, localisation_table,
                                             sanity_table, summary)
 from lib.analysis.evaluation.sanity import (_spearman, _top, cascade, map_similarity, sanity_verdict, ssim3d,
                                             weight_layers)
@@ -69,7 +69,7 @@ from lib.analysis.evaluation.settings import (CACHE_VERSION, CHECKS, DEFAULT_MET
                                               Settings, parse_method)
 from lib.data.templates import brain_mask  # the brain of every scan (the template's), where the page finds it
 
-__all__ = ["CACHE_VERSION", "CHECKS", "CLI_FIELDS", "DEFAULT_METHODS", "PERTURB_FIELDS",
+__all__ = ["CACHE_VERSION", "CHECKS", "DEFAULT_METHODS", "PERTURB_FIELDS",
            "REPLACEMENTS", "SANITY_FIELDS", "SCAN_FIELDS", "TRUTH_FIELDS", "Evaluation", "MethodRequest",
            "RegionIndex", "Settings", "aopc", "aopc_curves", "brain_mask", "cascade", "chance_levels",
            "compact_labels", "cube_partition", "evaluate", "format_report", "ground_truth_mask",

@@ -76,22 +76,6 @@ class Evaluation:
                                         "methods": [m.spec for m in self.methods],
                                         "settings": asdict(self.settings), "checks": sorted(checks)})
 
-    def cli_args(self, checks: Iterable[str] = CHECKS) -> list[str]:
-        """Arguments of ``python -m lib evaluate-maps`` for this request (what the page submits)."""
-        s, d = self.settings, Settings()
-        args = ["--run", self.run.id, "--methods", *[m.spec for m in self.methods], "--checks", *checks]
-        flags = {"split": "--split", "n_scans": "--scans", "seed": "--seed", "target": "--target",
-                 "regions": "--regions", "cube_mm": "--cube-mm", "atlas": "--atlas", "steps": "--steps",
-                 "replacement": "--replacement", "blur_mm": "--blur-mm", "order_score": "--order-score",
-                 "output": "--output", "random_repeats": "--random-repeats", "sanity_scans": "--sanity-scans",
-                 "top_fraction": "--top-fraction", "sanity_threshold": "--threshold", "truth": "--truth",
-                 "min_loss": "--min-loss", "min_mm": "--min-mm", "tolerance_mm": "--tolerance-mm",
-                 "batch_size": "--batch-size"}
-        for name, flag in flags.items():
-            if getattr(s, name) != getattr(d, name):
-                args += [flag, str(getattr(s, name))]
-        return args
-
     def has_truth(self) -> bool:
         return self.truth_key is not None and bool(self.scans["localisation"])
 

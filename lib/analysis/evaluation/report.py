@@ -101,15 +101,6 @@ def chance_levels(results: dict) -> dict:
             "pointing game": float(first["chance_hit"].mean())}
 
 
-# --- command line ------------------------------------------------------------------------------------------------------
-CLI_FIELDS = {"split": "split", "scans": "n_scans", "seed": "seed", "target": "target", "regions": "regions",
-              "cube_mm": "cube_mm", "atlas": "atlas", "steps": "steps", "replacement": "replacement",
-              "blur_mm": "blur_mm", "order_score": "order_score", "output": "output",
-              "random_repeats": "random_repeats", "sanity_scans": "sanity_scans", "top_fraction": "top_fraction",
-              "threshold": "sanity_threshold", "truth": "truth", "min_loss": "min_loss", "min_mm": "min_mm",
-              "tolerance_mm": "tolerance_mm", "batch_size": "batch_size"}
-
-
 def format_report(ev: Evaluation, results: dict) -> str:
     """Plain-text report: the ranking table, chance levels and the sanity check step by step."""
     s = ev.settings

@@ -28,7 +28,6 @@ import time
 import zipfile
 from pathlib import Path
 
-from lib import jobs
 from lib.analysis import region_tables as rt
 from lib.analysis.region_analysis import atrophied_regions
 from lib.core import atomic
@@ -114,17 +113,8 @@ def cached(ws: Workspace, run, key: str | None = None) -> dict[str, Path] | None
     return out
 
 
-
 def job_key(ws: Workspace, run, key: str | None = None) -> str:
     return f"report:{run.id}:{key or content_key(ws, run)}"
-
-
-
-def submit(ws: Workspace, run, *, who, key: str | None = None):
-    """Build the report (HTML, PDF and SVG figures) as a background job; a running build of the same content
-    is returned instead of a second one. ``who`` must be allowed to compute (checked by jobs.submit)."""
-    return jobs.submit(ws, "report", ["--run", run.id, "--pdf"], key=job_key(ws, run, key), who=who)
-
 
 
 # --------------------------------------------------------------------------------------------- building

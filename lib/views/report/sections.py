@@ -362,7 +362,7 @@ def _evaluation_section(ws, run) -> tuple[Section, dict]:
     if missing:
         names = sorted({lab for _, lab in missing}, key=lambda x: (x != "random order", x))
         sec.missing.append(f"With the default settings: {', '.join(names)}: "
-                           f"`{_cmd(ws, 'evaluate-maps ' + ' '.join(request.cli_args()))}`.")
+                           f"`{_cmd(ws, f'evaluate-maps --run {run.id}')}`.")
     if not done:
         return sec, {}
     table = ev.summary(results, done)

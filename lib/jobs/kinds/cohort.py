@@ -1,0 +1,190 @@
+"""Jobs on the cohort: build the demo, validate a table, create a workspace, the overview's mean images."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.core import atomic
+from lib.data.workspace import Workspace, default_workspace_path
+from lib.jobs.request import Request, RequestError, Task, option, register
+
+
+def save_report(ws: Workspace, report) -> None:
+    """The workspace's last validation: per-scan QC table and the report."""
+    atomic.write_csv(ws.qc_csv, report.qc)
+    atomic.write_text(ws.validation_json, report.to_json())
+
+
+@register
+@dataclass(frozen=True)
+class BuildDemo(Request):
+    kind = "demo"
+    action = "change_workspace"
+    summary = "build the synthetic demo cohort"
+
+    subjects: int = option(80, "subjects")
+    resolution: float = option(2.0, "voxel size in mm (1 = the paper's grid)")
+    visits: int = option(3, "maximum visits per subject")
+    seed: int = option(0)
+    workers: int = option(0, "processes (default: up to 2)")
+    force: bool = option(False, "rebuild even if complete")
+
+    def required_action(self, ws: Workspace) -> str | None:
+        """None for the default demo workspace: a system action any signed-in identity may start, since a
+        fresh server needs it before any page can be shown and its content is deterministic. A demo built in
+        another folder changes that folder, like ``init``."""
+        return None if ws.root.resolve() == default_workspace_path() else self.action
+
+    def key(self, ws: Workspace) -> str:
+        return "demo"   # one build of a folder at a time, whatever its settings
+
+    def prepare(self, ws: Workspace) -> Task:
+        from lib.data import demo
+
+        if demo.is_complete(ws) and not self.force:
+            def done(progress):
+                message = f"demo cohort already complete at {ws.root} ({ws.config.get('n_scans')} scans)"
+                print(f"{message}; --force rebuilds it")
+                return message
+            return Task(done)
+        cfg = demo.DemoConfig(n_subjects=self.subjects, resolution=self.resolution, seed=self.seed,
+                              max_visits=self.visits)
+        if self.workers:
+            cfg.workers = self.workers
+
+        def work(progress):
+            from lib.data.validation import validate_table
+
+            if ws.cohort_csv.exists():
+                # an outdated or partial build: remove what the generator owns so no stale file survives
+                for owned in ("scans", "ground_truth", "cache"):
+                    shutil.rmtree(ws.root / owned, ignore_errors=True)
+            # one bar for both phases: generating n scans, then validating them (much faster)
+            built = demo.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
+            n = built.config["n_scans"]
+            report = validate_table(built.cohort_csv, built, check_images=True,
+                                    progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
+            if built.exists:
+                save_report(built, report)
+            return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
+
+        return Task(work)
+
+
+@register
+@dataclass(frozen=True)
+class Validate(Request):
+    kind = "validate"
+    action = "change_workspace"
+    summary = "validate a cohort table and its scans"
+
+    table: str | None = option(None, "CSV/TSV table, ADNIMERGE file or BIDS folder (default: the workspace's)",
+                               positional=True)
+    no_images: bool = option(False, "check the table only")
+    report: str | None = option(None, "write the report (JSON) here instead of into the workspace")
+
+    def key(self, ws: Workspace) -> str:
+        return "validate" if self.table is None else f"validate {self._table(ws)}"
+
+    def _table(self, ws: Workspace) -> Path:
+        return Path(self.table).expanduser().resolve() if self.table else ws.cohort_csv
+
+    def prepare(self, ws: Workspace) -> Task:
+        from lib.data.validation import validate_table
+
+        table = self._table(ws)
+        own_table = table == ws.cohort_csv
+        # a table outside the workspace is checked against its own folder (relative paths, path escapes)
+        base = table if table.is_dir() else table.parent
+        check_ws = ws if ws.exists and (own_table or base.is_relative_to(ws.root)) else Workspace.open(base)
+        result = {}
+
+        def work(progress):
+            report = validate_table(table, check_ws, check_images=not self.no_images, progress=progress)
+            if self.report:
+                Path(self.report).parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_text(self.report, report.to_json())
+            elif own_table and ws.exists:
+                save_report(ws, report)
+            result["report"] = report
+            return report.summary()
+
+        return Task(work, result)
+
+
+@register
+@dataclass(frozen=True)
+class CreateWorkspace(Request):
+    """Create a workspace; as a dashboard job its record lives in the workspace that asked, which may be
+    another folder than the one created."""
+
+    kind = "init"
+    action = "change_workspace"
+    summary = "create a workspace from a cohort table"
+
+    table: str = option(help="cohort table, ADNIMERGE file or BIDS folder")
+    directory: str | None = option(None, "workspace folder (default: the table's folder)", positional=True)
+    resolution: float = option(2.0)
+    data_root: tuple[str, ...] = option((), "extra folder scans may live in (repeatable)", append=True)
+    no_images: bool = option(False)
+
+    def target(self) -> Path:
+        table = Path(self.table).expanduser().resolve()
+        return Path(self.directory).expanduser().resolve() if self.directory else (
+            table if table.is_dir() else table.parent)
+
+    def key(self, ws: Workspace) -> str:
+        return f"init {self.target()}"
+
+    def prepare(self, ws: Workspace) -> Task:
+        return Task(self._create)
+
+    def _create(self, progress) -> str:
+        from lib.data.cohort import CohortError, read_table
+        from lib.data.splits import make_splits, save_splits
+        from lib.data.validation import format_report, validate_table
+
+        table = Path(self.table).expanduser().resolve()
+        root = self.target()
+        # validated in memory first: a refused table leaves no workspace.json behind
+        ws = Workspace(root=root, config={"kind": "study", "resolution": float(self.resolution),
+                                          "data_roots": list(self.data_root)})
+        try:
+            cohort = read_table(table)
+        except CohortError as exc:
+            raise RequestError(str(exc)) from exc
+        base = table if table.is_dir() else table.parent
+        cohort["path"] = [str(p if Path(p).is_absolute() else (base / p).resolve()) for p in cohort["path"]]
+        cohort["path"] = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else p
+                          for p in cohort["path"]]
+        report = validate_table(cohort, ws, check_images=not self.no_images, progress=progress)
+        print(format_report(report))
+        sys.stdout.flush()
+        if not report.ok:
+            raise RequestError(f"not initialised: {report.summary()}; fix the errors in {table}")
+        ws = Workspace.create(root, kind="study", resolution=self.resolution, data_roots=list(self.data_root))
+        save_report(ws, report)
+        save_splits(ws, make_splits(cohort))
+        atomic.write_csv(ws.cohort_csv, cohort.drop(columns=[c for c in ("row",) if c in cohort]))
+        ws.update_config(complete=True, n_scans=len(cohort))
+        print(f"workspace ready at {root}")
+        return f"workspace ready at {root} ({len(cohort)} scans)"
+
+
+@register
+@dataclass(frozen=True)
+class CohortMeans(Request):
+    kind = "means"
+    action = "compute"
+    summary = "mean AD and HC images of the cohort (dataset overview)"
+
+    def key(self, ws: Workspace) -> str:
+        return "means"
+
+    def prepare(self, ws: Workspace) -> Task:
+        from lib.data.cohort_means import compute_group_means
+
+        return Task(lambda progress: str(compute_group_means(ws, progress)))

@@ -1,0 +1,123 @@
+"""Running work as a job: the process side of a job record (state, progress, outcome, cancellation)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Callable
+
+from lib.core import atomic
+from lib.core.progress import Cancelled
+from lib.data.workspace import Workspace
+from lib.jobs.request import RequestError
+
+CANCEL_MARKER = "cancel-requested"
+
+
+class JobReporter:
+    """Used inside the job's process: records state and progress in ``status.json``.
+
+    Progress writes are throttled (at most every ``interval`` seconds) so a fast
+    loop does not spend its time rewriting the record.
+    """
+
+    def __init__(self, ws: Workspace, job_id: str, interval: float = 0.5):
+        self.path = ws.jobs_dir / job_id / "status.json"
+        self.record = atomic.read_json(self.path) or {"id": job_id, "created": time.time()}
+        self.interval = interval
+        self._last = 0.0
+
+    def _write(self, **changes) -> None:
+        self.record.update(changes, updated=time.time(), pid=os.getpid())
+        atomic.write_json(self.path, self.record)
+
+    def start(self) -> None:
+        self._write(state="running", started=time.time(), message="running")
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        now = time.time()
+        if now - self._last >= self.interval or done >= total:
+            self._last = now
+            self._write(done=int(done), total=int(total), message=message)
+
+    def finish(self, message: str = "done") -> None:
+        self._write(state="done", finished=time.time(), message=message,
+                    done=self.record.get("total") or self.record.get("done", 0))
+
+    def fail(self, error: str) -> None:
+        self._write(state="failed", finished=time.time(), error=error)
+
+    def cancelled(self) -> None:
+        self._write(state="cancelled", finished=time.time(), message="cancelled")
+
+
+class JobProgress:
+    """The ``progress(done, total, message)`` a job's work is given: a terminal bar, and the job's record when
+    it runs as job ``job_id`` (work that names its job in what it writes, like a training run, reads it)."""
+
+    def __init__(self, bar, reporter: JobReporter | None):
+        self.bar, self.reporter = bar, reporter
+        self.job_id = reporter.path.parent.name if reporter else None
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.set_postfix_str(message[:60], refresh=False)
+        self.bar.refresh()
+        if self.reporter:
+            self.reporter.progress(done, total, message)
+
+
+def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], str | None], *, desc: str = "") -> int:
+    """Run ``fn(progress)`` with a terminal progress bar, and record it as job ``job_id`` if given.
+
+    Returns the process exit code: 0 done, 1 failed, 130 cancelled. SIGTERM
+    (the cancel button) becomes a clean "cancelled" record. A :class:`RequestError` (a request that cannot
+    run as asked) is recorded and printed as its message alone; any other failure with its traceback.
+    """
+    from tqdm import tqdm
+
+    reporter = JobReporter(ws, job_id) if job_id else None
+    # in a terminal a live bar; in a log file (cluster jobs, CI) a line every 10 s at most
+    bar = tqdm(total=0, desc=desc, unit="item", dynamic_ncols=True, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+
+    def on_term(signum, frame):
+        raise Cancelled()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    if reporter:
+        reporter.start()
+    try:
+        message = fn(JobProgress(bar, reporter))
+    except (Cancelled, KeyboardInterrupt):
+        bar.close()
+        if reporter:
+            reporter.cancelled()
+        print("cancelled", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded for the page
+        bar.close()
+        # the log is complete before the record says the job ended, so a page never shows a short log
+        if isinstance(exc, RequestError):
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+        sys.stderr.flush()
+        if reporter and (reporter.path.parent / CANCEL_MARKER).exists():
+            # the stop was asked for; whatever it broke on the way out is not a failure
+            reporter.cancelled()
+            return 130
+        if reporter:
+            reporter.fail(str(exc) if isinstance(exc, RequestError) else f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    bar.close()
+    if reporter:
+        reporter.finish(message or "done")
+    return 0
