@@ -13,7 +13,7 @@ import streamlit as st
 from lib import jobs
 from lib.analysis import biomarker
 from lib.views import biomarker as bv
-from pages.job_widgets import allowed, job_progress, locked, missing_for, submit_explain, submit_job
+from pages.job_widgets import automatic_job, job_progress, locked, submit_explain, submit_job
 from pages.loaders import heatmap_store
 
 STATS_HELP = {"permutation p": st.column_config.TextColumn(help=f"two-sided, {bv.PERMUTATIONS:,} permutations"),
@@ -69,11 +69,7 @@ def region_table(v: BiomarkerView, store, atlas: str) -> pd.DataFrame | None:
         cached_region_table.clear()
         return cached_region_table(str(store.folder), atlas, ws)
     request = jobs.RegionTables(run_ids=(v.run.id,), stores=(store.folder.name,), atlas=atlas)
-    job = jobs.for_request(ws, request, active=True)
-    if job is None and not allowed("compute"):
-        missing_for("compute", f"The {atlas} region table of the {biomarker.method_label(store.params)} maps is")
-        return None
-    job = job or submit_job(ws, request)
+    job = automatic_job(ws, request, f"The {atlas} region table of the {biomarker.method_label(store.params)} maps is")
     if job is None:
         return None
     job_progress(job.id, ws, rerun_when_done=True, key=f"regions-{store.folder.name}")

@@ -18,7 +18,7 @@ from lib.data.atlas import load_atlas
 from lib.explain import METHODS, heatmaps
 from lib.views import heatmaps as hv, viewer
 from pages import niivue_view
-from pages.job_widgets import allowed, job_progress, locked, missing_for, submit_explain, submit_job
+from pages.job_widgets import automatic_job, job_progress, locked, submit_explain
 from pages.method_controls import method_params
 from pages.loaders import checkpoint_sha, cohort_table, heatmap_store, predictions_csv, template_volume
 from pages.run_picker import require_ready_run
@@ -97,11 +97,7 @@ def group_means(ws, run, split: str, table) -> Callable:
             bar.empty()
             return out
         request = jobs.GroupMeans(run_id=run.id, store=s.folder.name, split=split, by=by_column and by_name)
-        job = jobs.for_request(ws, request, active=True)
-        if job is None and not allowed("compute"):
-            missing_for("compute", f"The {name} group means of these {len(table)} scans are")
-            st.stop()
-        job = job or submit_job(ws, request)
+        job = automatic_job(ws, request, f"The {name} group means of these {len(table)} scans are")
         if job is None:
             st.stop()
         st.info(f"Averaging the {name} heatmaps of {len(table)} scans in the background (once; cached for everyone).")

@@ -48,6 +48,17 @@ def submit_job(ws: Workspace, request: jobs.Request):
         return None
 
 
+def automatic_job(ws: Workspace, request: jobs.Request, missing: str):
+    """The job of work a page starts by itself when opened: the running one of the same key, else a new one.
+    A role that may not start it does not (viewers start no heavy work); the page says what is ``missing``
+    (a phrase ending "is"/"are") and who may compute it, and None is returned."""
+    job = jobs.for_request(ws, request, active=True)
+    if job is None and not allowed(request.action):
+        missing_for(request.action, missing)
+        return None
+    return job or submit_job(ws, request)
+
+
 def submit_explain(ws: Workspace, run, method: str, beta: float | None = None, params: dict | None = None) -> bool:
     """Start the heatmaps of every scan of ``run`` with ``method`` (LRP: ``beta``; any method: ``params``, the
     values of its catalogue controls); whether a job runs now."""

@@ -7,7 +7,7 @@ import streamlit as st
 
 from lib import jobs
 from lib.data.workspace import Workspace
-from pages.job_widgets import allowed, job_progress, missing_for, submit_job
+from pages.job_widgets import automatic_job, job_progress
 from pages.workspace_sidebar import require_ready_workspace
 
 
@@ -49,12 +49,7 @@ def require_run(ws: Workspace):
     pending = [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.predictions() is None and r.config.get("shipped")]
     for r in pending:
         predict = jobs.Predict(run_id=r.id)
-        job = jobs.for_request(ws, predict, active=True)
-        if job is None and not allowed("compute"):
-            # a viewer does not start heavy work: applying the model waits for someone who may compute
-            missing_for("compute", f"The shipped model **{r.id}**'s predictions for this cohort are")
-            return None
-        job = job or submit_job(ws, predict)
+        job = automatic_job(ws, predict, f"The shipped model **{r.id}**'s predictions for this cohort are")
         if job is None:
             return None
         st.info(f"Applying the shipped model **{r.id}** to every scan of the cohort (once, about a minute).")

@@ -243,10 +243,11 @@ def test_cache_verify_reports_every_bad_entry_and_repair_removes_them(world, cap
 
 def test_a_command_reading_a_bad_entry_prints_the_error_not_a_traceback(world, capsys, monkeypatch):
     import lib.cli as cli
+    import lib.cli.admin as admin_commands
 
     path = _entry("overview", world)
     damage(path, None, "truncate")
-    monkeypatch.setattr(cli, "_cmd_runs", lambda args, ws: overview.read_group_means(path) and 0)
+    monkeypatch.setattr(admin_commands, "_cmd_runs", lambda args, ws: overview.read_group_means(path) and 0)
     assert cli.main(["--workspace", str(world.ws.root), "runs"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cohort mean images at {path} is not usable") and "Traceback" not in err
