@@ -38,7 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.views import viewer# noqa: E402
-from lib.data.atlas import load_atlas  # noqa: E402
+from lib.data.atlas import DEFAULT_ATLAS, load_atlas  # noqa: E402
 from lib.explain.heatmaps import HeatmapStore  # noqa: E402
 from lib.views.render import colorbar, to_png  # noqa: E402
 from lib.data.templates import Grid, brain_mask, template  # noqa: E402
@@ -170,7 +170,7 @@ def main() -> None:
               f"({len(table) / cold:.0f} scans/s)")
 
         # what the page holds in st.cache_resource between reruns
-        atlas = load_atlas("neuromorphometrics", grid.resolution)
+        atlas = load_atlas(DEFAULT_ATLAS, grid.resolution)
         background = np.asarray(template(grid.resolution).dataobj, dtype=np.float32)
         bg_range = viewer.background_range(background)
         ijk = viewer.voxel_of(grid, (-26, -22, -14))

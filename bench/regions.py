@@ -1,6 +1,6 @@
 """Region metrics against nilearn's masker, side by side in one run, and peak memory.
 
-    .venv/bin/python bench/regions.py [--scans 50] [--resolution 2] [--atlas neuromorphometrics] [--repeats 3]
+    .venv/bin/python bench/regions.py [--scans 50] [--resolution 2] [--atlas NAME] [--repeats 3]
 
 The same float32 heatmaps (signed, seeded) go through:
 
@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.data.atlas import load_atlas  # noqa: E402
+from lib.data.atlas import DEFAULT_ATLAS, load_atlas  # noqa: E402
 from lib.analysis.regions import RegionSummer, region_metrics  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scans", type=int, default=50)
     p.add_argument("--resolution", type=float, default=2.0)
-    p.add_argument("--atlas", default="neuromorphometrics")
+    p.add_argument("--atlas", default=DEFAULT_ATLAS)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     warnings.filterwarnings("ignore")

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import components.niivue as niivue  # noqa: E402
 from lib.views import viewer, viewer_volumes as vv# noqa: E402
+from lib.data.atlases import DEFAULT_ATLAS  # noqa: E402
 from lib.data.templates import Grid, atlas, brain_mask, template  # noqa: E402
 
 
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
         for res in a.resolutions:
             grid = Grid(res)
             anat = np.asarray(template(res).dataobj, dtype=np.float32)
-            labels_img, _ = atlas("neuromorphometrics", res)
+            labels_img, _ = atlas(DEFAULT_ATLAS, res)
             labels = np.asarray(labels_img.dataobj)
             rng = viewer.background_range(anat)
             ijk = tuple(s // 2 for s in grid.shape)

@@ -26,6 +26,10 @@ from pages.workspace_sidebar import current_workspace
 from pages.login import current_actor
 from pages.report_button import report_button
 from pages.review_panel import view_param
+from lib.data.classes import DEFAULT_CLASSES
+from lib.data.atlases import DEFAULT_ATLAS
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 TAB_VIEWS = dict(zip(av.TABS, (top_regions_tab, fingerprints_tab, robustness_tab, methods_tab, tests_tab,
                                table_tab)))
@@ -65,7 +69,7 @@ def first_heatmaps(ws, run) -> None:
 
 def selection(ws, run, sha: str, stores: list) -> AtlasView:
     """The row of pickers: heatmaps, atlas, scans, values, merging and the smallest region."""
-    labels = [viewer.store_label(s.params, s.meta.get("target", "AD")) for s in stores]
+    labels = [viewer.store_label(s.params, s.meta.get("target", POSITIVE)) for s in stores]
     atlases = rt.list_atlases(ws)
     wanted_store = view_param("store", "")
     c = st.columns([1.5, 1.5, 1.1, 1.2, 1.2])
@@ -192,8 +196,8 @@ def main() -> None:
     if v.table.empty:
         st.warning(f"No scan of the {av.SPLIT_NAMES[v.split]} has both a heatmap and a prediction.")
         st.stop()
-    n_ad, n_hc = len(ra.group_scans(v.table, "AD")), len(ra.group_scans(v.table, "HC"))
-    v.truth = ra.atrophied_regions(ws, merged=v.merge) if ws.is_demo and v.atlas_name == "neuromorphometrics" \
+    n_ad, n_hc = len(ra.group_scans(v.table, POSITIVE)), len(ra.group_scans(v.table, NEGATIVE))
+    v.truth = ra.atrophied_regions(ws, merged=v.merge) if ws.is_demo and v.atlas_name == DEFAULT_ATLAS \
         else set()
     st.caption(f"**{v.method_label}** · {v.atlas.name}, {v.atlas.n_regions} regions on the {resolution:g} mm grid · "
                f"{av.SPLIT_NAMES[v.split]}: {n_ad} AD, {n_hc} HC · {av.VALUES[v.values]}"

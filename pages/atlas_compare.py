@@ -11,6 +11,9 @@ from lib.views import atlas as av, region_figures as rf
 from pages.atlas_tabs import AtlasView, active_job, figure, sha_of, submit
 from pages.job_widgets import job_progress, locked
 from pages.review_panel import view_param
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 def _missing_button(v: AtlasView, request: jobs.RegionTables, progress_key: str, label: str, button_key: str,
@@ -37,7 +40,7 @@ def robustness_tab(v: AtlasView) -> None:
     base = rt.store_params(v.store) if v.method == "lrp" else {}
     found, missing = {}, []
     for b in sorted(betas):
-        s = rt.matching_store(v.ws, v.sha, "lrp", {**base, "beta": float(b)}, v.store.meta.get("target", "AD"))
+        s = rt.matching_store(v.ws, v.sha, "lrp", {**base, "beta": float(b)}, v.store.meta.get("target", POSITIVE))
         path = rt.find_table(v.ws, s, v.atlas) if s is not None else None
         if path is None:
             missing.append(b)
@@ -68,7 +71,7 @@ def _retrainings(v: AtlasView, k_top: int) -> None:
     params = rt.store_params(v.store)
     have, lacking = {}, []
     for r in members:
-        s = rt.matching_store(v.ws, sha_of(r), v.method, params, v.store.meta.get("target", "AD"))
+        s = rt.matching_store(v.ws, sha_of(r), v.method, params, v.store.meta.get("target", POSITIVE))
         path = rt.find_table(v.ws, s, v.atlas) if s is not None else None
         if path is None:
             lacking.append(r.id)
@@ -109,7 +112,7 @@ def methods_tab(v: AtlasView) -> None:
         _missing_button(v, request, "methods", f"Compute region metrics of the other {len(lacking)} method(s)",
                         "at_methods_go")
     long = ra.method_top_regions(have, k=k_m, min_voxels=v.min_voxels)
-    for g, name in (("AD", "AD patients"), ("HC", "healthy controls")):
+    for g, name in ((POSITIVE, "AD patients"), (NEGATIVE, "healthy controls")):
         st.markdown(f"**Most relevant regions, averaged over {name}** (fraction of the scan's summed relevance)")
         wide_t = ra.method_table(long, g)
         if wide_t.empty:
@@ -130,7 +133,7 @@ def tests_tab(v: AtlasView) -> None:
     alpha = s3.number_input("FDR level", 0.001, 0.5, 0.05, 0.01, key="at_alpha")
     res = ra.region_tests(v.table, t_metric, test=test, alpha=alpha)
     n_sig = int(res["significant"].sum())
-    n_ad, n_hc = len(ra.group_scans(v.table, "AD")), len(ra.group_scans(v.table, "HC"))
+    n_ad, n_hc = len(ra.group_scans(v.table, POSITIVE)), len(ra.group_scans(v.table, NEGATIVE))
     st.markdown(f"**{n_sig} of {res['p'].notna().sum()} regions** differ between AD ({n_ad}) and HC ({n_hc}) "
                 f"at a false discovery rate of {alpha:g} (Benjamini–Hochberg over all regions).")
     figure(rf.volcano_figure(res, alpha=alpha, marked=v.truth))

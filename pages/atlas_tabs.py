@@ -16,6 +16,9 @@ from lib.views.selection import StoreSelection
 from pages.job_widgets import submit_job
 from pages.loaders import checkpoint_sha
 from pages.review_panel import review_panel, view_param
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 def _mtime(path) -> int:
@@ -162,7 +165,7 @@ def fingerprints_tab(v: AtlasView) -> None:
                                      required=True, key="at_fp_metric")
     fp_k = f2.slider("Regions", 5, 50, 25, key="at_fp_k")
     min_score = f3.slider("Confident AD patients: AD score above", 0.0, 1.0, 0.9, 0.01, key="at_fp_score")
-    regions = list(ra.ranking(table, fp_metric, "AD", min_voxels=v.min_voxels).head(fp_k).index)
+    regions = list(ra.ranking(table, fp_metric, POSITIVE, min_voxels=v.min_voxels).head(fp_k).index)
     scans = table.drop_duplicates("scan_id").set_index("scan_id")
     order = av.patient_order(table)
     kept = st.session_state.get("at_fp_scans")
@@ -195,7 +198,7 @@ def fingerprints_tab(v: AtlasView) -> None:
                                                   f"{scans.loc[s, 'ad_score']:.2f}")
     if regions:
         fp = ra.fingerprints(table, chosen, regions, fp_metric) if chosen else None
-        figure(rf.region_figure(v.distributions(fp_metric, regions, ("AD", "HC")), fp_metric,
+        figure(rf.region_figure(v.distributions(fp_metric, regions, (POSITIVE, NEGATIVE)), fp_metric,
                                 fingerprints=fp, marked=v.truth, identity=fp_metric == "gain",
                                 title=f"Individual fingerprints over the top {len(regions)} regions by AD mean "
                                       f"{fp_metric}"))

@@ -18,6 +18,7 @@ from pages.run_picker import require_ready_run
 from pages.workspace_sidebar import current_workspace
 from pages.report_button import report_button
 from pages.review_panel import review_panel
+from lib.data.atlases import DEFAULT_ATLAS
 
 
 def _mtime(path) -> int:
@@ -77,7 +78,7 @@ def volume_row(v: BiomarkerView) -> tuple:
         source = None
     else:
         source = c[0].selectbox("Volume from", sources, format_func=bv.SOURCE_NAMES.get, key="bm_source")
-    seg_column, labels = None, "neuromorphometrics"
+    seg_column, labels = None, DEFAULT_ATLAS
     if source == "segmentation":
         seg_column = c[1].selectbox("Segmentation column", biomarker.segmentation_columns(cohort), key="bm_seg")
         labels = c[2].selectbox("Hippocampus labels", list(biomarker.SEGMENTATION_LABELS), key="bm_labels",

@@ -15,10 +15,11 @@ import streamlit as st
 from lib import jobs
 from lib.views import overview
 from lib.data.atlas import load_atlas
-from lib.explain import heatmaps
+from lib.explain import METHODS, heatmaps
 from lib.views import heatmaps as hv, viewer
 from pages import niivue_view
 from pages.job_widgets import automatic_job, job_progress, locked, submit_explain
+from pages.method_controls import method_params
 from pages.loaders import checkpoint_sha, cohort_table, heatmap_store, predictions_csv, template_volume
 from pages.run_picker import require_ready_run
 from pages.workspace_sidebar import current_workspace
@@ -27,6 +28,9 @@ from pages.heatmaps_panels import HeatmapView, groups_view
 from pages.heatmaps_scan import distances_view, individual_view
 from pages.report_button import report_button
 from pages.review_panel import view_param
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 VIEWS = {"Groups": groups_view, "Compare": compare_view, "Individual": individual_view,
          "Distances": distances_view}
@@ -53,14 +57,13 @@ def compute_panel(ws, run, stores: list) -> None:
         st.caption("Every scan of the cohort is explained once with the run's best checkpoint, in the background; "
                    "the maps are cached, so nobody computes them twice.")
         c1, c2, c3 = st.columns([2, 1, 1])
-        method = c1.selectbox("Method to compute", list(viewer.METHOD_NAMES), format_func=viewer.METHOD_NAMES.get,
+        method = c1.selectbox("Method to compute", list(METHODS), format_func=lambda m: METHODS[m].label,
                               key="hm_new_m")
-        beta = c2.number_input("LRP β", 0.0, 5.0, 0.0, 0.25, disabled=method != "lrp", key="hm_new_b",
-                               help="β-rule with α = 1 + β; β = 0 is the paper's default")
+        params = method_params(c2, METHODS[method], "hm_new")
         c3.write("")
         may_not = locked("compute")
         if c3.button("Compute", type="primary", key="hm_new_go", disabled=may_not) and \
-                submit_explain(ws, run, method, beta if method == "lrp" else None):
+                submit_explain(ws, run, method, params=params):
             st.rerun()
         if not stores:
             q1, q2, _ = st.columns([1, 1, 2])
@@ -68,7 +71,7 @@ def compute_panel(ws, run, stores: list) -> None:
                     submit_explain(ws, run, "lrp", 0.0):
                 st.rerun()
             if q2.button("Guided backprop", key="hm_quick_gb", disabled=may_not) and \
-                    submit_explain(ws, run, "guided_backprop", None):
+                    submit_explain(ws, run, "guided_backprop"):
                 st.rerun()
     for job in running:
         job_progress(job.id, ws, rerun_when_done=True, key="explain")
@@ -107,7 +110,7 @@ def group_means(ws, run, split: str, table) -> Callable:
 def selection(ws, run, sha: str, stores: list) -> HeatmapView:
     """The row of pickers: heatmap store, scans, subgroups, colour scale."""
     preds = predictions_csv(str(run.dir / "predictions.csv"), _mtime(run.dir / "predictions.csv"))
-    labels = [viewer.store_label(s.params, s.meta.get("target", "AD")) for s in stores]
+    labels = [viewer.store_label(s.params, s.meta.get("target", POSITIVE)) for s in stores]
     wanted = view_param("store", "")
     c = st.columns([1.6, 1.3, 1, 1.6])
     pick = c[0].selectbox("Method", range(len(stores)), format_func=lambda i: labels[i], key="hm_store",

@@ -19,6 +19,9 @@ from lib.views.render import colorbar, ortho_image, stack, titled, to_png
 from lib.views.selection import StoreSelection
 from pages import niivue_view
 from pages.review_panel import review_panel, view_param
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 HEIGHT = 300
 
@@ -125,9 +128,9 @@ def groups_view(v: HeatmapView) -> None:
     """One group's mean map large (Fig 2), then every group at the same crosshair (Fig 3)."""
     means = v.means
     names = [e.group for e in means.entries if e.subgroup is None]
-    default_group = view_param("group", "AD").split(" · ")[0]
+    default_group = view_param("group", POSITIVE).split(" · ")[0]
     group = st.segmented_control("Group", names, key="hm_group", required=True, format_func=v.group_label,
-                                 default=default_group if default_group in names else "AD",
+                                 default=default_group if default_group in names else POSITIVE,
                                  help="; ".join(f"{g}: {h}" for g, h in hv.GROUP_HELP.items()))
     label, sub = group, "all"
     if v.by_col:

@@ -13,6 +13,9 @@ from lib.views.render import Overlay, colorbar, stack, to_png
 from pages.loaders import cohort_table
 from pages.heatmaps_panels import HeatmapView, scale_bar
 from pages.review_panel import review_panel, view_param
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 OUTLINE = (0, 230, 255)
 
@@ -168,7 +171,7 @@ def distances_view(v: HeatmapView) -> None:
     maps = {}
     for s, lab in zip(v.stores, v.labels):
         m = v.means_of(s, "none")
-        maps[lab] = {g: m[g] for g in ("AD", "HC") if g in m}
+        maps[lab] = {g: m[g] for g in (POSITIVE, NEGATIVE) if g in m}
     tables = viewer.method_distances(maps, normalise=hv.NORMALISE[norm_name])
     if not tables:
         st.info("Neither AD nor HC has scans in this selection.")

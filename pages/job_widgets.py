@@ -59,9 +59,11 @@ def automatic_job(ws: Workspace, request: jobs.Request, missing: str):
     return job or submit_job(ws, request)
 
 
-def submit_explain(ws: Workspace, run, method: str, beta: float | None = None) -> bool:
-    """Start the heatmaps of every scan of ``run`` with ``method`` (LRP: ``beta``); whether a job runs now."""
-    return submit_job(ws, jobs.Explain(run_id=run.id, method=method, beta=beta)) is not None
+def submit_explain(ws: Workspace, run, method: str, beta: float | None = None, params: dict | None = None) -> bool:
+    """Start the heatmaps of every scan of ``run`` with ``method`` (LRP: ``beta``; any method: ``params``, the
+    values of its catalogue controls); whether a job runs now."""
+    request = jobs.Explain(run_id=run.id, method=method, beta=beta, params=dict(params or {}))
+    return submit_job(ws, request) is not None
 
 
 def missing_for(action: str, what: str) -> None:

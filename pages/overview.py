@@ -14,8 +14,12 @@ from pages.loaders import atlas_labels, group_means, volume
 from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.review_panel import review_panel, view_param
 from pages import niivue_view
+from lib.data.classes import DEFAULT_CLASSES
+from lib.data.atlases import DEFAULT_ATLAS
 
-GROUP_COLORS = {"AD": "#f28e2b", "HC": "#59a14f"}  # the paper's orange (AD) and green (HC)
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+
+GROUP_COLORS = {POSITIVE: "#f28e2b", NEGATIVE: "#59a14f"}  # the paper's orange (AD) and green (HC)
 
 HIPPOCAMPUS_MNI = (-26, -22, -14)   # slices open through the left hippocampus, where AD atrophy is expected first
 
@@ -117,7 +121,7 @@ def _scan_picture(ws, row, data, ijk, outlines: bool, overlay, gt, use3d: bool, 
             ov=overlay, overlay=niivue_view.overlay_bytes(
                 ws, ("atrophy", str(gt_path), gt_path.stat().st_mtime_ns), overlay, ws.grid)
             if overlay is not None else None,
-            atlas=niivue_view.atlas_bytes(ws, "neuromorphometrics", atlas, ws.grid),
+            atlas=niivue_view.atlas_bytes(ws, DEFAULT_ATLAS, atlas, ws.grid),
             atlas_names=dict(zip(atlas_table["index"].astype(int), atlas_table["name"])))
         if outlines:
             st.caption("Atlas outlines are drawn in the slice images (3D viewer off).")
@@ -156,7 +160,7 @@ def scan_viewer_tab(ws, cohort, hippocampus) -> None:
     left, right = st.columns([1, 2.6])
     with left:
         row, data, (i, j, k), outlines, gt, show_gt, use3d = _scan_controls(ws, cohort, labels, hippocampus)
-    atlas, atlas_table = atlas_labels("neuromorphometrics", ws.grid.resolution)
+    atlas, atlas_table = atlas_labels(DEFAULT_ATLAS, ws.grid.resolution)
     overlay = None
     if show_gt and gt is not None:
         amap = volume(ws, str(gt["atrophy_map"]))
@@ -182,8 +186,8 @@ def mean_tab(ws, cohort, hippocampus) -> None:
         if running is not None:
             job_progress(running.id, ws, rerun_when_done=True, key="means")
     else:
-        diff = means["AD - HC"]
-        lim = float(np.percentile(np.abs(diff[means["HC"] > 0.2]), 99.5))
+        diff = means[f"{POSITIVE} - {NEGATIVE}"]
+        lim = float(np.percentile(np.abs(diff[means[NEGATIVE] > 0.2]), 99.5))
         cols = st.columns([1, 2.6])
         with cols[0]:
             mi = st.slider("x", 0, diff.shape[0] - 1, int(hippocampus[0]), key="mx")
@@ -191,7 +195,7 @@ def mean_tab(ws, cohort, hippocampus) -> None:
             mk = st.slider("z", 0, diff.shape[2] - 1, int(hippocampus[2]), key="mz")
             thr = st.slider("hide |difference| below", 0.0, lim, lim * 0.25, format="%.3f")
         with cols[1]:
-            st.image(ortho_image(means["HC"], (mi, mj, mk),
+            st.image(ortho_image(means[NEGATIVE], (mi, mj, mk),
                                  overlay=Overlay(diff, -lim, lim, cmap="RdBu_r", alpha=0.8, threshold=thr)),
                      width="stretch")
             st.caption("Mean brain-normalised intensity, AD minus HC, over the mean HC image. Blue: darker in AD "
@@ -205,7 +209,7 @@ def main() -> None:
         st.stop()
     cohort = overview.load_cohort(ws)
     hippocampus = ws.grid.mni_to_voxel(HIPPOCAMPUS_MNI)
-    n_ad, n_hc = (cohort["diagnosis"] == "AD").sum(), (cohort["diagnosis"] == "HC").sum()
+    n_ad, n_hc = (cohort["diagnosis"] == POSITIVE).sum(), (cohort["diagnosis"] == NEGATIVE).sum()
     c = st.columns(5)
     c[0].metric("Scans", len(cohort))
     c[1].metric("Subjects", cohort["subject_id"].nunique())

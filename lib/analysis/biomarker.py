@@ -45,24 +45,22 @@ from lib.analysis.biomarker_figures import (GROUP_STYLE, PAPER_R, beta_figure, f
 from lib.analysis.biomarker_volumes import (ICV_COLUMNS, SEGMENTATION_LABELS, SIDES, VOLUME_SOURCES,  # noqa: F401
                                             hippocampal_volumes, icv_column, label_volumes,
                                             segmentation_columns, segmentation_volumes, volume_sources)
-from lib.analysis.region_analysis import ABSOLUTE_BY_DEFAULT
 from lib.core import cache as _cache
 from lib.core.progress import Progress
 from lib.data.atlas import Atlas, hemisphere_of, merge_hemispheres
 from lib.data.workspace import Workspace
+from lib.data.atlases import DEFAULT_ATLAS
+from lib.explain import catalogue
 
 METRICS = ("sum", "density")
 # Cohort columns that are identifiers or bookkeeping, not measures.
 NOT_MEASURES = ("row", "session", "fold", "visit")
-METHOD_NAMES = {"lrp": "LRP", "guided_backprop": "Guided backprop", "sensitivity": "Sensitivity",
-                "gradient_x_input": "Gradient × input", "occlusion": "Occlusion",
-                "area_occlusion": "Area occlusion", "gradcam": "Grad-CAM"}
 
 
 # --- relevance per region -----------------------------------------------------------------------------------
 
 
-def find_region_table(ws: Workspace, store, atlas: str = "neuromorphometrics") -> pd.DataFrame | None:
+def find_region_table(ws: Workspace, store, atlas: str = DEFAULT_ATLAS) -> pd.DataFrame | None:
     """The cached region table of ``store`` on ``atlas`` (:mod:`lib.analysis.region_tables`), or None; computes nothing."""
     path = region_tables.find_table(ws, store, region_tables.get_atlas(ws, atlas, store.grid.resolution))
     if path is None:
@@ -73,7 +71,7 @@ def find_region_table(ws: Workspace, store, atlas: str = "neuromorphometrics") -
         return None
 
 
-def region_table(ws: Workspace, store, atlas: str = "neuromorphometrics", progress: Progress | None = None
+def region_table(ws: Workspace, store, atlas: str = DEFAULT_ATLAS, progress: Progress | None = None
                  ) -> pd.DataFrame:
     """Relevance of every region of ``atlas`` (hemispheres apart) for every scan of a heatmap store.
 
@@ -203,11 +201,11 @@ def group_stats(points: pd.DataFrame, groups: Sequence[str] = ("TP", "FP"), *, x
 
 def default_absolute(method: str) -> bool:
     """Whether a method's maps are read as ``|h|`` by default (gradients: the paper's "susceptibility")."""
-    return method in ABSOLUTE_BY_DEFAULT
+    return catalogue.absolute_by_default(method)
 
 
 def hippocampus_analysis(ws: Workspace, store, predictions: pd.DataFrame, volume: pd.Series, *,
-                         atlas: str = "neuromorphometrics", side: str = "both", metric: str = "sum",
+                         atlas: str = DEFAULT_ATLAS, side: str = "both", metric: str = "sum",
                          absolute: bool | None = None, split: str = "test", groups: Sequence[str] = ("TP", "FP"),
                          one_per_subject: bool = False, n_permutations: int = 10_000, n_boot: int = 10_000,
                          seed: int = 0, progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -230,13 +228,11 @@ def hippocampus_analysis(ws: Workspace, store, predictions: pd.DataFrame, volume
 
 def method_label(params: Mapping) -> str:
     """``"LRP β=0"``, ``"Guided backprop"``, … for a store's canonical parameters."""
-    method = str(params.get("method", "?"))
-    name = METHOD_NAMES.get(method, method)
-    return f"{name} β={float(params.get('beta', 0) or 0):g}" if method == "lrp" else name
+    return catalogue.method_label(params)
 
 
 def beta_table(ws: Workspace, stores: Sequence, predictions: pd.DataFrame, measure: pd.Series, *,
-               atlas: str = "neuromorphometrics", side: str = "both", metric: str = "sum", split: str = "test",
+               atlas: str = DEFAULT_ATLAS, side: str = "both", metric: str = "sum", split: str = "test",
                group: str = "TP", one_per_subject: bool = False, n_permutations: int = 10_000,
                n_boot: int = 10_000, seed: int = 0, progress: Progress | None = None) -> pd.DataFrame:
     """r of hippocampal relevance against ``measure`` in ``group`` for each LRP store, by β (the paper's

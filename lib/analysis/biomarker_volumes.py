@@ -19,14 +19,12 @@ from lib.core import cache as _cache
 from lib.core.progress import Progress
 from lib.data.atlas import hemisphere_of
 from lib.data.workspace import Workspace
+from lib.data.atlases import DEFAULT_ATLAS, segmentation_labels
 
 SIDES = ("both", "left", "right")
 VOLUME_SOURCES = ("cohort", "segmentation", "ground_truth")
 # Label values of the hippocampi in common segmentations (per side).
-SEGMENTATION_LABELS = {
-    "neuromorphometrics": {"left": (48,), "right": (47,)},   # SPM12 / the demo cohort's labels
-    "freesurfer": {"left": (17,), "right": (53,)},           # aseg: Left-/Right-Hippocampus
-}
+SEGMENTATION_LABELS = segmentation_labels()
 ICV_COLUMNS = ("intracranial_volume", "icv", "etiv", "tiv", "total_intracranial_volume", "estimated_tiv")
 
 
@@ -141,7 +139,7 @@ def segmentation_volumes(ws: Workspace, cohort: pd.DataFrame, column: str, label
 
 
 def hippocampal_volumes(ws: Workspace, cohort: pd.DataFrame, source: str = "auto", *, side: str = "both",
-                        segmentation_column: str | None = None, labels="neuromorphometrics",
+                        segmentation_column: str | None = None, labels=DEFAULT_ATLAS,
                         normalise: bool = False, progress: Progress | None = None) -> pd.Series:
     """Hippocampal volume per scan (index ``scan_id``).
 

@@ -1,6 +1,6 @@
 """Group-average heatmaps (AD, HC, TP, FP, TN, FN) streamed in one pass, and the paper's colour scales.
 
-Groups follow Böhle et al. 2019 §2.4 with AD as the positive class: ``AD`` / ``HC`` by diagnosis;
+Groups follow Böhle et al. 2019 §2.4 with {_POS} as the positive class: ``AD`` / ``HC`` by diagnosis;
 ``TP`` (AD classified AD), ``FP`` (HC classified AD), ``TN`` (HC classified HC), ``FN`` (AD
 classified HC) by the table's ``outcome`` column (see :func:`lib.learn.metrics.outcome`). A scan is in
 its diagnosis group and its outcome group, and with ``by=`` also in the matching subgroup
@@ -22,17 +22,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-GROUPS = ("AD", "HC", "TP", "FP", "TN", "FN")
-OUTCOME_DIAGNOSIS = {"TP": "AD", "FN": "AD", "TN": "HC", "FP": "HC"}
+from lib.data.classes import DEFAULT_CLASSES
+
+_POS, _NEG = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+GROUPS = (_POS, _NEG, "TP", "FP", "TN", "FN")
+OUTCOME_DIAGNOSIS = {"TP": _POS, "FN": _POS, "TN": _NEG, "FP": _NEG}
 MISSING = "(missing)"
 
 _EMPTY_REASON = {
-    "AD": "no scan with diagnosis AD among the selected scans",
-    "HC": "no scan with diagnosis HC among the selected scans",
-    "TP": "no AD scan was classified AD (no true positives)",
-    "FP": "no HC scan was classified AD (no false positives)",
-    "TN": "no HC scan was classified HC (no true negatives)",
-    "FN": "no AD scan was classified HC (no false negatives)",
+    _POS: f"no scan with diagnosis {_POS} among the selected scans",
+    _NEG: f"no scan with diagnosis {_NEG} among the selected scans",
+    "TP": f"no {_POS} scan was classified {_POS} (no true positives)",
+    "FP": f"no {_NEG} scan was classified {_POS} (no false positives)",
+    "TN": f"no {_NEG} scan was classified {_NEG} (no true negatives)",
+    "FN": f"no {_POS} scan was classified {_NEG} (no false negatives)",
 }
 
 
@@ -145,14 +148,14 @@ def membership(table: pd.DataFrame, by: str | None = None, groups: Iterable[str]
     clash = expected.notna() & (expected != dx)
     if clash.any():
         shown = [f"{i} ({o}, diagnosis {d})" for i, o, d in zip(ids[clash], outcome[clash], dx[clash])][:5]
-        raise ValueError(f"outcome contradicts diagnosis with AD as the positive class: {', '.join(shown)}")
+        raise ValueError(f"outcome contradicts diagnosis with {_POS} as the positive class: {', '.join(shown)}")
     sub = None
     if by is not None:
         sub = table[by].where(table[by].notna(), MISSING).astype(str)
     values = sorted(sub.unique()) if sub is not None else []
     out: dict[tuple[str, object], list[str]] = {}
     for g in groups:
-        sel = (dx == g) if g in ("AD", "HC") else (outcome == g)
+        sel = (dx == g) if g in DEFAULT_CLASSES.names else (outcome == g)
         out[(g, None)] = ids[sel].tolist()
         for v in values:
             out[(g, v)] = ids[sel & (sub == v)].tolist()

@@ -26,18 +26,19 @@ import pandas as pd
 from lib.analysis.regions import add_gain, diverse_pair, wide
 from lib.analysis.similarity import mean_pairwise_overlap, overlap_matrix
 from lib.analysis.stats import compare_groups, kde, kde_grid
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 METRICS = ("sum", "density", "gain", "fraction")
 METRIC_NAMES = {"sum": "Sum of relevance", "density": "Relevance density (mean per voxel)",
                 "gain": "Gain (sum ÷ mean HC sum)", "fraction": "Fraction of the scan's relevance"}
 ROBUSTNESS_METRICS = ("sum", "density", "gain")
 """The three metrics of Fig 7."""
-GROUP_COLOURS = {"AD": "#ff7f0e", "HC": "#2ca02c", "TP": "#ff7f0e", "TN": "#2ca02c", "FP": "#d62728",
+GROUP_COLOURS = {POSITIVE: "#ff7f0e", NEGATIVE: "#2ca02c", "TP": "#ff7f0e", "TN": "#2ca02c", "FP": "#d62728",
                  "FN": "#9467bd"}
 """The paper's colours: AD (and true positives) orange, HC (and true negatives) green."""
 SCAN_COLUMNS = ("subject_id", "diagnosis", "predicted", "outcome", "ad_score", "split")
-ABSOLUTE_BY_DEFAULT = ("guided_backprop", "sensitivity", "gradient_x_input")
-"""Methods whose maps are read as absolute values by default (the paper's GB "susceptibility")."""
 
 
 # --- the table every view reads ------------------------------------------------------------------------------
@@ -71,7 +72,7 @@ def annotate(metrics: pd.DataFrame, predictions: pd.DataFrame, *, split: str = "
         columns={v: k for k, v in src.items()})
     t = t[t["scan_id"].astype(str).isin(set(preds["scan_id"]))].copy()
     t["scan_id"] = t["scan_id"].astype(str)
-    hc = preds.loc[preds["diagnosis"] == "HC", "scan_id"]
+    hc = preds.loc[preds["diagnosis"] == NEGATIVE, "scan_id"]
     t = add_gain(t, hc)
     cols = [c for c in SCAN_COLUMNS if c in preds]
     out = t.merge(preds[["scan_id", *cols]], on="scan_id", how="left")
@@ -81,12 +82,12 @@ def annotate(metrics: pd.DataFrame, predictions: pd.DataFrame, *, split: str = "
 
 def group_scans(table: pd.DataFrame, group: str) -> list[str]:
     """Scan ids of a group: AD/HC by diagnosis, TP/FP/TN/FN by outcome."""
-    col = "diagnosis" if group in ("AD", "HC") else "outcome"
+    col = "diagnosis" if group in (POSITIVE, NEGATIVE) else "outcome"
     scans = table.drop_duplicates("scan_id")
     return list(scans.loc[scans[col] == group, "scan_id"])
 
 
-def ranking(table: pd.DataFrame, metric: str, group: str = "AD", *, min_voxels: int = 0) -> pd.Series:
+def ranking(table: pd.DataFrame, metric: str, group: str = POSITIVE, *, min_voxels: int = 0) -> pd.Series:
     """Region → mean ``metric`` over ``group``'s scans, highest first (NaN left out)."""
     if metric not in METRICS:
         raise KeyError(f"metric must be one of {METRICS}, not {metric!r}")
@@ -95,8 +96,8 @@ def ranking(table: pd.DataFrame, metric: str, group: str = "AD", *, min_voxels: 
     return s.sort_values(ascending=False, kind="stable")
 
 
-def top_table(table: pd.DataFrame, metric: str, k: int = 25, *, groups: Sequence[str] = ("AD", "HC"),
-              rank_group: str = "AD", min_voxels: int = 0) -> pd.DataFrame:
+def top_table(table: pd.DataFrame, metric: str, k: int = 25, *, groups: Sequence[str] = (POSITIVE, NEGATIVE),
+              rank_group: str = POSITIVE, min_voxels: int = 0) -> pd.DataFrame:
     """The ``k`` best regions by ``rank_group``'s mean: ``rank, region, voxels`` and ``mean_<g>``, ``n_<g>``
     for each group (means over the group's scans; for ``gain`` the group gain)."""
     order = ranking(table, metric, rank_group, min_voxels=min_voxels).head(k)
@@ -110,7 +111,8 @@ def top_table(table: pd.DataFrame, metric: str, k: int = 25, *, groups: Sequence
     return out
 
 
-def distributions(table: pd.DataFrame, metric: str, regions: Sequence[str], groups: Sequence[str] = ("AD", "HC"),
+def distributions(table: pd.DataFrame, metric: str, regions: Sequence[str],
+                  groups: Sequence[str] = (POSITIVE, NEGATIVE),
                   *, n_points: int = 96, cut: float = 0.0) -> list[dict]:
     """Per region (in ``regions`` order) and group: the values, their mean and a Gaussian density estimate.
 
@@ -157,7 +159,7 @@ def fingerprints(table: pd.DataFrame, scans: Sequence[str], regions: Sequence[st
 def confident_patients(table: pd.DataFrame, min_score: float = 0.9) -> pd.Series:
     """AD patients whose AD score exceeds ``min_score``: scan id → score, highest first."""
     scans = table.drop_duplicates("scan_id").set_index("scan_id")
-    s = scans.loc[(scans["diagnosis"] == "AD") & (scans["ad_score"] > min_score), "ad_score"]
+    s = scans.loc[(scans["diagnosis"] == POSITIVE) & (scans["ad_score"] > min_score), "ad_score"]
     return s.sort_values(ascending=False, kind="stable")
 
 
@@ -183,7 +185,7 @@ def viewer_link(run_id: str, store: str, scan_id: str, workspace: str | None = N
 
 
 # --- robustness ----------------------------------------------------------------------------------------------
-def top_rankings(tables: Mapping[str, pd.DataFrame], metric: str, *, k: int = 10, group: str = "AD",
+def top_rankings(tables: Mapping[str, pd.DataFrame], metric: str, *, k: int = 10, group: str = POSITIVE,
                  min_voxels: int = 0) -> dict[str, list[str]]:
     """The top ``k`` regions of each named table (e.g. one per β value or per run) under ``metric``."""
     return {name: list(ranking(t, metric, group, min_voxels=min_voxels).head(k).index)
@@ -191,14 +193,14 @@ def top_rankings(tables: Mapping[str, pd.DataFrame], metric: str, *, k: int = 10
 
 
 def overlap_matrices(tables: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ROBUSTNESS_METRICS, *,
-                     k: int = 10, group: str = "AD", min_voxels: int = 0) -> dict[str, pd.DataFrame]:
+                     k: int = 10, group: str = POSITIVE, min_voxels: int = 0) -> dict[str, pd.DataFrame]:
     """Per metric, the % overlap of the top ``k`` regions between every pair of named tables (Fig 7)."""
     return {m: overlap_matrix(top_rankings(tables, m, k=k, group=group, min_voxels=min_voxels), k)
             for m in metrics}
 
 
 def mean_overlaps(tables: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ROBUSTNESS_METRICS, *,
-                  k: int = 10, group: str = "AD", min_voxels: int = 0) -> pd.DataFrame:
+                  k: int = 10, group: str = POSITIVE, min_voxels: int = 0) -> pd.DataFrame:
     """Per metric, the mean pairwise % overlap of the top ``k`` regions across the tables (e.g. the
     retrainings of one model; Eitel, study 3): ``metric, mean_overlap, tables, pairs``."""
     n = len(tables)
@@ -210,7 +212,7 @@ def mean_overlaps(tables: Mapping[str, pd.DataFrame], metrics: Sequence[str] = R
 
 
 # --- methods -------------------------------------------------------------------------------------------------
-def method_top_regions(tables: Mapping[str, pd.DataFrame], *, k: int = 4, groups: Sequence[str] = ("AD", "HC"),
+def method_top_regions(tables: Mapping[str, pd.DataFrame], *, k: int = 4, groups: Sequence[str] = (POSITIVE, NEGATIVE),
                        min_voxels: int = 0) -> pd.DataFrame:
     """Each method's ``k`` regions with the largest mean fraction of the scan's relevance, per group
     (Rieke et al. 2018 Table 1): ``method, group, rank, region, fraction, n``."""
@@ -243,7 +245,7 @@ def region_tests(table: pd.DataFrame, metric: str = "density", *, test: str = "m
     effect_name, significant`` sorted by p. ``effect`` > 0 means more in AD."""
     values = wide(table, metric)
     labels = table.drop_duplicates("scan_id").set_index("scan_id")["diagnosis"]
-    res = compare_groups(values, labels, "AD", "HC", test=test, method=fdr_method)
+    res = compare_groups(values, labels, POSITIVE, NEGATIVE, test=test, method=fdr_method)
     res = res.rename(columns={"feature": "region", "n_a": "n_AD", "n_b": "n_HC", "mean_a": "mean_AD",
                               "mean_b": "mean_HC", "median_a": "median_AD", "median_b": "median_HC"})
     res["significant"] = res["p_fdr"] < alpha
@@ -261,7 +263,7 @@ def atrophied_regions(ws, *, merged: bool = False) -> set[str]:
         return set()
     gt = pd.read_csv(path, dtype={"scan_id": str})
     cohort = pd.read_csv(ws.cohort_csv, dtype={"scan_id": str})
-    ad = set(cohort.loc[cohort["diagnosis"] == "AD", "scan_id"])
+    ad = set(cohort.loc[cohort["diagnosis"] == POSITIVE, "scan_id"])
     gt = gt[gt["scan_id"].isin(ad)]
     out = set()
     for col in gt.columns:

@@ -32,9 +32,13 @@ import pandas as pd
 
 from lib.core import atomic, cache
 from lib.data.atlas import DEFAULT_ATLAS, Atlas, AtlasError, atlas_from_files, load_atlas
+from lib.data.atlases import shipped_atlases
 from lib.data.templates import ATLAS_FILES
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 CACHE_VERSION = 1
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -54,8 +58,8 @@ def _user_files(folder: Path) -> tuple[Path, Path] | None:
 
 
 def list_atlases(ws: Workspace) -> list[str]:
-    """Shipped atlas names (Neuromorphometrics first, the paper's) and then the workspace's own."""
-    shipped = [DEFAULT_ATLAS] + sorted(n for n in ATLAS_FILES if n != DEFAULT_ATLAS)
+    """Shipped atlas names (the default first, the paper's) and then the workspace's own."""
+    shipped = shipped_atlases()
     root = user_atlas_dir(ws)
     own = sorted(d.name for d in root.iterdir() if d.is_dir() and _user_files(d)) if root.is_dir() else []
     return shipped + [n for n in own if n not in shipped]
@@ -180,7 +184,7 @@ def compute_table(ws: Workspace, store, atlas: Atlas, *, progress: Progress | No
     with atomic.atomic_path(path) as tmp:
         table.to_parquet(tmp, index=False)
     atomic.write_json(path.with_suffix(".json"), {
-        "store": Path(store.folder).name, "params": store.params, "target": store.meta.get("target", "AD"),
+        "store": Path(store.folder).name, "params": store.params, "target": store.meta.get("target", POSITIVE),
         "run": store.meta.get("run"), "atlas": atlas.name, "atlas_key": atlas_key(atlas),
         "regions": atlas.n_regions, "scans": n, "created": time.time(), "version": CACHE_VERSION})
     cache.seal(path, kind="regions", store=Path(store.folder).name, atlas=atlas.name,
@@ -195,7 +199,7 @@ def store_params(store) -> dict:
 
 
 def matching_store(ws: Workspace, checkpoint_sha: str, method: str, params: dict | None = None,
-                   target: str = "AD"):
+                   target: str = POSITIVE):
     """The finished store of a checkpoint with ``method`` and ``params`` (defaults filled in), or None.
 
     Matched on the stores' recorded checkpoint hash and canonical parameters, so nothing is loaded or
@@ -211,7 +215,7 @@ def matching_store(ws: Workspace, checkpoint_sha: str, method: str, params: dict
     if params and "atlas" in params:
         wanted["atlas"] = params["atlas"]
     for s in list_stores(ws):
-        if (s.meta.get("checkpoint_sha256") == checkpoint_sha and s.meta.get("target", "AD") == target
+        if (s.meta.get("checkpoint_sha256") == checkpoint_sha and s.meta.get("target", POSITIVE) == target
                 and s.params == wanted):
             return s
     return None

@@ -50,6 +50,9 @@ import pandas as pd
 import torch
 
 from lib.data.atlas import Atlas
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 METRICS = ("sum", "density", "fraction", "positive_sum", "positive_fraction")
 ABS_METRICS = ("abs_sum", "abs_density", "abs_fraction")
@@ -355,7 +358,7 @@ def membership(groups) -> dict[str, set[str]]:
     return out
 
 
-def group_summary(metrics: pd.DataFrame, groups, *, reference: str | None = "HC",
+def group_summary(metrics: pd.DataFrame, groups, *, reference: str | None = NEGATIVE,
                   columns: Sequence[str] = METRICS) -> pd.DataFrame:
     """Per group and region: member count ``n``, the mean and SD of each metric, and ``gain``.
 

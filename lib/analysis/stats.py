@@ -14,6 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 # --- correlation -------------------------------------------------------------------------------------------
@@ -301,7 +304,7 @@ def _hedges_g(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.mean() - b.mean()) / pooled * (1 - 3 / (4 * (na + nb) - 9)))
 
 
-def compare_groups(values: pd.DataFrame, labels, a: str = "AD", b: str = "HC", *, test: str = "mannwhitney",
+def compare_groups(values: pd.DataFrame, labels, a: str = POSITIVE, b: str = NEGATIVE, *, test: str = "mannwhitney",
                    method: str = "bh") -> pd.DataFrame:
     """Per column of ``values`` (e.g. regions), a two-sided test of group ``a`` against ``b``, FDR-corrected.
 

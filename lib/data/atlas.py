@@ -24,9 +24,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from lib.data.atlases import DEFAULT_ATLAS
 from lib.data.templates import ATLAS_FILES, Grid
 
-DEFAULT_ATLAS = "neuromorphometrics"
 HEMISPHERES = ("left", "right", "both", "none")
 
 
@@ -41,7 +41,7 @@ class Atlas:
     Attributes
     ----------
     name : str
-        Display name ("neuromorphometrics", a file stem, … ; "… (L+R merged)" after merging).
+        Display name (a registry name, a file stem, … ; "… (L+R merged)" after merging).
     labels : np.ndarray
         int32 ``(X, Y, Z)``, read-only; 0 is background, other values are ``table["index"]``.
     table : pd.DataFrame
@@ -221,7 +221,7 @@ def atlas_from_arrays(labels: np.ndarray, names: pd.DataFrame, *, name: str = "c
 
 @functools.lru_cache(maxsize=8)
 def load_atlas(name: str = DEFAULT_ATLAS, resolution: float = 2.0, merge: bool = False) -> Atlas:
-    """A shipped atlas (``neuromorphometrics`` — the paper's —, ``aal``, ``harvard_oxford``) on the grid.
+    """A shipped atlas (:func:`lib.data.atlases.shipped_atlases`; the paper's by default) on the grid.
 
     ``merge=True`` merges left and right regions (:func:`merge_hemispheres`). Cached;
     the returned arrays are read-only.

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.data.classes import DEFAULT_CLASSES
+
 REQUIRED = ("subject_id", "scan_id", "path", "diagnosis")
 OPTIONAL = ("session", "age", "sex", "mmse", "cdr", "site", "hippocampal_volume")
 CANONICAL = REQUIRED + OPTIONAL
@@ -101,14 +103,16 @@ def _norm_label(value) -> str | None:
     return text or None
 
 
-_DX_MAP = {**{_norm_label(x): "AD" for x in AD_LABELS}, **{_norm_label(x): "HC" for x in HC_LABELS}}
+# the spellings above of each class, mapped to the workspace's class names
+_DX_MAP = {**{_norm_label(x): DEFAULT_CLASSES.positive for x in AD_LABELS},
+           **{_norm_label(x): DEFAULT_CLASSES.negative for x in HC_LABELS}}
 _DX_DISPLAY = {_norm_label(x): x for x in AD_LABELS + HC_LABELS}
 _OTHER = {_norm_label(x) for x in OTHER_GROUP_LABELS}
 _SEX_MAP = {**{_norm_label(x): "F" for x in FEMALE_LABELS}, **{_norm_label(x): "M" for x in MALE_LABELS}}
 
 
 def map_diagnosis(value) -> str | None:
-    """"AD", "HC" or None (empty or unknown label)."""
+    """The positive or negative class name ("AD", "HC") or None (empty or unknown label)."""
     return _DX_MAP.get(_norm_label(value))
 
 

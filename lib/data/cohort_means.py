@@ -16,6 +16,9 @@ import pandas as pd
 from lib.core import atomic, cache
 from lib.data.scans import load_cohort, load_scan
 from lib.data.workspace import Workspace
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 def brain_normalised(data: np.ndarray) -> np.ndarray:
@@ -48,8 +51,8 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
     if cache.ok(target):
         return target
     cache.discard(target)   # absent, corrupted or of an older version: recomputed
-    sums = {dx: np.zeros(ws.grid.shape, np.float64) for dx in ("AD", "HC")}
-    n = {"AD": 0, "HC": 0}
+    sums = {dx: np.zeros(ws.grid.shape, np.float64) for dx in (POSITIVE, NEGATIVE)}
+    n = {POSITIVE: 0, NEGATIVE: 0}
     total = len(cohort)
     for i, row in enumerate(cohort.itertuples(index=False)):
         if row.diagnosis in sums:
@@ -59,11 +62,12 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
         if progress:
             progress(i + 1, total, f"scan {row.scan_id}")
     means = {dx: (sums[dx] / max(n[dx], 1)).astype(np.float32) for dx in sums}
-    stack = np.stack([means["AD"], means["HC"], means["AD"] - means["HC"]], axis=-1)
+    stack = np.stack([means[POSITIVE], means[NEGATIVE], means[POSITIVE] - means[NEGATIVE]], axis=-1)
     img = nib.Nifti1Image(stack, ws.grid.affine)
-    img.header["descrip"] = f"mean AD (n={n['AD']}), mean HC (n={n['HC']}), AD-HC".encode()[:79]
+    img.header["descrip"] = (f"mean {POSITIVE} (n={n[POSITIVE]}), mean {NEGATIVE} (n={n[NEGATIVE]}), "
+                             f"{POSITIVE}-{NEGATIVE}").encode()[:79]
     atomic.write_nifti(target, img)
-    cache.seal(target, kind="overview", AD=n["AD"], HC=n["HC"])
+    cache.seal(target, kind="overview", **n)
     return target
 
 
@@ -74,7 +78,7 @@ def read_group_means(path: str | Path) -> dict[str, np.ndarray]:
     """
     cache.require(path, "cohort mean images", "python -m lib means")
     data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-    return {"AD": data[..., 0], "HC": data[..., 1], "AD - HC": data[..., 2]}
+    return {POSITIVE: data[..., 0], NEGATIVE: data[..., 1], f"{POSITIVE} - {NEGATIVE}": data[..., 2]}
 
 
 def group_means(ws: Workspace, cohort: pd.DataFrame | None = None) -> dict[str, np.ndarray] | None:

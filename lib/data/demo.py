@@ -39,6 +39,10 @@ from lib.core import atomic
 from lib.core.progress import Progress
 from lib.data.templates import BRAIN_THRESHOLD, Grid, atlas, template
 from lib.data.workspace import Workspace
+from lib.data.atlases import DEFAULT_ATLAS
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 
@@ -97,7 +101,7 @@ class _Fields:
     def __init__(self, resolution: float):
         self.grid = Grid(resolution)
         self.template = template(resolution).get_fdata(dtype=np.float32)
-        labels_img, self.label_table = atlas("neuromorphometrics", resolution)
+        labels_img, self.label_table = atlas(DEFAULT_ATLAS, resolution)  # its region names place the atrophy
         self.labels = np.asarray(labels_img.dataobj).astype(np.int16)
         name_to_index = dict(zip(self.label_table["name"], self.label_table["index"]))
         r = float(resolution)
@@ -168,7 +172,7 @@ def _draw_subjects(cfg: DemoConfig) -> list[dict]:
         subjects.append({
             "subject_index": i,
             "subject_id": f"sub-{i + 1:03d}",
-            "diagnosis": "AD" if is_ad else "HC",
+            "diagnosis": POSITIVE if is_ad else NEGATIVE,
             "age": age, "sex": sex, "subtype": str(subtype), "severity": severity,
             "atypical": bool(mild),
             "asymmetry": float(rng.uniform(0.75, 1.25)),  # left/right ratio
@@ -329,9 +333,9 @@ def _clinical(df: pd.DataFrame, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng([seed, 31337])
     sev = df["severity"].to_numpy()
     mmse = 29.3 - 5.5 * sev + rng.normal(0, 1.2, len(df))
-    mmse = np.where(df["diagnosis"] == "HC", np.clip(mmse, 25, 30), np.clip(mmse, 12, 28))
+    mmse = np.where(df["diagnosis"] == NEGATIVE, np.clip(mmse, 25, 30), np.clip(mmse, 12, 28))
     df["mmse"] = np.rint(mmse).astype(int)
-    cdr = np.where(df["diagnosis"] == "HC", 0.0, np.where(sev > 1.2, 2.0, 1.0))
+    cdr = np.where(df["diagnosis"] == NEGATIVE, 0.0, np.where(sev > 1.2, 2.0, 1.0))
     df["cdr"] = cdr
     return df
 

@@ -19,12 +19,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from lib.data.atlases import ATLASES, DEFAULT_ATLAS
+
 TEMPLATE_FILE = "templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz"
-ATLAS_FILES = {
-    "neuromorphometrics": ("atlases/atlas_neuromorphometrics.nii.gz", "atlases/labels_neuromorphometrics.csv"),
-    "aal": ("atlases/atlas_aal.nii.gz", "atlases/labels_aal.csv"),
-    "harvard_oxford": ("atlases/atlas_harvard_oxford.nii.gz", "atlases/labels_harvard_oxford.csv"),
-}
+ATLAS_FILES = {n: (a.image, a.names) for n, a in ATLASES.items() if a.shipped}
 
 # The 1 mm ICBM152 2009c grid (from the template file's header).
 BRAIN_THRESHOLD = 0.05   # template intensity (0–1) above which a voxel is brain: the brain-extracted template is
@@ -112,7 +110,7 @@ def brain_mask(grid: "Grid | float" = 2.0) -> np.ndarray:
     return np.asarray(template(resolution).dataobj) > BRAIN_THRESHOLD
 
 @functools.lru_cache(maxsize=8)
-def atlas(name: str = "neuromorphometrics", resolution: float = 2.0) -> tuple[nib.Nifti1Image, pd.DataFrame]:
+def atlas(name: str = DEFAULT_ATLAS, resolution: float = 2.0) -> tuple[nib.Nifti1Image, pd.DataFrame]:
     """A labels atlas on ``Grid(resolution)`` (nearest neighbour) and its ``index,name`` table.
 
     Harvard-Oxford ships as a 4D probability image; it is turned into a

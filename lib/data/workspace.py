@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.core import atomic
+from lib.data.classes import DEFAULT_CLASSES, Classes
 from lib.data.templates import Grid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -210,6 +211,11 @@ class Workspace:
     @property
     def is_demo(self) -> bool:
         return self.kind == "demo"
+
+    @property
+    def classes(self) -> Classes:
+        """The classes this workspace's models tell apart (AD against HC for every workspace today)."""
+        return DEFAULT_CLASSES
 
     @property
     def grid(self) -> Grid:

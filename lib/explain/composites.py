@@ -8,10 +8,11 @@ and ReLU pass relevance unchanged, max-pooling is winner-take-all or proportiona
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from lib.explain.canonizers import LinearOp, Plan
-from lib.explain.rules import RULES, AlphaBeta, Epsilon, Flat, Rule, WSquare, ZBox, ZPlus
+from lib.explain.rules import RULES, Rule
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,14 @@ def resolve(composite: str, first: str | None, conv: str | None, dense: str | No
     return first, conv, dense
 
 
-def make_rule(name: str, *, beta: float, epsilon: float, stabilizer: float, low, high, bias: bool) -> Rule:
-    if name == "alpha_beta":
-        return AlphaBeta(beta, stabilizer, bias)
-    if name == "epsilon":
-        return Epsilon(epsilon, bias)
-    if name == "zplus":
-        return ZPlus(stabilizer, bias)
-    if name == "zbox":
-        return ZBox(low, high, stabilizer, bias)
-    if name == "flat":
-        return Flat(stabilizer, bias)
-    if name == "wsquare":
-        return WSquare(stabilizer, bias)
-    raise ValueError(f"unknown LRP rule {name!r}")
+def make_rule(name: str, **settings) -> Rule:
+    """The rule ``name`` of :data:`RULES`, built from the settings its constructor takes (``beta``,
+    ``epsilon``, ``stabilizer``, ``low``, ``high``, ``bias``; the others are ignored)."""
+    if name not in RULES:
+        raise ValueError(f"unknown LRP rule {name!r}; choose one of {', '.join(RULES)}")
+    cls = RULES[name]
+    takes = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in settings.items() if k in takes})
 
 
 def assign(plan: Plan, first: str, conv: str, dense: str, **rule_kwargs) -> list[Rule | None]:

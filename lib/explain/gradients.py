@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from lib.explain.canonizers import AffineOp, LinearOp, PatchOp, ReLUOp, plan_for
 from lib.explain.engine import gradient_sweep
 
 
-def _check_output(output: str) -> str:
+def check_output(output: str) -> str:
     if output not in ("probability", "logit"):
         raise ValueError(f"output must be 'probability' or 'logit', not {output!r}")
     return output
@@ -27,7 +28,7 @@ class GradientParams:
     absolute: bool = True
 
     def canonical(self) -> dict:
-        return {"output": _check_output(self.output), "absolute": bool(self.absolute)}
+        return {"output": check_output(self.output), "absolute": bool(self.absolute)}
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class GradientXInputParams:
     output: str = "probability"
 
     def canonical(self) -> dict:
-        return {"output": _check_output(self.output)}
+        return {"output": check_output(self.output)}
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ class GradCAMParams:
     relu: bool = True
 
     def canonical(self) -> dict:
-        return {"layer": int(self.layer), "output": _check_output(self.output), "relu": bool(self.relu)}
+        return {"layer": int(self.layer), "output": check_output(self.output), "relu": bool(self.relu)}
 
 
-def _plan(model, volumes):
+def gradient_plan(model, volumes):
+    """The plan every gradient method sweeps (BatchNorm merged)."""
     # BatchNorm merging is exact for gradients, so every gradient method uses the merged plan
     return plan_for(model, volumes.device, volumes.dtype, "merge")
 
@@ -63,21 +65,42 @@ def _plan(model, volumes):
 def sensitivity(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, params: GradientParams):
     """Sensitivity analysis (Simonyan et al. 2014): ∂ output / ∂ input, absolute by default."""
     p = params.canonical()
-    g = gradient_sweep(_plan(model, volumes), volumes, target, p["output"])
+    g = gradient_sweep(gradient_plan(model, volumes), volumes, target, p["output"])
     return g.abs() if p["absolute"] else g
 
 
 def guided_backprop(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, params: GradientParams):
     """Guided backpropagation (Springenberg et al. 2015): negative gradients zeroed at each ReLU."""
     p = params.canonical()
-    g = gradient_sweep(_plan(model, volumes), volumes, target, p["output"], guided=True)
+    g = gradient_sweep(gradient_plan(model, volumes), volumes, target, p["output"], guided=True)
     return g.abs() if p["absolute"] else g
+
+
+def summed_gradients(plan, volume: torch.Tensor, target: torch.Tensor, output: str, n: int,
+                     points: Callable[[int, int], tuple[torch.Tensor, torch.Tensor | None]], batch_size: int,
+                     absolute: bool = False) -> torch.Tensor:
+    """``Σ_k w_k · ∂ output / ∂ x (x_k)`` over ``n`` inputs ``x_k`` derived from one volume ``(1, C, ...)``
+    (SmoothGrad's noisy copies, the points of Integrated Gradients' path), ``batch_size`` at a time.
+
+    ``points(start, stop)`` returns the inputs ``(stop − start, C, ...)`` and their weights ``(stop − start,)``
+    (None: all 1); ``target`` is the volume's class index ``(1,)``; ``absolute`` sums ``|gradient|``.
+    """
+    acc = torch.zeros_like(volume)
+    for start in range(0, n, batch_size):
+        x, w = points(start, min(start + batch_size, n))
+        g = gradient_sweep(plan, x, target.expand(x.shape[0]), output)
+        if absolute:
+            g = g.abs()
+        if w is not None:
+            g = g * w.view((-1,) + (1,) * (g.dim() - 1))
+        acc += g.sum(0, keepdim=True)
+    return acc
 
 
 def gradient_x_input(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, params: GradientXInputParams):
     """Gradient × input (Shrikumar et al. 2016): ``x ⊙ ∂ output / ∂ x``."""
     p = params.canonical()
-    return volumes * gradient_sweep(_plan(model, volumes), volumes, target, p["output"])
+    return volumes * gradient_sweep(gradient_plan(model, volumes), volumes, target, p["output"])
 
 
 def gradcam_layer_index(plan, layer: int) -> int:
@@ -101,7 +124,7 @@ def gradcam(model: nn.Module, volumes: torch.Tensor, target: torch.Tensor, param
     """Grad-CAM (Selvaraju et al. 2017) in 3D: channel weights are the gradients averaged over all spatial
     axes; the weighted activation map is upsampled trilinearly to the input grid."""
     p = params.canonical()
-    plan = _plan(model, volumes)
+    plan = gradient_plan(model, volumes)
     stop = gradcam_layer_index(plan, p["layer"])
 
     def cam(act, grad):

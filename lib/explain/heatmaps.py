@@ -36,11 +36,15 @@ import numpy as np
 import torch
 
 from lib.core import atomic, cache
+from lib.data.atlases import DEFAULT_ATLAS
 from lib.data.templates import Grid
 from lib.learn.runs import Run, load_checkpoint, run_cohort
 from lib.data.volumes import VolumeStore, load_batch, volume_store
 from lib.data.workspace import Workspace
 from lib.core.progress import Progress
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 STORE_VERSION = 1
 
@@ -105,15 +109,16 @@ def to_native_space(volume: np.ndarray, grid: Grid, scan_path: str | os.PathLike
 
 # --- keys -----------------------------------------------------------------------------------------------------
 def resolve_params(method: str, params: dict, grid: Grid) -> tuple[dict, dict]:
-    """``(call kwargs, canonical params)``; an atlas name for area occlusion becomes its label array."""
-    from lib.explain import canonical_params
+    """``(call kwargs, canonical params)``; for a method that needs an atlas (area occlusion) the atlas name
+    becomes its label array."""
+    from lib.explain.catalogue import canonical_params, get
 
     call = dict(params)
     atlas_name = call.pop("atlas", None)
-    if method == "area_occlusion":
+    if get(method).needs_atlas:
         from lib.data.templates import atlas
 
-        atlas_name = atlas_name or "neuromorphometrics"
+        atlas_name = atlas_name or DEFAULT_ATLAS
         img, _ = atlas(atlas_name, grid.resolution)
         call["labels"] = np.asarray(img.dataobj, dtype=np.int32)
     canonical = canonical_params(method, **call)
@@ -136,13 +141,13 @@ def _lookup(ws: Workspace, run: Run, method: str, params: dict, target: str):
     return cohort, volumes, call, canonical, ws.cache_dir / "heatmaps" / key
 
 
-def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str = "AD", **params) -> HeatmapStore | None:
+def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str = POSITIVE, **params) -> HeatmapStore | None:
     """The finished store for this request, or None (nothing is computed here)."""
     *_, folder = _lookup(ws, run, method, params, target)
     return HeatmapStore(folder) if cache.ok(folder) else None
 
 
-def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str = "AD", **params) -> str:
+def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str = POSITIVE, **params) -> str:
     """The job-runner key of this request: equal requests share one job."""
     *_, folder = _lookup(ws, run, method, params, target)
     return f"explain:{folder.name}"
@@ -164,7 +169,7 @@ def _exclusive(path: Path, on_wait: Callable[[], None] | None = None):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str = "AD", batch_size: int = 4,
+def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str = POSITIVE, batch_size: int = 4,
                   device: torch.device | str | None = None, progress: Progress | None = None,
                   **params) -> HeatmapStore:
     """Explain every scan of ``run``'s cohort with ``method`` and store the maps (or return the stored ones)."""

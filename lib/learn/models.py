@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLASSES = ("HC", "AD")
+from lib.data.classes import DEFAULT_CLASSES
+
+CLASSES = DEFAULT_CLASSES.names  # logit order: (negative, positive)
 FILTERS = (8, 16, 32, 64)
 POOLS = (2, 3, 2, 3)
 

@@ -20,8 +20,11 @@ from lib.data.workspace import Workspace
 from lib.learn.metrics import classification_metrics, outcome
 from lib.learn.models import CLASSES
 from lib.learn.runs import Run, TrainingError, file_hash, load_checkpoint, run_cohort
+from lib.data.classes import DEFAULT_CLASSES
 
-AD = CLASSES.index("AD")
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+
+AD = CLASSES.index(POSITIVE)
 
 
 @torch.no_grad()
@@ -60,7 +63,7 @@ def finish_run(ws: Workspace, run: Run, *, store: VolumeStore | None = None, coh
     for part in ("train", "validation", "test"):
         sel = preds[preds["split"] == part]
         if len(sel):
-            summary[part] = classification_metrics(sel["diagnosis"] == "AD", sel["ad_score"])
+            summary[part] = classification_metrics(sel["diagnosis"] == POSITIVE, sel["ad_score"])
     return summary
 
 
@@ -72,8 +75,8 @@ def predictions_table(cohort: pd.DataFrame, ad_score: np.ndarray, threshold: flo
     out["split"] = cohort["run_split"].to_numpy() if "run_split" in cohort else cohort.get("split")
     out["ad_score"] = np.round(np.asarray(ad_score, float), 6)
     pred_ad = out["ad_score"].to_numpy() >= threshold
-    out["predicted"] = np.where(pred_ad, "AD", "HC")
-    out["outcome"] = outcome(out["diagnosis"].to_numpy() == "AD", pred_ad)
+    out["predicted"] = np.where(pred_ad, POSITIVE, NEGATIVE)
+    out["outcome"] = outcome(out["diagnosis"].to_numpy() == POSITIVE, pred_ad)
     return out
 
 
@@ -96,7 +99,7 @@ def evaluate(ws: Workspace, *, run: Run | None = None, checkpoint: str | os.Path
         raise TrainingError(f"the {split} split has no scans")
     store = volume_store(ws, cohort, Grid(float(meta["resolution"])))
     scores, _ = predict_scores(model, normaliser, store, sel["scan_id"].tolist(), device=device)
-    m = classification_metrics(sel["diagnosis"] == "AD", scores)
+    m = classification_metrics(sel["diagnosis"] == POSITIVE, scores)
     return {"checkpoint": str(path), "checkpoint_sha256": file_hash(path), "split": split, "scans": len(sel),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}}
 

@@ -37,6 +37,9 @@ from lib.data.templates import Grid
 from lib.data.volumes import Normaliser, cohort_fingerprint
 from lib.data.workspace import REPO_ROOT, Workspace
 from lib.learn.models import CLASSES, REGISTRY, build_model, default_device
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 CHECKPOINT_FORMAT = "relevance-atlas-checkpoint-1"
 
@@ -174,7 +177,7 @@ def predictions_problem(run_dir: str | os.PathLike) -> str | None:
         scans = {str(x) for part in (config.get("parts") or {}).values() for x in part}
         if scans and (set(df["scan_id"]) != scans or df["scan_id"].duplicated().any()):
             return "does not hold every scan of the run once (partial or altered)"
-        if not score.between(0, 1).all() or ((score >= 0.5) != (df["predicted"] == "AD")).any():
+        if not score.between(0, 1).all() or ((score >= 0.5) != (df["predicted"] == POSITIVE)).any():
             return "scores or predicted classes are altered"
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         return f"unreadable ({type(exc).__name__})"

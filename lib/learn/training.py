@@ -33,12 +33,15 @@ from lib.data.workspace import Workspace
 from lib.learn.metrics import classification_metrics
 from lib.learn.models import CLASSES, build_model, default_device
 from lib.learn.prediction import evaluate, finish_run, predict_scores, predictions_table  # noqa: F401
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 from lib.learn.runs import (CHECKPOINT_FORMAT, Run, TrainConfig, TrainingError, create_run, export_run,  # noqa: F401
                             file_hash, install_shipped_run, list_runs, load_checkpoint, load_run, new_run_id,
                             predictions_problem, read_metrics, run_cohort, run_parts, runs_dir, save_checkpoint,
                             shipped_models)
 
-AD = CLASSES.index("AD")
+AD = CLASSES.index(POSITIVE)
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, flip_p: float, shift_voxels: int) -> np.ndarray:
@@ -148,8 +151,8 @@ class _Trainer:
         train = cohort[cohort["run_split"] == "train"]
         val = cohort[cohort["run_split"] == "validation"]
         self.train_ids, self.val_ids = train["scan_id"].tolist(), val["scan_id"].tolist()
-        self.y_train = (train["diagnosis"] == "AD").to_numpy()
-        self.y_val = (val["diagnosis"] == "AD").to_numpy()
+        self.y_train = (train["diagnosis"] == POSITIVE).to_numpy()
+        self.y_val = (val["diagnosis"] == POSITIVE).to_numpy()
 
         torch.manual_seed(_epoch_seed(cfg.seed, -1))
         self.model = build_model(cfg.model, tuple(run.config["input_shape"])).to(device)

@@ -7,18 +7,22 @@ from __future__ import annotations
 import pandas as pd
 
 from lib.analysis import region_analysis as ra, region_tables as rt
+from lib.data.atlases import ATLASES
+from lib.explain.catalogue import absolute_by_default
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
-ATLAS_NAMES = {"neuromorphometrics": "Neuromorphometrics (the paper's)", "aal": "AAL2",
-               "harvard_oxford": "Harvard-Oxford (max. probability)"}
 VALUES = {"signed": "signed relevance", "absolute": "|relevance| (absolute)"}
-TABS = ["Top regions", "Fingerprints", "Robustness", "Methods", "AD vs HC tests", "Table"]
-PAIRS = {"AD vs HC": ("AD", "HC"), "TP vs TN": ("TP", "TN")}
+CLASS_PAIR = f"{POSITIVE} vs {NEGATIVE}"
+TABS = ["Top regions", "Fingerprints", "Robustness", "Methods", f"{CLASS_PAIR} tests", "Table"]
+PAIRS = {CLASS_PAIR: (POSITIVE, NEGATIVE), "TP vs TN": ("TP", "TN")}
 METHOD_VALUES = ("each method's usual", "all signed", "all absolute")
 
 
 def atlas_name(name: str) -> str:
-    return ATLAS_NAMES.get(name, f"{name} (yours)")
+    return ATLASES[name].display if name in ATLASES else f"{name} (yours)"
 
 
 def split_choices(predictions: pd.DataFrame) -> list[str]:
@@ -34,22 +38,22 @@ def split_label(predictions: pd.DataFrame, split: str) -> str:
 
 def default_values(method: str) -> str:
     """Gradient maps are read as |values| (the paper's 'susceptibility'), relevance keeps its sign."""
-    return "absolute" if method in ra.ABSOLUTE_BY_DEFAULT else "signed"
+    return "absolute" if absolute_by_default(method) else "signed"
 
 
 def usable_pairs(table: pd.DataFrame) -> list[str]:
     """The group pairs whose groups both have scans (AD vs HC always offered)."""
-    return [p for p, gs in PAIRS.items() if all(ra.group_scans(table, g) for g in gs)] or ["AD vs HC"]
+    return [p for p, gs in PAIRS.items() if all(ra.group_scans(table, g) for g in gs)] or [CLASS_PAIR]
 
 
 def preferred_pair(metric: str, usable: list[str]) -> str:
     """Fig 6 shows gain for true positives and true negatives."""
-    return "TP vs TN" if metric == "gain" and "TP vs TN" in usable else "AD vs HC"
+    return "TP vs TN" if metric == "gain" and "TP vs TN" in usable else CLASS_PAIR
 
 
 def uses_absolute(mode: str, method: str) -> bool:
     """Whether the Methods tab reads ``method`` as |values| in ``mode`` (one of :data:`METHOD_VALUES`)."""
-    return {"each method's usual": method in ra.ABSOLUTE_BY_DEFAULT, "all signed": False,
+    return {"each method's usual": absolute_by_default(method), "all signed": False,
             "all absolute": True}[mode]
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import pandas as pd
 
 from lib.analysis import biomarker
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 PAPER_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
 SOURCE_NAMES = {"cohort": "cohort table", "segmentation": "segmentations", "ground_truth": "ground truth (demo)"}
-SCAN_GROUPS = {"TP": ["TP"], "TP+FP": ["TP", "FP"], "AD": ["TP", "FN"], "all": ["TP", "FP", "TN", "FN"]}
-SCAN_GROUP_NAMES = {"TP": "true positives", "TP+FP": "classified AD (TP+FP)", "AD": "AD patients (TP+FN)",
+SCAN_GROUPS = {"TP": ["TP"], "TP+FP": ["TP", "FP"], POSITIVE: ["TP", "FN"], "all": ["TP", "FP", "TN", "FN"]}
+SCAN_GROUP_NAMES = {"TP": "true positives", "TP+FP": "classified AD (TP+FP)", POSITIVE: "AD patients (TP+FN)",
                     "all": "every scan"}
 SIDE_NAMES = {"both": "left + right", "left": "left", "right": "right"}
 COVARIATE_NAMES = {"age": "age", "icv": "intracranial volume"}

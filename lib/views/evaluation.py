@@ -10,10 +10,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lib.analysis import evaluation as ev
+from lib.analysis.evaluation.settings import method_choices
 
 PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#2ca02c", "#ff7f0e"]
-CHOICES = ["lrp:beta=0", "lrp:beta=0.25", "lrp:beta=0.5", "lrp:beta=0.75", "lrp:beta=1", "guided_backprop",
-           "gradient_x_input", "sensitivity", "occlusion", "gradcam"]
+CHOICES = method_choices()
+"""Every catalogued method's evaluation presets."""
 LABELS = {ev.parse_method(s).label: s for s in CHOICES}
 """A method's label on the page → its specification."""
 CHECK_NAMES = {"aopc": "region perturbation (AOPC)", "sanity": "sanity check", "localisation": "localisation"}

@@ -26,6 +26,9 @@ from lib.analysis import groups as gm
 from lib.analysis.groups import individual_scale, membership, paper_scale, percentile_scale
 from lib.core import atomic, cache
 from lib.data.templates import brain_mask
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 THRESHOLD_PERCENTILES = (50, 75, 90, 95, 99)
 
@@ -162,7 +165,7 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
                     np.save(tmp, np.asarray(item.mean, dtype=np.float32))
             entries.append({"group": g, "subgroup": None if v is None else str(v), "count": int(item.count),
                             "reason": item.reason, "file": file})
-        source = next((g for g in ("AD", *gm.GROUPS) if result.count(g) > 0), None)
+        source = next((g for g in (POSITIVE, *gm.GROUPS) if result.count(g) > 0), None)
         scales = scales_from(result.mean(source) if source else None, store.grid.resolution)
         atomic.write_json(folder / "index.json", {
             "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,

@@ -11,9 +11,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from lib.data.atlases import DEFAULT_ATLAS
 from lib.views import viewer
+from lib.data.classes import DEFAULT_CLASSES
 
-GROUP_HELP = {"AD": "all AD scans", "HC": "all healthy controls", "TP": "AD classified AD",
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+
+GROUP_HELP = {POSITIVE: "all AD scans", NEGATIVE: "all healthy controls", "TP": "AD classified AD",
               "FP": "HC classified AD", "TN": "HC classified HC", "FN": "AD classified HC"}
 STYLE_NAMES = {"paper": "Paper (black → red → yellow → white)",
                "threshold": "Thresholded (hot, transparent below)", "diverging": "Diverging (blue − / red +)"}
@@ -22,10 +26,10 @@ SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": 
 BY_NAMES = {"none": "no subgroups", "site": "site", "sex": "sex", "visit": "visit", "split": "split"}
 NORMALISE = {"raw (as in Rieke et al.)": None, "each map ÷ its total |relevance|": "sum",
              "each map ÷ its largest |relevance|": "max"}
-ATLAS = "neuromorphometrics"
+ATLAS = DEFAULT_ATLAS
 START_MNI = (-26, -22, -14)
 """The crosshair's first position: the left hippocampus, where AD atrophy starts."""
-GROUP_PAIRS = (("AD", "HC"), ("TP", "FP"), ("TN", "FN"))
+GROUP_PAIRS = ((POSITIVE, NEGATIVE), ("TP", "FP"), ("TN", "FN"))
 """Rows of the all-groups panel: TP/FP are the scans predicted AD, TN/FN those predicted HC."""
 
 

@@ -12,6 +12,9 @@ import pandas as pd
 
 from lib.learn.metrics import classification_metrics, confusion_matrix, roc_curve
 from lib.learn.runs import Run
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 METRICS = ("loss", "balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity")
 X_AXES = {"epoch": "epoch", "step": "step", "wall time": "time"}
@@ -89,8 +92,8 @@ def evaluation(run: Run, split: str = "test") -> dict | None:
     sel = preds[preds["split"] == split]
     if sel.empty:
         return {"n": 0}
-    y = (sel["diagnosis"] == "AD").to_numpy()
+    y = (sel["diagnosis"] == POSITIVE).to_numpy()
     fpr, tpr, thr = roc_curve(y, sel["ad_score"])
     return {"n": len(sel), "metrics": classification_metrics(y, sel["ad_score"]),
-            "confusion": confusion_matrix(y, sel["predicted"] == "AD"),
+            "confusion": confusion_matrix(y, sel["predicted"] == POSITIVE),
             "roc": pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thr})}

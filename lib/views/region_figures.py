@@ -16,6 +16,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lib.analysis.region_analysis import GROUP_COLOURS, METRIC_NAMES
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 FINGERPRINT_COLOURS = ("#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 HALF_HEIGHT = 0.45   # a density's peak reaches this far from its row's baseline (rows are 1 apart)
@@ -51,7 +54,7 @@ def ridge_polygons(dists: Sequence[dict], group: str, side: int) -> tuple[list, 
     return xs, ys
 
 
-def region_figure(dists: Sequence[dict], metric: str, groups: Sequence[str] = ("AD", "HC"), *,
+def region_figure(dists: Sequence[dict], metric: str, groups: Sequence[str] = (POSITIVE, NEGATIVE), *,
                   fingerprints: pd.DataFrame | None = None, marked: set[str] | None = None,
                   identity: bool = False, title: str = "", height: int | None = None) -> go.Figure:
     """Ridge plot of the regions in ``dists`` (:func:`lib.analysis.region_analysis.distributions`).
@@ -130,7 +133,7 @@ def volcano_figure(tests: pd.DataFrame, *, alpha: float = 0.05, marked: set[str]
     marked = marked or set()
     fig = go.Figure()
     for flag, colour, name in ((False, "#9e9e9e", f"not significant (FDR ≥ {alpha:g})"),
-                               (True, GROUP_COLOURS["AD"], f"significant (FDR < {alpha:g})")):
+                               (True, GROUP_COLOURS[POSITIVE], f"significant (FDR < {alpha:g})")):
         sel = sig == flag
         fig.add_trace(go.Scatter(
             x=t["effect"].to_numpy()[sel], y=y[sel], mode="markers", name=name,

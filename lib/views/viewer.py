@@ -20,12 +20,17 @@ from lib.analysis.similarity import distance_table
 from lib.data.atlas import Atlas
 from lib.data.cohort_means import group_means
 from lib.data.templates import Grid
-from lib.explain import canonical_params
 from lib.explain.heatmaps import list_stores, to_nifti
 # the cached group means, imported by the pages and the report from here
 from lib.views.group_means import (CACHE_VERSION, THRESHOLD_PERCENTILES, CachedGroupMeans, Entry,  # noqa: F401
                                    Scale, cached_group_means, grouping_key, scales_from, symmetric_limit)
 from lib.views.render import Overlay, ortho_image, to_png
+from lib.data.classes import DEFAULT_CLASSES
+from lib.explain import catalogue
+from lib.explain.catalogue import METHODS
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 SUBGROUPS = {"split": "split", "site": "site", "sex": "sex", "visit": "session"}
 """Subgroup choices of the page → the predictions column that defines them."""
@@ -181,7 +186,7 @@ def scan_facts(predictions: pd.DataFrame, cohort: pd.DataFrame | None, scan_id: 
 
 
 # --- distances between methods --------------------------------------------------------------------------------
-def method_distances(maps: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] = ("AD", "HC"), *,
+def method_distances(maps: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] = (POSITIVE, NEGATIVE), *,
                      normalise: str | None = None) -> dict[str, pd.DataFrame]:
     """Euclidean distance tables between methods' mean maps, one per group (Rieke et al. 2018 Table 2).
 
@@ -221,7 +226,7 @@ def mean_anatomy(ws, grid: Grid) -> np.ndarray | None:
     means = group_means(ws)
     if means is None:
         return None
-    mean = 0.5 * (means["AD"] + means["HC"])
+    mean = 0.5 * (means[POSITIVE] + means[NEGATIVE])
     if tuple(mean.shape) == tuple(grid.shape) and ws.grid.resolution == grid.resolution:
         return mean.astype(np.float32)
     import nibabel as nib
@@ -233,38 +238,17 @@ def mean_anatomy(ws, grid: Grid) -> np.ndarray | None:
 
 
 # --- stores of a run ----------------------------------------------------------------------------------------------
-METHOD_NAMES = {"lrp": "LRP", "guided_backprop": "Guided backprop", "sensitivity": "Sensitivity",
-                "gradient_x_input": "Gradient × input", "occlusion": "Occlusion",
-                "area_occlusion": "Brain-area occlusion", "gradcam": "Grad-CAM"}
-
-
-def store_label(params: Mapping, target: str = "AD") -> str:
+def store_label(params: Mapping, target: str | None = None) -> str:
     """How a store reads in a list: ``"LRP β=0"``, ``"Guided backprop"``, ``"Occlusion (patch_mm=20)"``;
-    parameters at their defaults are left out (β always shown for LRP)."""
-    method = str(params.get("method", "?"))
-    name = METHOD_NAMES.get(method, method)
-    try:
-        defaults = canonical_params(method) if method != "area_occlusion" else {}
-    except (KeyError, TypeError, ValueError):
-        defaults = {}
-    shown = []
-    if method == "lrp":
-        shown.append(f"β={params.get('beta', 0):g}")
-    for k, v in params.items():
-        if k in ("method", "beta") or (k in defaults and defaults[k] == v):
-            continue
-        if method == "area_occlusion" and k != "atlas":
-            continue
-        shown.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
-    label = name if not shown else (f"{name} {shown[0]}" + (f" ({', '.join(shown[1:])})" if shown[1:] else "")
-                                    if method == "lrp" else f"{name} ({', '.join(shown)})")
-    return label if target == "AD" else f"{label}, {target} explained"
+    parameters at their defaults are left out (β always shown for LRP); a store that explains the
+    negative class says so (``"…, HC explained"``)."""
+    return catalogue.store_label(params, target, DEFAULT_CLASSES.positive)
 
 
 def stores_of(ws, checkpoint_sha: str) -> list:
     """Finished heatmap stores of one checkpoint, LRP first (by β), then the other methods by name."""
     stores = [s for s in list_stores(ws) if s.meta.get("checkpoint_sha256") == checkpoint_sha]
-    order = list(METHOD_NAMES)
+    order = list(METHODS)
 
     def key(s):
         m = s.params.get("method", "")

@@ -17,13 +17,16 @@ import torch
 from lib.analysis.evaluation.settings import CACHE_VERSION, Settings
 from lib.core import atomic, cache
 from lib.learn.runs import run_cohort
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
     """Scan IDs shuffled within diagnosis, then AD, HC, AD, HC, … (AD first)."""
     rng = np.random.default_rng(seed)
     groups = []
-    for dx in ("AD", "HC"):
+    for dx in (POSITIVE, NEGATIVE):
         ids = sorted(cohort.loc[cohort["diagnosis"] == dx, "scan_id"].astype(str))
         groups.append([ids[i] for i in rng.permutation(len(ids))])
     out = []

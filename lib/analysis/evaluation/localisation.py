@@ -10,6 +10,7 @@ from scipy.stats import rankdata
 
 from lib.analysis.evaluation.data import truth_table
 from lib.analysis.evaluation.settings import Settings
+from lib.data.atlases import DEFAULT_ATLAS
 from lib.data.templates import Grid
 
 
@@ -84,7 +85,7 @@ def ground_truth_mask(ws, scan_id: str, grid: Grid, settings: Settings = Setting
         return data.astype(np.float32) >= settings.min_loss
     from lib.data.templates import atlas
 
-    _, names = atlas("neuromorphometrics", ws.grid.resolution)
+    _, names = atlas(DEFAULT_ATLAS, ws.grid.resolution)
     index = dict(zip(names["name"], names["index"]))
     units = [c[3:] for c in table.columns if c.startswith("mm_") and float(row[c]) >= settings.min_mm]
     values = [index[u] for u in units if u in index]

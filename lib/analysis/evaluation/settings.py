@@ -5,13 +5,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+from lib.data.atlases import DEFAULT_ATLAS
+from lib.data.classes import DEFAULT_CLASSES
+from lib.explain import catalogue
 
 CACHE_VERSION = 1
 CHECKS = ("aopc", "sanity", "localisation")
 REPLACEMENTS = ("zero", "mean", "uniform", "blur")
-# default comparison: LRP β ∈ {0, 0.5, 1} (Böhle et al.) and the baselines of Rieke et al. and Grad-CAM
-DEFAULT_METHODS = ("lrp:beta=0", "lrp:beta=0.5", "lrp:beta=1", "guided_backprop", "gradient_x_input", "occlusion",
-                   "gradcam")
+
+
+def preset_text(method: str, params: Mapping) -> str:
+    """The :func:`parse_method` text of a catalogue preset: ``"lrp:beta=0.5"``, ``"gradcam"``."""
+    pairs = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={json.dumps(v)}" for k, v in params.items()]
+    return method + (":" + ",".join(pairs) if pairs else "")
+
+
+def method_choices() -> list[str]:
+    """Every preset of every catalogued method, in catalogue order (what the evaluation page offers)."""
+    return [preset_text(name, p.params) for name, m in catalogue.METHODS.items() for p in m.presets]
+
+
+# default comparison, the catalogue's default presets: LRP β ∈ {0, 0.5, 1} (Böhle et al.), the baselines of
+# Rieke et al. and Grad-CAM
+DEFAULT_METHODS = tuple(preset_text(name, p.params) for name, m in catalogue.METHODS.items() for p in m.presets
+                        if p.default)
 
 
 @dataclass(frozen=True)
@@ -40,10 +59,10 @@ class Settings:
     split: str = "test"
     n_scans: int = 8
     seed: int = 0
-    target: str = "AD"
+    target: str = DEFAULT_CLASSES.positive
     regions: str = "cubes"
     cube_mm: float = 15.0
-    atlas: str = "neuromorphometrics"
+    atlas: str = DEFAULT_ATLAS
     steps: int = 50  # L of the 3D AOPC study on OASIS-2 (CAM vs LRP thesis); Samek et al. perturbed ~16 %
     replacement: str = "uniform"
     blur_mm: float = 6.0
@@ -93,11 +112,6 @@ PERTURB_FIELDS = ("regions", "cube_mm", "atlas", "steps", "replacement", "blur_m
 SANITY_FIELDS = ("sanity_scans", "top_fraction", "seed")
 TRUTH_FIELDS = ("truth", "min_loss", "min_mm", "tolerance_mm")
 
-_NAMES = {"lrp": "LRP", "guided_backprop": "guided backprop", "sensitivity": "sensitivity",
-          "gradient_x_input": "gradient × input", "occlusion": "occlusion", "area_occlusion": "area occlusion",
-          "gradcam": "Grad-CAM"}
-
-
 @dataclass(frozen=True)
 class MethodRequest:
     """A method and its (non-default) parameters, e.g. ``MethodRequest("lrp", {"beta": 0.5})``."""
@@ -108,11 +122,9 @@ class MethodRequest:
     @property
     def label(self) -> str:
         """Display name: "LRP β=0.5", "Grad-CAM", "occlusion (patch_mm=20)"."""
-        params = dict(self.params)
-        name = _NAMES.get(self.method, self.method)
-        if self.method == "lrp":
-            name = f"LRP β={float(params.pop('beta', 0.0)):g}"
-        extra = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+        m = catalogue.METHODS.get(self.method)
+        name = catalogue.method_label({"method": self.method, **self.params}, in_text=True)
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()) if not m or k not in m.headline)
         return f"{name} ({extra})" if extra else name
 
     @property
@@ -131,8 +143,6 @@ def parse_method(text: str) -> MethodRequest:
 
     method, _, rest = text.strip().partition(":")
     params = parse_params([p.strip() for p in rest.split(",") if p.strip()], where=f"{text!r}: ")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method != "area_occlusion":
-        canonical_params(method, **params)  # refuses unknown parameters early
+    if not catalogue.get(method).needs_atlas:  # refuses unknown methods
+        catalogue.canonical_params(method, **params)  # refuses unknown parameters early
     return MethodRequest(method, params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from lib.data.atlas import DEFAULT_ATLAS
+from lib.data.atlases import DEFAULT_ATLAS, segmentation_labels
 from lib.data.workspace import Workspace
 from lib.jobs.kinds.common import SPLITS, given, load_run, parse_params
 from lib.jobs.request import Request, RequestError, Task, option, register
@@ -33,7 +33,7 @@ class Biomarker(Request):
                                          "susceptibility)")
     volume: str = option("auto", choices=("auto", "cohort", "segmentation", "ground_truth"))
     segmentation_column: str | None = option(None, "cohort column with per-scan label NIfTI files")
-    labels: str = option("neuromorphometrics", "segmentation labels: neuromorphometrics or freesurfer")
+    labels: str = option(DEFAULT_ATLAS, f"segmentation labels: {' or '.join(segmentation_labels())}")
     icv: bool = option(False, "volume as %% of the intracranial volume")
     atlas: str = option(DEFAULT_ATLAS)
     one_per_subject: bool = option(False, "first visit of each subject only")
@@ -118,7 +118,7 @@ class EvaluateMaps(Request):
     target: str | None = _settings_field(None, "explained class (default AD)")
     regions: str | None = _settings_field(None, "perturbed regions (default cubes)", ("cubes", "atlas"))
     cube_mm: float | None = _settings_field(None, "cube edge in mm (default 15)")
-    atlas: str | None = _settings_field(None, "atlas for --regions atlas (default neuromorphometrics)")
+    atlas: str | None = _settings_field(None, f"atlas for --regions atlas (default {DEFAULT_ATLAS})")
     steps: int | None = _settings_field(None, "perturbation steps L (default 50)")
     replacement: str | None = _settings_field(None, "default uniform noise", ("zero", "mean", "uniform", "blur"))
     blur_mm: float | None = _settings_field(None, "σ of the blur replacement in mm (default 6)")

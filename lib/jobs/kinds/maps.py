@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lib.data.atlas import DEFAULT_ATLAS
+from lib.data.atlases import DEFAULT_ATLAS, shipped_atlases
+from lib.data.classes import DEFAULT_CLASSES
 from lib.data.workspace import Workspace
 from lib.jobs.kinds.common import SPLITS, given, load_run, parse_params
 from lib.jobs.request import Request, RequestError, Task, digest, option, register
@@ -18,13 +19,13 @@ class Explain(Request):
     summary = "heatmaps of every scan of a run's cohort (cached; resumes if interrupted)"
 
     run_id: str = option(help="training run", flag="run")
-    method: str = option("lrp", "lrp, guided_backprop, sensitivity, gradient_x_input, occlusion, area_occlusion, "
-                                "gradcam")
+    method: str = option("lrp", "an explanation method of the catalogue, lib.explain.METHODS (lrp, smoothgrad, …)")
     beta: float | None = option(None, "LRP β (α = 1 + β); 0 is the paper's default")
     params: dict = option(dict, "any method parameter (repeatable)", flag="param", metavar="KEY=VALUE",
                           append=True, parse=parse_params)
-    atlas: str | None = option(None, "atlas for area_occlusion (default neuromorphometrics)")
-    target: str = option("AD", "explained class (default AD, as in the paper)")
+    atlas: str | None = option(None, f"atlas of a method that needs one (default {DEFAULT_ATLAS})")
+    target: str = option(DEFAULT_CLASSES.positive,
+                         f"explained class (default {DEFAULT_CLASSES.positive}, as in the paper)")
     batch_size: int = option(4)
 
     def method_params(self) -> dict:
@@ -134,7 +135,8 @@ class RegionTables(Request):
                           append=True, parse=parse_params)
     stores: tuple[str, ...] | None = option(None, "finished heatmap stores of the first run, by folder name, "
                                                   "instead of --method", flag="store")
-    atlas: str = option(DEFAULT_ATLAS, "neuromorphometrics (default), aal, harvard_oxford or a workspace atlas")
+    atlas: str = option(DEFAULT_ATLAS,
+                        f"{', '.join(shipped_atlases())} (the first is the default) or a workspace atlas")
     merge: bool = option(False, "merge left and right regions")
     batch_size: int = option(4, "scans per pass when heatmaps are computed")
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from lib.core import atomic
 from lib.data.workspace import Workspace
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 from lib.views.report.model import (CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PERMUTATIONS, SPLIT, TOP_K,
                                     _store_label)
 
@@ -25,7 +28,7 @@ def stored_settings(ws: Workspace, run, stores, atlas, evaluation: dict, biomark
         "demo_config": ws.config.get("demo_config") if ws.is_demo else None, "split": _split_settings(ws),
         "heatmaps": [{"store": s.folder.name, "label": _store_label(s), "method": s.params.get("method"),
                       "params": {k: v for k, v in s.params.items() if k != "method"},
-                      "target": s.meta.get("target", "AD"), "scans": len(s)} for s in stores],
+                      "target": s.meta.get("target", POSITIVE), "scans": len(s)} for s in stores],
         "atlas": {"name": atlas.name, "regions": int(atlas.n_regions), "resolution_mm": atlas.resolution}
         if atlas is not None else None,
         "split_analysed": SPLIT, "top_k": TOP_K, "overlap_k": OVERLAP_K, "permutations": PERMUTATIONS,

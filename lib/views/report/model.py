@@ -11,9 +11,13 @@ import pandas as pd
 from lib.data.workspace import Workspace
 from lib.views.render import to_png
 from lib.views.viewer import store_label
+from lib.data.atlases import DEFAULT_ATLAS
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 REPORT_VERSION = 1
-ATLAS = "neuromorphometrics"
+ATLAS = DEFAULT_ATLAS
 SPLIT = "test"
 CROSSHAIR_MNI = (-26, -22, -14)   # the left hippocampus, where AD atrophy starts (the Heatmaps page's default)
 TOP_K = 25
@@ -91,7 +95,7 @@ def _cmd(ws: Workspace, args: str) -> str:
 
 
 def _store_label(store) -> str:
-    return store_label(store.params, store.meta.get("target", "AD"))
+    return store_label(store.params, store.meta.get("target", POSITIVE))
 
 
 

@@ -20,6 +20,10 @@ from lib.views import monitor
 from lib.views import region_figures as rf
 from lib.views import viewer
 from lib.views.render import colorbar, ortho_image, stack, titled
+from lib.explain.catalogue import absolute_by_default
+from lib.data.classes import DEFAULT_CLASSES
+
+POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 from lib.views.report.model import (ATLAS, CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PALETTE, PERMUTATIONS,
                                     SECTIONS, SPLIT, TOP_K, Figure, Section, _cmd, _fmt, _png_of, _store_label)
 
@@ -133,7 +137,7 @@ def _group_maps_section(ws: Workspace, run, stores, preds) -> Section:
                                f"`{_cmd(ws, f'group-means --run {run.id} --store {store.folder.name}')}`.")
             continue
         panels, ov = [], None
-        for g in ("AD", "HC", "TP", "FP", "TN", "FN"):
+        for g in (POSITIVE, NEGATIVE, "TP", "FP", "TN", "FN"):
             e = means.entry(g)
             if e.count == 0:
                 continue
@@ -165,7 +169,7 @@ def _region_tables(ws: Workspace, run, stores, atlas):
         if path is None:
             missing.append(s)
             continue
-        absolute = s.params.get("method", "") in ra.ABSOLUTE_BY_DEFAULT
+        absolute = absolute_by_default(s.params.get("method", ""))
         have.append((s, path, ra.annotate(rt.read_table(path), preds, split=SPLIT, absolute=absolute)))
     return have, missing
 
@@ -183,7 +187,7 @@ def _top_regions_section(ws, run, tables, missing, truth) -> Section:
                            f"`{_regions_cmd(ws, run, missing)}`.")
     for store, _, table in tables:
         label = _store_label(store)
-        for metric, groups in (("density", ("AD", "HC")), ("gain", ("TP", "TN"))):
+        for metric, groups in (("density", (POSITIVE, NEGATIVE)), ("gain", ("TP", "TN"))):
             if not all(ra.group_scans(table, g) for g in groups):
                 sec.text.append(f"{label}, {metric}: no {' or '.join(groups)} scans in the {SPLIT} split.")
                 continue
@@ -218,7 +222,7 @@ def _fingerprints_section(ws, run, tables, missing, truth) -> Section:
                            else f"Needs heatmaps: `{_cmd(ws, f'explain --run {run.id} --method lrp --beta 0')}`.")
         return sec
     store, _, table = tables[0]
-    regions = list(ra.ranking(table, "density", "AD").head(TOP_K).index)
+    regions = list(ra.ranking(table, "density", POSITIVE).head(TOP_K).index)
     pair = ra.most_different_patients(table, regions, metric="density", min_score=FINGERPRINT_MIN_SCORE)
     if pair is None:
         n = len(ra.confident_patients(table, FINGERPRINT_MIN_SCORE))
@@ -226,7 +230,8 @@ def _fingerprints_section(ws, run, tables, missing, truth) -> Section:
                         "two are needed for the paper's pair of most different patients.")
         return sec
     fp = ra.fingerprints(table, [pair[0], pair[1]], regions, "density")
-    fig = rf.region_figure(ra.distributions(table, "density", regions, ("AD", "HC")), "density", fingerprints=fp,
+    fig = rf.region_figure(ra.distributions(table, "density", regions, (POSITIVE, NEGATIVE)), "density",
+                           fingerprints=fp,
                            marked=truth, title=f"Fingerprints of {pair[0]} and {pair[1]} · {_store_label(store)}")
     sec.figures.append(Figure("fingerprints", f"The two confident AD patients (AD score > {FINGERPRINT_MIN_SCORE}) "
                               f"whose relevance density over the top {len(regions)} regions differs most "
