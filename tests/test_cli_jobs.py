@@ -8,7 +8,9 @@ from pathlib import Path
 
 from lib import jobs
 from lib.cli import cli_identity, main
+from lib.data.scans import load_cohort
 from lib.data.workspace import Workspace
+from lib.explain import heatmaps
 from lib.reviews import auth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +90,36 @@ def test_the_cli_follows_a_running_job_of_the_same_key_instead_of_starting_anoth
     finally:
         proc.kill()
     assert "cancelled" in proc.stderr.read()
+
+
+def test_cli_outputs_say_what_they_did_in_one_line(demo_ws, demo_run, tmp_path, capsys):
+    args = ["--workspace", str(demo_ws.root), "explain", "--run", demo_run.id, "--method", "sensitivity"]
+    assert main(args) == 0   # computed here or by an earlier test: cached from now on
+    capsys.readouterr()
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    store = heatmaps.find_store(demo_ws, demo_run, "sensitivity")
+    assert out.splitlines() == [f"cached: {store.folder}"]
+    assert "item" not in err and "%" not in err   # no progress bar for work that was not done
+
+    scan = load_cohort(demo_ws)["scan_id"].iat[0]
+    assert main([*args, "--export", scan, "--out", str(tmp_path / "m.nii.gz")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("cached: ") and out[1].startswith(f"wrote {tmp_path / 'm.nii.gz'} ({scan}, template grid)")
+    assert main(["--workspace", str(demo_ws.root), "regions", "--run", demo_run.id, "--method", "sensitivity"]) == 0
+    out, err = capsys.readouterr()
+    assert "1000" not in err and "item" not in err and out.strip().endswith(".parquet")
+
+
+def test_runs_counts_epochs_from_one_without_loading_the_model_library(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", kind="study")
+    (ws.runs_dir / "r1").mkdir(parents=True)
+    (ws.runs_dir / "r1" / "config.json").write_text('{"created": 1}')
+    (ws.runs_dir / "r1" / "state.json").write_text('{"status": "done", "epoch": 59, "max_epochs": 100, '
+                                                   '"best_epoch": 50}')
+    code = ("import sys; from lib.cli import main; main(['--workspace', sys.argv[1], 'runs']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(ws.root)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120).stdout.splitlines()
+    assert out[0].split() == ["r1", "done", "epoch", "60/100", "best", "51"]
+    assert out[1] == "False"

@@ -189,8 +189,8 @@ def _after_explain(args, ws, request, result) -> int:
     from lib.explain import heatmaps
 
     store, run = result["store"], result["run"]
+    print(f"cached: {store.folder}" if result.get("cached") else f"computed {len(store)} heatmaps: {store.folder}")
     if not args.export:
-        print(store.folder)
         return 0
     scan = args.export
     if scan not in store:
@@ -205,7 +205,7 @@ def _after_explain(args, ws, request, result) -> int:
     else:
         img = store.to_nifti(scan)
     atomic.write_nifti(out, img)
-    print(f"wrote {out}")
+    print(f"wrote {out.resolve()} ({scan}, {'the scan' if args.native else 'template'} grid)")
     return 0
 
 
