@@ -20,5 +20,6 @@ from lib.jobs.store import (ACTIVE, Job, cancel, cancel_action, find, find_activ
 __all__ = ["ACTIVE", "Biomarker", "BuildDemo", "CANCEL_MARKER", "Cancelled", "CohortMeans", "CreateWorkspace",
            "EXECUTORS", "EvaluateMaps", "Executor", "Explain", "GroupMeans", "InProcessExecutor", "Job", "JobProgress",
            "JobReporter", "LocalProcessExecutor", "Predict", "REGISTRY", "RegionTables", "Report", "Request",
-           "RequestError", "Task", "Train", "Validate", "cancel", "cancel_action", "default_executor", "find", "find_active", "for_request",
-           "get", "list_jobs", "may_cancel", "may_submit", "of_run", "option", "register", "run_as_job", "submit"]
+           "RequestError", "Task", "Train", "Validate", "cancel", "cancel_action", "default_executor", "find",
+           "find_active", "for_request", "get", "list_jobs", "may_cancel", "may_submit", "of_run", "option", "register",
+           "run_as_job", "submit"]
