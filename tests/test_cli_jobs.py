@@ -1,10 +1,13 @@
 """A job started from the command line goes through the job store like one started from a page: it has a record
 the Jobs page and ``python -m lib jobs`` show, and the same key from either door runs once."""
 
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from lib import jobs
 from lib.cli import cli_identity, main
@@ -65,15 +68,17 @@ def test_a_page_asking_for_the_key_of_a_running_cli_job_attaches_to_it_and_may_c
     assert jobs.get(ws, job.id).state == "cancelled"
 
 
-def test_a_killed_cli_job_reads_failed(tmp_path):
+@pytest.mark.parametrize("sig, state", [(signal.SIGKILL, "failed"), (signal.SIGINT, "cancelled")])
+def test_a_killed_cli_job_reads_failed_and_ctrl_c_cancelled(tmp_path, sig, state):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
     proc = _cli(ws, "demo", "--subjects", "60", "--resolution", "2", "--workers", "2")
     try:
         job = _running_cli_job(ws)
+        proc.send_signal(sig)
+        proc.wait(60)
     finally:
         proc.kill()
-        proc.wait(30)
-    assert _wait(lambda: jobs.get(ws, job.id).state == "failed", timeout=30)
+    assert _wait(lambda: jobs.get(ws, job.id).state == state, timeout=30)
     assert jobs.for_request(ws, SLOW_DEMO, active=True) is None
 
 
