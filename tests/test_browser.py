@@ -203,6 +203,28 @@ def test_cohort_page_reports_bad_input_and_stays_up(browser, app_url, demo_ws, t
     page.close()
 
 
+def test_jobs_page_lists_a_command_line_job_with_icons_that_need_no_emoji_font(browser, app_url, demo_ws):
+    from lib import jobs
+
+    built = jobs.list_jobs(demo_ws, "demo")[0]   # the fixture built the demo with `python -m lib demo`
+    assert built.record["executor"] == "inprocess" and built.state == "done"
+    page = _page(browser)
+    page.goto(app_url)
+    page.get_by_role("link", name="Jobs").click()
+    page.get_by_role("heading", name="Jobs").wait_for()
+    _settle(page)
+    _no_exception(page)
+    summary = page.locator('[data-testid="stExpander"] summary').filter(has_text=built.description).first
+    summary.click()
+    page.get_by_text(f"job {built.id} · started by {built.record['owner']} in a terminal").wait_for()
+    # the state's icon is a Material icon (a ligature in Streamlit's own font), not an emoji
+    assert "check_circle" in summary.inner_text()
+    text = page.locator('[data-testid="stMain"]').inner_text()
+    assert not any(ch in text for ch in "\u23f3\u2705\u274c\u23f9")
+    _shot(page, "jobs_cli")
+    page.close()
+
+
 def test_first_start_builds_demo_with_progress_and_cancel(browser, tmp_path):
     """With no workspace, the app starts building the demo cohort and shows its progress."""
     empty = tmp_path / "fresh_demo"

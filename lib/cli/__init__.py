@@ -25,8 +25,9 @@
     python -m lib cache verify [--repair] check cached results against their checksums; remove bad ones
 
 Every command that is a job (demo, init, validate, means, group-means, biomarker, train, predict, explain,
-evaluate-maps, regions, report) runs here with a progress bar, or with ``--submit`` in the background as a
-job of the workspace, like the dashboard starts it.
+evaluate-maps, regions, report) runs here with a progress bar, or with ``--submit`` in the background; either
+way it is a job of the workspace (listed by ``jobs`` and on the Jobs page, cancellable there), and a job of the
+same request already running, from the dashboard or another terminal, is followed instead of started again.
 
 ``--workspace DIR`` (or $RELEVANCE_ATLAS_WORKSPACE) picks the workspace; the
 default is the demo workspace under ``data/demo``.

@@ -53,14 +53,25 @@ def _cmd_ship(args, ws: Workspace) -> int:
 
 
 def _cmd_runs(args, ws: Workspace) -> int:
-    from lib.learn.training import list_runs
+    """One line per run from its small JSON files only: no model library is loaded (that took seconds), and
+    epochs are counted from 1 as on the Training page."""
+    from lib.core import atomic
+    from lib.core.process import pid_alive
 
-    for run in list_runs(ws):
-        st = run.state
-        test = (run.summary() or {}).get("test", {})
+    runs = []
+    for d in sorted(ws.runs_dir.iterdir()) if ws.runs_dir.exists() else []:
+        cfg = atomic.read_json(d / "config.json") if d.is_dir() else None
+        if cfg:
+            runs.append((cfg.get("created", 0), d))
+    for _, d in sorted(runs, key=lambda r: r[0], reverse=True):
+        st = atomic.read_json(d / "state.json", default={}) or {}
+        status = st.get("status", "created")
+        if status == "running" and not pid_alive(st.get("pid")):
+            status = "interrupted"
+        test = (atomic.read_json(d / "summary.json") or {}).get("test", {})
         bacc = f"test bacc {test['balanced_accuracy']:.3f}" if "balanced_accuracy" in test else ""
-        print(f"{run.id}  {run.status:<11} epoch {st.get('epoch', -1) + 1}/{st.get('max_epochs', '?')}  "
-              f"best {st.get('best_epoch')}  {bacc}")
+        best = "best -" if st.get("best_epoch") is None else f"best {st['best_epoch'] + 1}"
+        print(f"{d.name}  {status:<11} epoch {st.get('epoch', -1) + 1}/{st.get('max_epochs', '?')}  {best}  {bacc}")
     return 0
 
 

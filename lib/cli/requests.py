@@ -1,5 +1,8 @@
 """Commands that are jobs: each builds a request (:mod:`lib.jobs.kinds`) from options derived from the request's
 fields, then runs it here with a progress bar, or with ``--submit`` hands it to the job store like a page does.
+Run here, it is a job of the workspace too (executor ``inprocess``: this process), so the Jobs page and
+``python -m lib jobs`` show it with its progress and may cancel it; if a job of the same key is already active,
+the command follows that one instead of computing the same thing again.
 
 A field becomes ``--field-name`` (or its ``flag``): its type gives the option's type, a tuple takes several
 values, a bool is a switch (its flag a ``--no-…`` one when it is on by default; ``--x/--no-x`` when None
@@ -13,8 +16,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
+import time
 import types
 import typing
 from dataclasses import MISSING
@@ -110,23 +115,65 @@ def command_line(request: Request, ws: Workspace | None = None) -> str:
 
 
 def run_command(args, ws: Workspace) -> int:
-    """Build the command's request, then run it here (or submit it); then print what the command shows."""
+    """Build the command's request, then run it here as a job of the workspace (or submit it); then print what
+    the command shows. If a job of the same key is already active (started by a page or another terminal),
+    follow that one instead of computing the same thing twice."""
+    from lib.cli.admin import cli_identity
+
     cls = jobs.REGISTRY[args.command]
     try:
         request = request_from_args(cls, args)
         if args.submit:
-            from lib.cli.admin import cli_identity
-
             job = jobs.submit(ws, request, who=cli_identity())
             print(f"job {job.id} ({job.state}); follow it with: python -m lib --workspace {ws.root} jobs")
             return 0
         task = request.prepare(ws)
+        # init may be asked for a folder that is no workspace yet: nothing to record the job in
+        recorded = ws.exists or cls.kind != "init"
+        job = jobs.submit(ws, request, who=cli_identity(), executor=jobs.InProcessExecutor()) if recorded else None
     except (RequestError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
-    code = jobs.run_as_job(ws, None, task.work, desc=request.describe()[:40])
+    if job is not None and job.record.get("pid") != os.getpid():
+        code = _follow(ws, job)
+        if code != 0:
+            return code
+        code = jobs.run_as_job(ws, None, task.work, desc=request.describe()[:40]) if cls.kind in AFTER else 0
+    else:
+        if job is not None:
+            with open(job.path / "log.txt", "a") as log:
+                log.write(f"{request.describe()}  (job {job.id}, run in a terminal by {job.record['owner']}, "
+                          f"pid {os.getpid()}; its output is there)\n")
+        code = jobs.run_as_job(ws, job.id if job else None, task.work, desc=request.describe()[:40])
     after = AFTER.get(cls.kind)
     return after[0](args, ws, request, task.result) if code == 0 and after else code
+
+
+def _follow(ws: Workspace, job: jobs.Job, interval: float = 1.0) -> int:
+    """Print the progress of someone else's job of the same key until it ends; its exit code (0 done, 1 failed,
+    130 cancelled). Ctrl-C stops following only: the job is not ours to cancel."""
+    from tqdm import tqdm
+
+    print(f"already running as job {job.id} (started by {job.record.get('owner')}); following it",
+          file=sys.stderr)
+    bar = tqdm(total=0, desc=job.description[:40], dynamic_ncols=True, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0, bar_format="{l_bar}{bar}| {n}/{total} {postfix}")
+    try:
+        while job.active:
+            bar.total, bar.n = job.record.get("total") or 0, job.record.get("done") or 0
+            bar.set_postfix_str(job.message[:60], refresh=False)
+            bar.refresh()
+            time.sleep(interval)
+            job = jobs.get(ws, job.id) or job
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"stopped following; job {job.id} keeps running", file=sys.stderr)
+        return 130
+    bar.close()
+    if job.state == "done":
+        return 0
+    print(f"job {job.id} {job.state}" + (f": {job.error}" if job.error else ""), file=sys.stderr)
+    return 130 if job.state == "cancelled" else 1
 
 
 # --- what commands print when their job is done ---------------------------------------------------------------------
@@ -142,8 +189,8 @@ def _after_explain(args, ws, request, result) -> int:
     from lib.explain import heatmaps
 
     store, run = result["store"], result["run"]
+    print(f"cached: {store.folder}" if result.get("cached") else f"computed {len(store)} heatmaps: {store.folder}")
     if not args.export:
-        print(store.folder)
         return 0
     scan = args.export
     if scan not in store:
@@ -158,7 +205,7 @@ def _after_explain(args, ws, request, result) -> int:
     else:
         img = store.to_nifti(scan)
     atomic.write_nifti(out, img)
-    print(f"wrote {out}")
+    print(f"wrote {out.resolve()} ({scan}, {'the scan' if args.native else 'template'} grid)")
     return 0
 
 

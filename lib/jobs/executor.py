@@ -69,7 +69,28 @@ class LocalProcessExecutor:
                 os.killpg(os.getpgid(pid), signal.SIGTERM)
 
 
-EXECUTORS: dict[str, Executor] = {"local": LocalProcessExecutor()}
+class InProcessExecutor:
+    """The job runs in the process that submitted it (a command in a terminal): ``start`` only records that
+    process, which then runs the request itself under the record (:func:`lib.jobs.runner.run_as_job`). The job
+    is alive while that process is, and a cancel from a page is a SIGTERM to it (only to it: a terminal's
+    process group holds the shell too)."""
+
+    name = "inprocess"
+
+    def start(self, ws: Workspace, job_id: str, request) -> dict:
+        return {"pid": os.getpid()}
+
+    def alive(self, record: dict) -> bool:
+        return pid_alive(record.get("pid"))
+
+    def cancel(self, record: dict) -> None:
+        pid = record.get("pid")
+        if pid and pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+
+EXECUTORS: dict[str, Executor] = {"local": LocalProcessExecutor(), "inprocess": InProcessExecutor()}
 """Executors by the name job records keep."""
 
 

@@ -56,13 +56,23 @@ class JobReporter:
 
 class JobProgress:
     """The ``progress(done, total, message)`` a job's work is given: a terminal bar, and the job's record when
-    it runs as job ``job_id`` (work that names its job in what it writes, like a training run, reads it)."""
+    it runs as job ``job_id`` (work that names its job in what it writes, like a training run, reads it).
 
-    def __init__(self, bar, reporter: JobReporter | None):
-        self.bar, self.reporter = bar, reporter
+    The bar appears at the first report, so work that has nothing to do (a cached result) prints none; it shows
+    a percentage, not the work's own units (region tables count per mille, not items)."""
+
+    def __init__(self, desc: str, reporter: JobReporter | None):
+        self.desc, self.reporter, self.bar = desc, reporter, None
         self.job_id = reporter.path.parent.name if reporter else None
 
     def __call__(self, done: int, total: int, message: str = "") -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            # in a terminal a live bar; in a log file (cluster jobs, CI) a line every 10 s at most
+            self.bar = tqdm(total=total, desc=self.desc, dynamic_ncols=True, file=sys.stderr,
+                            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
         if self.bar.total != total:
             self.bar.total = total
         self.bar.n = done
@@ -70,6 +80,10 @@ class JobProgress:
         self.bar.refresh()
         if self.reporter:
             self.reporter.progress(done, total, message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], str | None], *, desc: str = "") -> int:
@@ -79,12 +93,8 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], st
     (the cancel button) becomes a clean "cancelled" record. A :class:`RequestError` (a request that cannot
     run as asked) is recorded and printed as its message alone; any other failure with its traceback.
     """
-    from tqdm import tqdm
-
     reporter = JobReporter(ws, job_id) if job_id else None
-    # in a terminal a live bar; in a log file (cluster jobs, CI) a line every 10 s at most
-    bar = tqdm(total=0, desc=desc, unit="item", dynamic_ncols=True, file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    bar = JobProgress(desc, reporter)
 
     def on_term(signum, frame):
         raise Cancelled()
@@ -93,7 +103,7 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], st
     if reporter:
         reporter.start()
     try:
-        message = fn(JobProgress(bar, reporter))
+        message = fn(bar)
     except (Cancelled, KeyboardInterrupt):
         bar.close()
         if reporter:

@@ -11,7 +11,8 @@ a command line there). ``state`` is one of ``queued``, ``running``, ``done``, ``
 record that says ``running`` but whose process is gone is reported as ``failed`` ("the job's process ended
 without finishing"), so a killed job never looks alive. Any page or user reads the same records, so progress
 survives a browser reload; a second request with the same key while one runs returns the running job instead
-of starting a duplicate.
+of starting a duplicate. A command run in a terminal is a job too (executor ``inprocess``: its record's pid
+is the terminal's process), so a page asking for the same key attaches to it.
 
 Starting and cancelling are checked here, at the point of the action, against the role of ``who``
 (:data:`lib.reviews.auth.ACTIONS`; a request's action is :meth:`Request.required_action`); the record keeps

@@ -53,10 +53,16 @@ class Explain(Request):
         result = {}
 
         def work(progress):
+            reports = []   # a cached store is returned without a single progress report
+
+            def tick(done, total, message):
+                reports.append(done)
+                progress(done, total, message)
+
             store = heatmaps.compute_store(ws, run, self.method, target=self.target, batch_size=self.batch_size,
-                                           progress=progress, **params)
-            result.update(store=store, run=run)
-            return f"{len(store)} heatmaps in {store.folder}"
+                                           progress=tick, **params)
+            result.update(store=store, run=run, cached=not reports)
+            return f"{len(store)} heatmaps in {store.folder}" + (" (cached)" if not reports else "")
 
         return Task(work, result)
 
