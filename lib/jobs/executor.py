@@ -45,7 +45,24 @@ class Executor(Protocol):
         """Ask the job of ``record`` to stop; it records itself as cancelled."""
 
 
-class LocalProcessExecutor:
+class _ProcessExecutor:
+    """A job that is one process on this machine, named by the record's ``pid``: alive while it is, cancelled
+    by a SIGTERM (``_terminate``)."""
+
+    def alive(self, record: dict) -> bool:
+        return pid_alive(record.get("pid"))
+
+    def cancel(self, record: dict) -> None:
+        pid = record.get("pid")
+        if pid and pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                self._terminate(pid)
+
+    def _terminate(self, pid: int) -> None:
+        raise NotImplementedError
+
+
+class LocalProcessExecutor(_ProcessExecutor):
     """Each job in its own detached process on this machine, its output appended to the job's ``log.txt``."""
 
     name = "local"
@@ -58,18 +75,12 @@ class LocalProcessExecutor:
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return {"pid": proc.pid}
 
-    def alive(self, record: dict) -> bool:
-        return pid_alive(record.get("pid"))
-
-    def cancel(self, record: dict) -> None:
+    def _terminate(self, pid: int) -> None:
         """SIGTERM to the job's process group (its own worker processes too)."""
-        pid = record.get("pid")
-        if pid and pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGTERM)
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
 
 
-class InProcessExecutor:
+class InProcessExecutor(_ProcessExecutor):
     """The job runs in the process that submitted it (a command in a terminal): ``start`` only records that
     process, which then runs the request itself under the record (:func:`lib.jobs.runner.run_as_job`). The job
     is alive while that process is, and a cancel from a page is a SIGTERM to it (only to it: a terminal's
@@ -80,14 +91,8 @@ class InProcessExecutor:
     def start(self, ws: Workspace, job_id: str, request) -> dict:
         return {"pid": os.getpid()}
 
-    def alive(self, record: dict) -> bool:
-        return pid_alive(record.get("pid"))
-
-    def cancel(self, record: dict) -> None:
-        pid = record.get("pid")
-        if pid and pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGTERM)
+    def _terminate(self, pid: int) -> None:
+        os.kill(pid, signal.SIGTERM)
 
 
 EXECUTORS: dict[str, Executor] = {"local": LocalProcessExecutor(), "inprocess": InProcessExecutor()}
