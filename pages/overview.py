@@ -63,7 +63,7 @@ def qc_tab(cohort) -> None:
                     f"**{int((cohort.get('n_warnings', 0) > 0).sum())}** have warnings.")
         qc_view = cohort[qc_cols].copy()
         if "flags" in qc_view:
-            qc_view["flags"] = qc_view["flags"].fillna("")
+            qc_view["flags"] = qc_view["flags"].astype(object).fillna("")  # all-NaN reads as float64
         number = st.column_config.NumberColumn
         st.dataframe(qc_view, width="stretch", hide_index=True, height=360,
                      column_config={"template_corr": st.column_config.ProgressColumn(
