@@ -1,7 +1,9 @@
 """The headless CLI: exit codes and messages a cluster script can rely on."""
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -10,14 +12,16 @@ import pandas as pd
 
 from lib.views import overview
 from lib.data.templates import Grid, template
-from lib.data.workspace import Workspace
+from lib.data.workspace import WORKSPACE_ENV, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
+# commands given no --workspace record their job in the default workspace: a scratch one, never the repo's
+_DEFAULT_WS = Path(tempfile.mkdtemp(prefix="cli-default-ws-")) / "ws"
 
 
 def _cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "lib", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, WORKSPACE_ENV: str(_DEFAULT_WS)})
 
 
 def _scan(path: Path, seed: int) -> str:
