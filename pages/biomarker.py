@@ -131,10 +131,13 @@ def main() -> None:
         biomarker.hippocampus_regions(atlas_obj.table, v.side)
     except KeyError as exc:
         v.hippo_error = str(exc.args[0])
-    tabs = st.tabs(["Hippocampus vs volume (Fig 9)", "r across β", "Any region × any measure"])
+    # only the open tab is computed and sent (a tab switch reruns the page)
+    tabs = st.tabs(["Hippocampus vs volume (Fig 9)", "r across β", "Any region × any measure"], key="bm_tab",
+                   on_change="rerun")
     for tab, draw in zip(tabs, (fig9_tab, beta_tab, any_tab)):
         with tab:
-            draw(v)
+            if tab.open:
+                draw(v)
     review_panel(ws, {"kind": "region", "region": "Hippocampus"},
                  {"page": "pages/biomarker.py", "run": run.id, "checkpoint": sha, "split": v.split,
                   "atlas": v.atlas_name, "side": v.side, "metric": v.metric, "volume": source, "icv": normalise})

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core import atomic, cache
+from lib.core import atomic, cache, memo
 from lib.data.atlas import DEFAULT_ATLAS, Atlas, AtlasError, atlas_from_files, load_atlas
 from lib.data.atlases import shipped_atlases
 from lib.data.templates import ATLAS_FILES
@@ -135,8 +135,12 @@ def find_table(ws: Workspace, store, atlas: Atlas) -> Path | None:
 
 def read_table(path: str | Path, store=None) -> pd.DataFrame:
     """A cached table; :class:`lib.core.cache.CacheError` naming it when it is corrupted or (with ``store``)
-    lacks some of the store's scans, never a partial table."""
-    path = Path(path)
+    lacks some of the store's scans, never a partial table. Read once per version of the file (and store)."""
+    return _read_table(Path(path), store)
+
+
+@memo.memoized(16)
+def _read_table(path: Path, store) -> pd.DataFrame:
     cache.require(path, "region table", "python -m lib regions --run RUN --store STORE --atlas ATLAS")
     try:
         table = pd.read_parquet(path)

@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.core import atomic
+from lib.core import atomic, memo
 from lib.data.classes import DEFAULT_CLASSES, Classes
 from lib.data.templates import Grid
 
@@ -194,6 +194,11 @@ class Workspace:
                   "data_roots": list(data_roots or []), **extra}
         atomic.write_json(root / "workspace.json", config)
         return cls(root=root, config=config)
+
+    def memo_key(self) -> tuple:
+        """The workspace's identity for :mod:`lib.core.memo`: its folder, settings and cohort table."""
+        return (str(self.root), memo.stamp(self.root / "workspace.json"), memo.stamp(self.cohort_csv),
+                memo.stamp(self.qc_csv))
 
     # --- state -------------------------------------------------------------
     @property
