@@ -196,7 +196,7 @@ def main() -> None:
     if v.table.empty:
         st.warning(f"No scan of the {av.SPLIT_NAMES[v.split]} has both a heatmap and a prediction.")
         st.stop()
-    n_ad, n_hc = len(ra.group_scans(v.table, POSITIVE)), len(ra.group_scans(v.table, NEGATIVE))
+    n_ad, n_hc = av.group_sizes(v.key)[POSITIVE], av.group_sizes(v.key)[NEGATIVE]
     v.truth = ra.atrophied_regions(ws, merged=v.merge) if ws.is_demo and v.atlas_name == DEFAULT_ATLAS \
         else set()
     st.caption(f"**{v.method_label}** · {v.atlas.name}, {v.atlas.n_regions} regions on the {resolution:g} mm grid · "

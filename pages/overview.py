@@ -38,16 +38,9 @@ def counts_tab(cohort) -> None:
 
 def demographics_tab(cohort) -> None:
     st.table(overview.demographics(cohort))
-    first = cohort.sort_values(["subject_id", "session"] if "session" in cohort else ["subject_id"]) \
-        .groupby("subject_id").head(1)
-    plots = [c for c in ("age", "mmse", "hippocampal_volume") if c in first and first[c].notna().any()]
+    plots = overview.demographic_histograms(cohort, GROUP_COLORS)
     cols = st.columns(max(len(plots), 1))
-    for col, name in zip(cols, plots):
-        fig = px.histogram(first, x=name, color="diagnosis", barmode="overlay", opacity=0.65,
-                           color_discrete_map=GROUP_COLORS, height=280,
-                           labels={"mmse": "MMSE", "age": "age (years)",
-                                   "hippocampal_volume": "hippocampal volume (mm³)"})
-        fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), legend_title_text="")
+    for col, (_name, fig) in zip(cols, plots):
         col.plotly_chart(fig, width="stretch")
     st.caption("One row per subject (first visit).")
 
@@ -219,17 +212,15 @@ def main() -> None:
     if ws.is_demo:
         st.caption("Synthetic demo cohort: the ICBM152 2009c template deformed per subject, with known "
                    "temporal-lobe atrophy in AD (see the ground truth in the scan viewer).")
-    tabs = st.tabs(["Counts", "Demographics", "Quality control", "Scan viewer", "Mean AD − HC"])
-    with tabs[0]:
-        counts_tab(cohort)
-    with tabs[1]:
-        demographics_tab(cohort)
-    with tabs[2]:
-        qc_tab(cohort)
-    with tabs[3]:
-        scan_viewer_tab(ws, cohort, hippocampus)
-    with tabs[4]:
-        mean_tab(ws, cohort, hippocampus)
+    # only the open tab is computed and sent (a tab switch reruns the page); a review's link opens its scan
+    tabs = st.tabs(["Counts", "Demographics", "Quality control", "Scan viewer", "Mean AD − HC"], key="ov_tab",
+                   on_change="rerun", default="Scan viewer" if view_param("scan") else "Counts")
+    draws = (lambda: counts_tab(cohort), lambda: demographics_tab(cohort), lambda: qc_tab(cohort),
+             lambda: scan_viewer_tab(ws, cohort, hippocampus), lambda: mean_tab(ws, cohort, hippocampus))
+    for tab, draw in zip(tabs, draws):
+        with tab:
+            if tab.open:
+                draw()
 
 
 main()

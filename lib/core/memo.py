@@ -90,6 +90,8 @@ def _shared(value):
         return value
     if isinstance(value, tuple):
         return tuple(_shared(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _shared(v) for k, v in value.items()}
     return value
 
 

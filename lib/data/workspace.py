@@ -196,9 +196,10 @@ class Workspace:
         return cls(root=root, config=config)
 
     def memo_key(self) -> tuple:
-        """The workspace's identity for :mod:`lib.core.memo`: its folder, settings and cohort table."""
+        """The workspace's identity for :mod:`lib.core.memo`: its folder, settings, cohort table, QC table and
+        splits (what :func:`lib.data.scans.load_cohort` reads)."""
         return (str(self.root), memo.stamp(self.root / "workspace.json"), memo.stamp(self.cohort_csv),
-                memo.stamp(self.qc_csv))
+                memo.stamp(self.qc_csv), memo.stamp(self.splits_json))
 
     # --- state -------------------------------------------------------------
     @property
