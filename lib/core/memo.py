@@ -8,6 +8,8 @@ refused: big data is keyed by the file it comes from, never hashed on every reru
 
 Concurrent callers of one key wait for the first (one computation, not ten). Results are shared, so
 DataFrames and Series come back as copies and arrays read-only: a caller cannot alter another's result.
+Other objects (plotly figures, lists of densities) are handed out as they are: callers only read them.
+A failed computation is not kept (the next caller tries again).
 """
 
 from __future__ import annotations
