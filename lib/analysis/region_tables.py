@@ -107,12 +107,17 @@ def save_user_atlas(ws: Workspace, name: str, labels_path: str | Path, names_pat
 
 
 def atlas_key(atlas: Atlas) -> str:
-    """Content hash of an atlas: its label volume, its region table and its grid."""
+    """Content hash of an atlas: its label volume, its region table and its grid. Hashed once per atlas object
+    (its labels are read-only), not on every page rerun that looks up a table."""
+    known = atlas.__dict__.get("_content_key")
+    if known is not None and known[0] == (id(atlas.labels), atlas.resolution, len(atlas.table)):
+        return known[1]
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(atlas.labels, dtype=np.int32).tobytes())
     h.update(atlas.table[["index", "name"]].to_csv(index=False).encode())
     h.update(f"{atlas.resolution:g}|{atlas.labels.shape}".encode())
-    return h.hexdigest()[:16]
+    atlas.__dict__["_content_key"] = ((id(atlas.labels), atlas.resolution, len(atlas.table)), h.hexdigest()[:16])
+    return atlas.__dict__["_content_key"][1]
 
 
 # --- cached tables -------------------------------------------------------------------------------------------
