@@ -75,6 +75,8 @@ def test_big_arrays_are_refused_and_small_ones_read_only():
 
     out = double(np.arange(3))
     assert out.tolist() == [0, 2, 4] and not out.flags.writeable
+    big = np.ones(memo.MAX_HASHED + 1, dtype=np.float32)
+    assert double(big)[0] == 2 and double.memo.misses == 1   # computed, never hashed nor kept
 
 
 def test_objects_with_a_memo_key_and_failures_are_not_kept():

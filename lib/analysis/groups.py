@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lib.core import memo
 from lib.data.classes import DEFAULT_CLASSES
 
 _POS, _NEG = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
@@ -118,6 +119,7 @@ def _as_array(volume) -> np.ndarray:
     return np.asarray(volume)
 
 
+@memo.memoized(32)
 def membership(table: pd.DataFrame, by: str | None = None, groups: Iterable[str] = GROUPS
                ) -> dict[tuple[str, object], list[str]]:
     """Scan ids per ``(group, subgroup)`` key (subgroup None = the whole group), empty groups included.

@@ -94,6 +94,8 @@ def _shared(value):
         return tuple(_shared(v) for v in value)
     if isinstance(value, dict):
         return {k: _shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
     return value
 
 
@@ -149,7 +151,10 @@ def memoized(maxsize: int = 32, *, ignore: tuple[str, ...] = ("progress",)):
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             keyed = {k: v for k, v in kwargs.items() if k not in ignore}
-            key = (fingerprint(args), fingerprint(keyed))
+            try:
+                key = (fingerprint(args), fingerprint(keyed))
+            except Unkeyable:   # an argument without a cheap key (a generator, a big array): computed, not kept
+                return fn(*args, **kwargs)
             return memo.get(key, lambda: fn(*args, **kwargs))
 
         inner.memo = memo
