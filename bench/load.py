@@ -10,8 +10,9 @@ Dataset overview from the sidebar. A step ends when its content is drawn and the
 script, no stale element) for 150 ms; its time is from the click to the moment it became ready. An exception
 shown on the page or a step past ``--timeout`` counts as an error.
 
-Prints p50/p95/max per step kind for each N side by side, the server's peak resident memory (VmHWM) and the
-errors. With ``--baseline`` (another checkout of the app, e.g. ``git archive main | tar -x -C DIR``), the same
+Prints p50/p95/max per step kind for each N side by side, the server's peak resident memory (VmHWM), the
+server's CPU seconds per step and its share of the cores (the rest of a step's time is the browsers, the
+network and the machine's other load), and the errors. With ``--baseline`` (another checkout of the app, e.g. ``git archive main | tar -x -C DIR``), the same
 levels run on it too, in the same run, and the ratio of the p95s is printed. The browsers share the machine's
 cores with the server, as in the issue's measurement.
 
@@ -115,6 +116,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used (user + system, all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         try:
             os.killpg(self.proc.pid, 15)
@@ -163,7 +169,8 @@ async def _user(browser, url: str, rounds: int, delay: float, times: dict, error
     await context.close()
 
 
-async def _level(url: str, users: int, rounds: int, timeout_s: float) -> tuple[dict, list]:
+async def _level(server: Server, users: int, rounds: int, timeout_s: float) -> tuple[dict, list, float, float]:
+    """(times per step, errors, server CPU seconds, wall seconds) of the measured part (after the warm-up)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -171,12 +178,15 @@ async def _level(url: str, users: int, rounds: int, timeout_s: float) -> tuple[d
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
         warm_times, warm_errors = {}, []
+        url = server.url
         await _user(browser, url, 1, 0.0, warm_times, warm_errors, max(timeout_s, 300))   # fills the caches
         times, errors = {}, []
+        cpu0, wall0 = server.cpu_s(), time.perf_counter()
         await asyncio.gather(*(_user(browser, url, rounds, 0.25 * i, times, errors, timeout_s)
                                for i in range(users)))
+        cpu, wall = server.cpu_s() - cpu0, time.perf_counter() - wall0
         await browser.close()
-    return times, [f"warm-up {e}" for e in warm_errors] + errors
+    return times, [f"warm-up {e}" for e in warm_errors] + errors, cpu, wall
 
 
 def _q(values: list[float], q: float) -> float:
@@ -191,8 +201,10 @@ def measure(checkout: Path, ws: Path, levels, rounds: int, timeout_s: float) -> 
     for n in levels:
         server = Server(checkout, ws)
         try:
-            times, errors = asyncio.run(_level(server.url, n, rounds, timeout_s))
-            out[n] = {"times": times, "errors": errors, "peak_mb": server.peak_mb()}
+            times, errors, cpu, wall = asyncio.run(_level(server, n, rounds, timeout_s))
+            steps = sum(len(v) for v in times.values())
+            out[n] = {"times": times, "errors": errors, "peak_mb": server.peak_mb(),
+                      "server_cpu_per_step": cpu / max(steps, 1), "server_cpu_share": cpu / wall / (os.cpu_count() or 1)}
         finally:
             server.stop()
         all_t = [t for v in times.values() for t in v]
@@ -218,6 +230,9 @@ def report(name: str, res: dict) -> None:
     for kind in STEPS + ["every step"]:
         print(f"{kind:<20}" + "".join(f"{_cell(_of(res, n, kind)):>32}" for n in levels))
     print(f"{'server peak memory':<20}" + "".join(f"{'%.0f MB' % res[n]['peak_mb']:>32}" for n in levels))
+    print(f"{'server CPU per step':<20}" + "".join(f"{'%.2f s' % res[n]['server_cpu_per_step']:>32}" for n in levels))
+    print(f"{'server CPU share':<20}" + "".join(f"{'%.0f %% of the cores' % (100 * res[n]['server_cpu_share']):>32}"
+                                                for n in levels))
     print(f"{'errors':<20}" + "".join(f"{len(res[n]['errors']):>32}" for n in levels))
     for n in levels:
         for e in res[n]["errors"][:10]:
