@@ -81,6 +81,24 @@ def test_a_warm_rerun_reads_and_computes_nothing_again(analysed, monkeypatch, pa
     assert counter.calls == dict.fromkeys(counter.calls, 0), counter.calls
 
 
+def test_the_heatmaps_individual_view_and_next_read_no_table_again(analysed, monkeypatch):
+    """The Individual view's warm rerun reads nothing; "Next ▶" reads no table either (the scan's own image is
+    the only new thing: its map from the memory-mapped store and its anatomy)."""
+    memo.clear_all()
+    counter = Counter(monkeypatch, READS + [(scans, "assign")])
+    at = _open(monkeypatch, analysed, "pages/heatmaps.py")
+    at.session_state["hm_view"] = "Individual"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Scan 1 of" in c.value for c in at.caption)
+    counter.reset()
+    at.run()
+    assert counter.calls == dict.fromkeys(counter.calls, 0), counter.calls
+    next(b for b in at.button if b.key == "hm_next").click().run()
+    assert not at.exception and any("Scan 2 of" in c.value for c in at.caption)
+    assert counter.calls == dict.fromkeys(counter.calls, 0), counter.calls
+
+
 def test_a_changed_file_is_a_new_key(analysed, monkeypatch):
     """A region table rewritten (a recomputation) is read again: keys are the files' stamps, never stale."""
     import os
