@@ -34,12 +34,14 @@ class Unkeyable(TypeError):
 
 
 def stamp(path: str | os.PathLike) -> tuple:
-    """A file's identity for a key: (path, size, mtime ns, inode); a missing file is (path, None)."""
+    """A file's identity for a key: (path, size, mtime, ctime, inode), as :mod:`lib.core.cache` stamps a verified
+    file (a rewrite that keeps the size and restores the mtime still changes the ctime); a missing file is
+    (path, None)."""
     try:
         st = os.stat(path)
     except OSError:
         return (str(path), None)
-    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _hash_frame(obj) -> str:
