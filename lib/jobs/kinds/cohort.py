@@ -18,6 +18,16 @@ def save_report(ws: Workspace, report) -> None:
     atomic.write_text(ws.validation_json, report.to_json())
 
 
+def task_classes(request):
+    """The task a request declares in its fields (TaskError for an unusable one); AD vs HC when none."""
+    from lib.data.classes import DEFAULT_CLASSES, Classes
+
+    given = {f: getattr(request, f, None) for f in ("positive", "negative", "positive_labels", "negative_labels",
+                                                    "positive_title", "negative_title")}
+    given = {k: v for k, v in given.items() if v}
+    return Classes(**{**DEFAULT_CLASSES.to_json(), **given}) if given else DEFAULT_CLASSES
+
+
 @register
 @dataclass(frozen=True)
 class BuildDemo(Request):
@@ -85,6 +95,10 @@ class Validate(Request):
                                positional=True)
     no_images: bool = option(False, "check the table only")
     report: str | None = option(None, "write the report (JSON) here instead of into the workspace")
+    positive: str | None = option(None, "check against this task (default: the workspace's; see init)")
+    negative: str | None = option(None, "the task's negative class")
+    positive_labels: str | None = option(None, "table labels meaning the positive class, comma-separated")
+    negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
 
     def key(self, ws: Workspace) -> str:
         return "validate" if self.table is None else f"validate {self._table(ws)}"
@@ -100,6 +114,13 @@ class Validate(Request):
         # a table outside the workspace is checked against its own folder (relative paths, path escapes)
         base = table if table.is_dir() else table.parent
         check_ws = ws if ws.exists and (own_table or base.is_relative_to(ws.root)) else Workspace.open(base)
+        if any((self.positive, self.negative, self.positive_labels, self.negative_labels)):
+            from lib.data.classes import TaskError
+            try:
+                task = task_classes(self).to_json()
+            except TaskError as exc:
+                raise RequestError(str(exc)) from exc
+            check_ws = Workspace(root=check_ws.root, config={**check_ws.config, "task": task})
         result = {}
 
         def work(progress):
@@ -130,6 +151,16 @@ class CreateWorkspace(Request):
     resolution: float = option(2.0)
     data_root: tuple[str, ...] = option((), "extra folder scans may live in (repeatable)", append=True)
     no_images: bool = option(False)
+    positive: str | None = option(None, "the diagnosis the models detect (default AD)")
+    negative: str | None = option(None, "the control class (default HC)")
+    positive_labels: str | None = option(None, "table labels meaning the positive class, comma-separated "
+                                               "(default: its name and usual spellings)")
+    negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
+    positive_title: str | None = option(None, "long name of the positive class (e.g. 'multiple sclerosis')")
+    negative_title: str | None = option(None, "long name of the negative class")
+
+    def classes(self):
+        return task_classes(self)
 
     def target(self) -> Path:
         table = Path(self.table).expanduser().resolve()
@@ -143,17 +174,23 @@ class CreateWorkspace(Request):
         return Task(self._create)
 
     def _create(self, progress) -> str:
+        from lib.data.classes import TaskError
         from lib.data.cohort import CohortError, read_table
         from lib.data.splits import make_splits, save_splits
         from lib.data.validation import format_report, validate_table
 
         table = Path(self.table).expanduser().resolve()
         root = self.target()
+        try:
+            classes = self.classes()
+        except TaskError as exc:
+            raise RequestError(f"not initialised: {exc}") from exc
+        task = {} if classes.is_default else {"task": classes.to_json()}
         # validated in memory first: a refused table leaves no workspace.json behind
         ws = Workspace(root=root, config={"kind": "study", "resolution": float(self.resolution),
-                                          "data_roots": list(self.data_root)})
+                                          "data_roots": list(self.data_root), **task})
         try:
-            cohort = read_table(table)
+            cohort = read_table(table, classes)
         except CohortError as exc:
             raise RequestError(str(exc)) from exc
         base = table if table.is_dir() else table.parent
@@ -165,7 +202,7 @@ class CreateWorkspace(Request):
         sys.stdout.flush()
         if not report.ok:
             raise RequestError(f"not initialised: {report.summary()}; fix the errors in {table}")
-        ws = Workspace.create(root, kind="study", resolution=self.resolution, data_roots=list(self.data_root))
+        ws = Workspace.create(root, kind="study", resolution=self.resolution, data_roots=list(self.data_root), **task)
         save_report(ws, report)
         save_splits(ws, make_splits(cohort))
         atomic.write_csv(ws.cohort_csv, cohort.drop(columns=[c for c in ("row",) if c in cohort]))
@@ -179,7 +216,7 @@ class CreateWorkspace(Request):
 class CohortMeans(Request):
     kind = "means"
     action = "compute"
-    summary = "mean AD and HC images of the cohort (dataset overview)"
+    summary = "mean images of the two classes of the cohort (dataset overview)"
 
     def key(self, ws: Workspace) -> str:
         return "means"
