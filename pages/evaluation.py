@@ -40,7 +40,8 @@ def request_form():
                           format_func=evv.CHECK_NAMES.get)
         c = st.columns(4)
         split = c[0].selectbox("Scans from", ["test", "validation", "train", "all"],
-                               help="The run's part the scans are chosen from (AD and HC alternating).")
+                               help="The run's part the scans are chosen from (positive and negative class "
+                                    "alternating).")
         n_scans = c[1].number_input("Scans", 1, 500, DEFAULTS.n_scans,
                                     help="Scans for region perturbation; localisation takes as many scans "
                                          "with known atrophy.")
@@ -192,6 +193,7 @@ def main() -> None:
         st.info("Choose at least one method.")
         st.stop()
     request = ev.Evaluation(ws, run, [evv.LABELS[label] for label in chosen], settings)
+    settings = request.settings   # the explained class filled in: the run's positive class
     follow(ws, request, checks, submitted)
     results = request.results()
     labels = [m.label for m in request.methods]

@@ -172,16 +172,16 @@ def _scores(focus, split: str) -> None:
     elif ev["n"] == 0:
         st.info(f"The {split} split of this run has no scans.")
     else:
-        m = ev["metrics"]
+        m, (N, P) = ev["metrics"], focus.classes.names
         cols = st.columns(5)
         for col, (name, key) in zip(cols, [("Balanced accuracy", "balanced_accuracy"), ("Accuracy", "accuracy"),
-                                           ("AUC", "auc"), ("Sensitivity (AD)", "sensitivity"),
-                                           ("Specificity (HC)", "specificity")]):
+                                           ("AUC", "auc"), (f"Sensitivity ({P})", "sensitivity"),
+                                           (f"Specificity ({N})", "specificity")]):
             col.metric(name, f"{m[key]:.3f}" if m[key] == m[key] else "—")
         c1, c2 = st.columns(2)
         cm = ev["confusion"]
         labels = np.array([["TN", "FP"], ["FN", "TP"]])
-        fig = go.Figure(go.Heatmap(z=cm, x=["predicted HC", "predicted AD"], y=["true HC", "true AD"],
+        fig = go.Figure(go.Heatmap(z=cm, x=[f"predicted {N}", f"predicted {P}"], y=[f"true {N}", f"true {P}"],
                                    colorscale="Blues", showscale=False,
                                    text=[[f"{labels[i, j]}<br>{cm[i, j]}" for j in range(2)] for i in range(2)],
                                    texttemplate="%{text}", textfont=dict(size=18)))
@@ -193,7 +193,7 @@ def _scores(focus, split: str) -> None:
                                     name=f"AUC {m['auc']:.3f}"),
                          go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
                                     showlegend=False)])
-        fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"ROC · {split} (AD positive)",
+        fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"ROC · {split} ({P} positive)",
                           xaxis_title="false positive rate", yaxis_title="true positive rate",
                           legend=dict(x=0.6, y=0.1))
         c2.plotly_chart(fig, width="stretch")

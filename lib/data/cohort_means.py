@@ -1,4 +1,4 @@
-"""Mean AD and HC images of the whole cohort (the Overview page's group means, ``python -m lib means``).
+"""Mean images of the two classes (AD and HC by default) of the whole cohort (the Overview page's group means, ``python -m lib means``).
 
 Each scan is brain-normalised (mean of its non-zero voxels = 1) and streamed one at a time; the result is
 cached under ``cache/overview/`` keyed by the scans' paths, sizes and modification times.
@@ -18,7 +18,6 @@ from lib.data.scans import load_cohort, load_scan
 from lib.data.workspace import Workspace
 from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 def brain_normalised(data: np.ndarray) -> np.ndarray:
@@ -41,9 +40,10 @@ def group_means_path(ws: Workspace, cohort: pd.DataFrame) -> Path:
 
 
 def compute_group_means(ws: Workspace, progress=None) -> Path:
-    """Mean brain-normalised image of AD and of HC scans, streamed one scan at a time.
+    """Mean brain-normalised image of the positive and of the negative class's scans (AD, HC), streamed one
+    scan at a time.
 
-    Saved as a 3-volume NIfTI (AD mean, HC mean, AD − HC) on the workspace grid,
+    Saved as a 3-volume NIfTI (positive mean, negative mean, positive − negative) on the workspace grid,
     keyed by the scans' paths, sizes and modification times.
     """
     cohort = load_cohort(ws)
@@ -51,6 +51,7 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
     if cache.ok(target):
         return target
     cache.discard(target)   # absent, corrupted or of an older version: recomputed
+    POSITIVE, NEGATIVE = ws.classes.positive, ws.classes.negative
     sums = {dx: np.zeros(ws.grid.shape, np.float64) for dx in (POSITIVE, NEGATIVE)}
     n = {POSITIVE: 0, NEGATIVE: 0}
     total = len(cohort)
@@ -71,17 +72,18 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
     return target
 
 
-def read_group_means(path: str | Path) -> dict[str, np.ndarray]:
-    """The three volumes of a group-means file: AD, HC and AD − HC.
+def read_group_means(path: str | Path, positive: str = DEFAULT_CLASSES.positive,
+                     negative: str = DEFAULT_CLASSES.negative) -> dict[str, np.ndarray]:
+    """The three volumes of a group-means file keyed by the task's names: AD, HC and AD − HC by default.
 
     Raises :class:`lib.core.cache.CacheError` naming the file when it does not match its checksum marker.
     """
     cache.require(path, "cohort mean images", "python -m lib means")
     data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-    return {POSITIVE: data[..., 0], NEGATIVE: data[..., 1], f"{POSITIVE} - {NEGATIVE}": data[..., 2]}
+    return {positive: data[..., 0], negative: data[..., 1], f"{positive} - {negative}": data[..., 2]}
 
 
 def group_means(ws: Workspace, cohort: pd.DataFrame | None = None) -> dict[str, np.ndarray] | None:
     """The cached group means, or None if they have not been computed for the current cohort."""
     target = group_means_path(ws, load_cohort(ws) if cohort is None else cohort)
-    return read_group_means(target) if cache.ok(target) else None
+    return read_group_means(target, *ws.classes.names[::-1]) if cache.ok(target) else None

@@ -159,7 +159,7 @@ def _read_config(path: Path) -> dict:
     roots = config.get("data_roots", [])
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         problems.append("data_roots must be a list of folder names")
-    for key in ("name", "kind", "cohort_table", "reviews_db"):
+    for key in ("name", "kind", "cohort_table", "reviews_db", "biomarker_measure"):
         if key in config and not isinstance(config[key], str):
             problems.append(f"{key} must be a string")
     if "task" in config:
@@ -223,6 +223,13 @@ class Workspace:
         """The classes this workspace's models tell apart: its declared task, else AD against HC."""
         task = self.config.get("task")
         return DEFAULT_CLASSES if task is None else Classes.from_json(task)
+
+    @property
+    def biomarker_measure(self) -> str | None:
+        """The cohort column the Biomarkers page correlates relevance with by default: the workspace's
+        ``biomarker_measure``, else hippocampal volume for AD (Böhle et al. 2019, Fig 9), else None."""
+        own = self.config.get("biomarker_measure")
+        return own or ("hippocampal_volume" if self.classes.positive == DEFAULT_CLASSES.positive else None)
 
     @property
     def grid(self) -> Grid:

@@ -31,17 +31,12 @@ from lib.core.progress import Cancelled, Progress
 from lib.data.volumes import Normaliser, batches, load_batch, volume_store
 from lib.data.workspace import Workspace
 from lib.learn.metrics import classification_metrics
-from lib.learn.models import CLASSES, build_model, default_device
+from lib.learn.models import POSITIVE_INDEX, build_model, default_device
 from lib.learn.prediction import evaluate, finish_run, predict_scores, predictions_table  # noqa: F401
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 from lib.learn.runs import (CHECKPOINT_FORMAT, Run, TrainConfig, TrainingError, create_run, export_run,  # noqa: F401
                             file_hash, install_shipped_run, list_runs, load_checkpoint, load_run, new_run_id,
                             predictions_problem, read_metrics, run_cohort, run_parts, runs_dir, save_checkpoint,
                             shipped_models)
-
-AD = CLASSES.index(POSITIVE)
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, flip_p: float, shift_voxels: int) -> np.ndarray:
@@ -148,11 +143,14 @@ class _Trainer:
         self.cohort = cohort = run_cohort(ws, run)
         self.grid = run.grid
         self.store = volume_store(ws, cohort, self.grid, progress=lambda d, t, m: self.tick(0, 1, f"{m} {d}/{t}"))
-        train = cohort[cohort["run_split"] == "train"]
-        val = cohort[cohort["run_split"] == "validation"]
+        # scans of other groups (labels outside the task) are kept in the cohort but never trained on
+        in_task = cohort["diagnosis"].isin(run.classes.names)
+        train = cohort[(cohort["run_split"] == "train") & in_task]
+        val = cohort[(cohort["run_split"] == "validation") & in_task]
         self.train_ids, self.val_ids = train["scan_id"].tolist(), val["scan_id"].tolist()
-        self.y_train = (train["diagnosis"] == POSITIVE).to_numpy()
-        self.y_val = (val["diagnosis"] == POSITIVE).to_numpy()
+        positive = run.classes.positive
+        self.y_train = (train["diagnosis"] == positive).to_numpy()
+        self.y_val = (val["diagnosis"] == positive).to_numpy()
 
         torch.manual_seed(_epoch_seed(cfg.seed, -1))
         self.model = build_model(cfg.model, tuple(run.config["input_shape"])).to(device)
@@ -259,7 +257,7 @@ class _Trainer:
             self.scaler.step(self.optimiser)
             self.scaler.update()
             losses.append((float(loss.detach()), len(rows)))
-            scores.append(torch.softmax(logits.detach().float(), 1)[:, AD].cpu().numpy())
+            scores.append(torch.softmax(logits.detach().float(), 1)[:, POSITIVE_INDEX].cpu().numpy())
             labels.append(y.cpu().numpy().astype(bool))
             step = epoch * self.n_batches + b
             if b % cfg.log_every == 0 or b == self.n_batches - 1:
@@ -282,7 +280,8 @@ class _Trainer:
         if improved:
             save_checkpoint(run.best_checkpoint, self.model, model_name=cfg.model,
                             input_shape=run.config["input_shape"], resolution=self.grid.resolution,
-                            normaliser=self.normaliser, epoch=epoch, extra={"run": run.id})
+                            normaliser=self.normaliser, epoch=epoch, extra={"run": run.id},
+                            classes=run.classes)
         state["epoch"] = epoch
         state["elapsed"] = time.monotonic() - self.t_start
         _append(self.metrics_path, {"kind": "epoch", "epoch": epoch, "step": (epoch + 1) * self.n_batches - 1,

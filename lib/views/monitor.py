@@ -12,9 +12,6 @@ import pandas as pd
 
 from lib.learn.metrics import classification_metrics, confusion_matrix, roc_curve
 from lib.learn.runs import Run
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 METRICS = ("loss", "balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity")
 X_AXES = {"epoch": "epoch", "step": "step", "wall time": "time"}
@@ -92,8 +89,9 @@ def evaluation(run: Run, split: str = "test") -> dict | None:
     sel = preds[preds["split"] == split]
     if sel.empty:
         return {"n": 0}
-    y = (sel["diagnosis"] == POSITIVE).to_numpy()
+    sel = sel[sel["diagnosis"].isin(run.classes.names)]   # scans of other groups have no outcome
+    y = (sel["diagnosis"] == run.classes.positive).to_numpy()
     fpr, tpr, thr = roc_curve(y, sel["ad_score"])
     return {"n": len(sel), "metrics": classification_metrics(y, sel["ad_score"]),
-            "confusion": confusion_matrix(y, sel["predicted"] == POSITIVE),
+            "confusion": confusion_matrix(y, sel["predicted"] == run.classes.positive),
             "roc": pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thr})}

@@ -158,6 +158,8 @@ class CreateWorkspace(Request):
     negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
     positive_title: str | None = option(None, "long name of the positive class (e.g. 'multiple sclerosis')")
     negative_title: str | None = option(None, "long name of the negative class")
+    biomarker_measure: str | None = option(None, "cohort column the Biomarkers page correlates relevance with by "
+                                                 "default (default hippocampal_volume for AD)")
 
     def classes(self):
         return task_classes(self)
@@ -186,6 +188,8 @@ class CreateWorkspace(Request):
         except TaskError as exc:
             raise RequestError(f"not initialised: {exc}") from exc
         task = {} if classes.is_default else {"task": classes.to_json()}
+        if self.biomarker_measure:
+            task["biomarker_measure"] = self.biomarker_measure
         # validated in memory first: a refused table leaves no workspace.json behind
         ws = Workspace(root=root, config={"kind": "study", "resolution": float(self.resolution),
                                           "data_roots": list(self.data_root), **task})
