@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from lib import jobs
+from lib.data.classes import DEFAULT_CLASSES
 from lib.data.workspace import WorkspaceError
 from pages.job_widgets import job_progress, locked, submit_job
 from pages.workspace_sidebar import current_workspace, require_ready_workspace
@@ -49,8 +50,8 @@ def task_form() -> dict:
     """The task the new workspace's models learn: the two classes and the table labels of each."""
     with st.expander("Task: the two classes (default AD vs HC)"):
         c = st.columns(4)
-        task = {"positive": c[0].text_input("Positive class (detected)", placeholder="AD", key="task_pos"),
-                "negative": c[1].text_input("Negative class (controls)", placeholder="HC", key="task_neg"),
+        task = {"positive": c[0].text_input("Positive class (detected)", placeholder=DEFAULT_CLASSES.positive, key="task_pos"),
+                "negative": c[1].text_input("Negative class (controls)", placeholder=DEFAULT_CLASSES.negative, key="task_neg"),
                 "positive_labels": c[2].text_input("Its table labels", placeholder="MS, RRMS", key="task_pos_l"),
                 "negative_labels": c[3].text_input("Its table labels ", placeholder="control, HC", key="task_neg_l")}
         st.caption("Labels of other groups are kept but not trained on; a generic label such as \"patient\" must "

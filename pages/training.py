@@ -37,7 +37,14 @@ def start_form(ws, runs: list) -> None:
             batch = c3.number_input("Batch size", 1, 256, 8)
             shift = c4.number_input("Left–right shift (voxels)", 0, 10, max(1, round(2 / ws.grid.resolution)),
                                     help="Random translation range; the paper's 2 voxels at 1 mm = 2 mm.")
-            c1, c2 = st.columns(2)
+            c1, c2, c3, c4 = st.columns(4)
+            sources = ["", *monitor.transfer_sources(ws, runs)]
+            init_from = c3.selectbox("Start from (transfer learning)", sources, key="train_init_from",
+                                     format_func=lambda s: s or "nothing: train from scratch",
+                                     help="Copy the convolution weights of a finished run or a shipped model "
+                                          "(Eitel: ADNI → MS); the head is re-initialised when its classes differ.")
+            freeze = c4.number_input("Frozen blocks", 0, 4, 0, help="With a source: the first convolution blocks "
+                                                                   "keep the source's weights.")
             seeds_text = c1.text_input("Seeds", "0", help="One run per seed, e.g. `0 1 2` (repeated runs).")
             k = int((ws.config.get("k_folds") or 5))
             folds = c2.multiselect("Cross-validation folds", list(range(k)),
@@ -53,7 +60,8 @@ def start_form(ws, runs: list) -> None:
                 job = submit_job(ws, jobs.Train(
                     model=model, resolution=float(resolution), epochs=int(epochs), patience=int(patience),
                     lr=float(lr), weight_decay=float(wd), batch_size=int(batch), shift=int(shift),
-                    seeds=tuple(seeds), folds=tuple(int(f) for f in folds) or None))
+                    seeds=tuple(seeds), folds=tuple(int(f) for f in folds) or None, init_from=init_from or None,
+                    freeze=int(freeze) if init_from else 0))
                 if job is not None:
                     st.session_state["train_job"] = job.id
                     time.sleep(1.0)
@@ -160,6 +168,8 @@ def evaluation_section(ws, by_id: dict, chosen: list[str]):
     split = c2.radio("Split", ["test", "validation", "train"], horizontal=True)
     focus = by_id[focus_id]
     report_button(ws, focus)
+    if monitor.origin_text(focus):
+        st.caption(monitor.origin_text(focus))
     _scores(focus, split)
     return focus
 

@@ -51,9 +51,9 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
     if cache.ok(target):
         return target
     cache.discard(target)   # absent, corrupted or of an older version: recomputed
-    POSITIVE, NEGATIVE = ws.classes.positive, ws.classes.negative
-    sums = {dx: np.zeros(ws.grid.shape, np.float64) for dx in (POSITIVE, NEGATIVE)}
-    n = {POSITIVE: 0, NEGATIVE: 0}
+    pos, neg = ws.classes.positive, ws.classes.negative
+    sums = {dx: np.zeros(ws.grid.shape, np.float64) for dx in (pos, neg)}
+    n = {pos: 0, neg: 0}
     total = len(cohort)
     for i, row in enumerate(cohort.itertuples(index=False)):
         if row.diagnosis in sums:
@@ -63,10 +63,10 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
         if progress:
             progress(i + 1, total, f"scan {row.scan_id}")
     means = {dx: (sums[dx] / max(n[dx], 1)).astype(np.float32) for dx in sums}
-    stack = np.stack([means[POSITIVE], means[NEGATIVE], means[POSITIVE] - means[NEGATIVE]], axis=-1)
+    stack = np.stack([means[pos], means[neg], means[pos] - means[neg]], axis=-1)
     img = nib.Nifti1Image(stack, ws.grid.affine)
-    img.header["descrip"] = (f"mean {POSITIVE} (n={n[POSITIVE]}), mean {NEGATIVE} (n={n[NEGATIVE]}), "
-                             f"{POSITIVE}-{NEGATIVE}").encode()[:79]
+    img.header["descrip"] = (f"mean {pos} (n={n[pos]}), mean {neg} (n={n[neg]}), "
+                             f"{pos}-{neg}").encode()[:79]
     atomic.write_nifti(target, img)
     cache.seal(target, kind="overview", **n)
     return target

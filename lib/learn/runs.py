@@ -63,6 +63,8 @@ class TrainConfig:
     fold: int | None = None              # None: the saved train/validation split; k: fold k validates
     log_every: int = 5                   # batches between loss records
     amp: bool = True                     # mixed precision, on CUDA only
+    init_from: str | None = None         # a run, run folder, shipped model or checkpoint to start from
+    freeze: int = 0                      # convolution blocks (from the input) not trained after --init-from
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -327,10 +329,21 @@ def create_run(ws: Workspace, cfg: TrainConfig, *, run_id: str | None = None, gr
     d = ws.runs_dir / run_id
     if (d / "config.json").exists():
         raise TrainingError(f"run {run_id} already exists")
+    origin = None
+    if cfg.init_from:
+        from lib.learn import transfer
+
+        try:
+            origin = transfer.origin(ws, cfg.init_from, model=cfg.model, input_shape=grid.shape,
+                                     classes=ws.classes, freeze=cfg.freeze)
+        except transfer.TransferError as exc:
+            raise TrainingError(str(exc)) from exc
+    elif cfg.freeze:
+        raise TrainingError("--freeze needs --init-from: freezing freshly initialised blocks trains nothing there")
     config = {"id": run_id, "group": group, "created": time.time(), "workspace": str(ws.root),
               "train": asdict(cfg), "resolution": grid.resolution, "input_shape": list(grid.shape),
               "cohort_fingerprint": cohort_fingerprint(cohort), "parts": parts,
-              "torch": torch.__version__, "task": ws.classes.to_json()}
+              "torch": torch.__version__, "task": ws.classes.to_json(), "init_from": origin}
     atomic.write_json(d / "config.json", config)
     atomic.write_json(d / "state.json", {"status": "created", "epoch": -1, "max_epochs": cfg.max_epochs})
     return Run(d, config)

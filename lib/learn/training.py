@@ -153,7 +153,10 @@ class _Trainer:
         self.y_val = (val["diagnosis"] == positive).to_numpy()
 
         torch.manual_seed(_epoch_seed(cfg.seed, -1))
-        self.model = build_model(cfg.model, tuple(run.config["input_shape"])).to(device)
+        self.model = build_model(cfg.model, tuple(run.config["input_shape"]))
+        if run.origin and not run.last_checkpoint.exists():   # a resumed run has its weights in last.pt
+            self._start_from_source()
+        self.model.to(device)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.state = {"status": "running", "epoch": -1, "best_epoch": None, "best_score": None, "bad_epochs": 0,
@@ -165,6 +168,16 @@ class _Trainer:
         self.n_batches = max(1, math.ceil(len(self.train_rows) / cfg.batch_size))
         self.total = cfg.max_epochs * self.n_batches
         self.metrics_path = run.dir / "metrics.jsonl"
+
+    def _start_from_source(self) -> None:
+        """Transfer learning: the source's convolution weights (and head, for the same classes), frozen blocks."""
+        from lib.learn import transfer
+
+        payload = torch.load(self.run.origin["checkpoint"], map_location="cpu", weights_only=True)
+        try:
+            transfer.initialise(self.model, payload, self.run.classes, freeze=self.cfg.freeze)
+        except transfer.TransferError as exc:
+            raise TrainingError(f"run {self.run.id}: {exc}") from exc
 
     def tick(self, done, total, msg):
         if self.progress:
@@ -244,6 +257,10 @@ class _Trainer:
         order = self.train_rows[rng.permutation(len(self.train_rows))]
         y_of_row = dict(zip(self.train_rows.tolist(), self.y_train.tolist()))
         model.train()
+        if cfg.freeze:
+            from lib.learn.transfer import keep_frozen_statistics
+
+            keep_frozen_statistics(model, cfg.freeze)
         losses, scores, labels = [], [], []
         for b, rows in enumerate(batches(order, cfg.batch_size)):
             x = augment(load_batch(self.store, rows, self.normaliser), rng, cfg.flip_p, self.shift)
