@@ -65,6 +65,8 @@ SUBTYPES = {
     "temporal": {"core": 1.0, "neo": 0.7, "frontal": 0.0, "parietal": 0.1},
     "frontal": {"core": 0.7, "neo": 0.5, "frontal": 0.9, "parietal": 0.1},
     "parietal": {"core": 0.7, "neo": 0.5, "frontal": 0.1, "parietal": 0.9},
+    # the MS demo (lib.data.demo_ms): diffuse, milder grey-matter loss; never drawn for AD
+    "ms": {"core": 0.4, "neo": 0.5, "frontal": 0.6, "parietal": 0.6},
 }
 SUBTYPE_P = {"temporal": 0.6, "frontal": 0.2, "parietal": 0.2}
 SITES = {  # contrast (gamma), gain, noise σ (fraction of max), bias-field strength

@@ -33,7 +33,7 @@ def task_classes(request):
 class BuildDemo(Request):
     kind = "demo"
     action = "change_workspace"
-    summary = "build the synthetic demo cohort"
+    summary = "build a synthetic demo cohort (AD vs HC, or MS vs HC with --disease ms)"
 
     subjects: int = option(80, "subjects")
     resolution: float = option(2.0, "voxel size in mm (1 = the paper's grid)")
@@ -41,6 +41,13 @@ class BuildDemo(Request):
     seed: int = option(0)
     workers: int = option(0, "processes (default: up to 2)")
     force: bool = option(False, "rebuild even if complete")
+    disease: str = option("ad", "ad: Alzheimer's atrophy (the paper's task); ms: multiple sclerosis lesions and "
+                                "atrophy, in its own workspace (default data/demo-ms)", choices=("ad", "ms"))
+
+    def root(self, ws: Workspace) -> Path:
+        """The folder built: the workspace's, except that the MS demo never replaces the default AD demo."""
+        default = default_workspace_path()
+        return default.parent / "demo-ms" if self.disease == "ms" and ws.root.resolve() == default else ws.root
 
     def required_action(self, ws: Workspace) -> str | None:
         """None for the default demo workspace: a system action any signed-in identity may start, since a
@@ -52,6 +59,8 @@ class BuildDemo(Request):
         return "demo"   # one build of a folder at a time, whatever its settings
 
     def prepare(self, ws: Workspace) -> Task:
+        if self.disease == "ms":
+            return self._prepare_ms(Workspace.open(self.root(ws)))
         from lib.data import demo
 
         if demo.is_complete(ws) and not self.force:
@@ -80,6 +89,33 @@ class BuildDemo(Request):
             if built.exists:
                 save_report(built, report)
             return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
+
+        return Task(work)
+
+
+    def _prepare_ms(self, ws: Workspace) -> Task:
+        from lib.data import demo_ms
+
+        if demo_ms.is_complete(ws) and not self.force:
+            return Task(lambda progress: f"MS demo cohort already complete at {ws.root} "
+                                         f"({ws.config.get('n_scans')} scans); --force rebuilds it")
+        cfg = demo_ms.MSDemoConfig(n_subjects=self.subjects, resolution=self.resolution, seed=self.seed,
+                                   max_visits=self.visits)
+        if self.workers:
+            cfg.workers = self.workers
+
+        def work(progress):
+            from lib.data.validation import validate_table
+
+            if ws.exists and ws.is_demo:   # an outdated build: what the generator owns goes, no stale file survives
+                for owned in ("scans", "ground_truth", "cache"):
+                    shutil.rmtree(ws.root / owned, ignore_errors=True)
+            built = demo_ms.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
+            n = built.config["n_scans"]
+            report = validate_table(built.cohort_csv, built, check_images=True,
+                                    progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
+            save_report(built, report)
+            return f"MS demo: {n} scans of {cfg.n_subjects} subjects in {built.root}"
 
         return Task(work)
 
