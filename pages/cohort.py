@@ -48,13 +48,15 @@ def this_workspace(ws) -> None:
 
 def task_form() -> dict:
     """The task the new workspace's models learn: the two classes and the table labels of each."""
-    with st.expander("Task: the two classes (default AD vs HC)"):
+    with st.expander("Task: the two classes the new workspace's models tell apart"):
         c = st.columns(4)
-        task = {"positive": c[0].text_input("Positive class (detected)", placeholder=DEFAULT_CLASSES.positive, key="task_pos"),
-                "negative": c[1].text_input("Negative class (controls)", placeholder=DEFAULT_CLASSES.negative, key="task_neg"),
+        pos, neg = DEFAULT_CLASSES.names[::-1]
+        task = {"positive": c[0].text_input("Positive class (detected)", placeholder=pos, key="task_pos"),
+                "negative": c[1].text_input("Negative class (controls)", placeholder=neg, key="task_neg"),
                 "positive_labels": c[2].text_input("Its table labels", placeholder="MS, RRMS", key="task_pos_l"),
                 "negative_labels": c[3].text_input("Its table labels ", placeholder="control, HC", key="task_neg_l")}
-        st.caption("Labels of other groups are kept but not trained on; a generic label such as \"patient\" must "
+        st.caption(f"Left empty: {DEFAULT_CLASSES.title(pos)} against healthy controls, with their usual spellings. "
+                   "Labels of other groups are kept but not trained on; a generic label such as \"patient\" must "
                    "be listed for a class, it is never taken for a diagnosis.")
     return {k: v.strip() for k, v in task.items() if v and v.strip()}
 

@@ -169,7 +169,9 @@ def localisation_tab(run, request, results, colour, settings) -> None:
         st.info("Localisation has not been computed for these settings.")
         return
     st.plotly_chart(evv.localisation_figure(loc, colour, ev.chance_levels(results)), width="stretch")
-    st.caption(f"Ground truth per scan: the voxels the demo generator atrophied ({evv.truth_text(settings)}), on the "
+    truth = ("the lesion mask the demo generator drew" if request.ws.config.get("disease") == "ms" else
+             f"the voxels the demo generator atrophied ({evv.truth_text(settings)})")
+    st.caption(f"Ground truth per scan: {truth}, on the "
                f"run's {run.grid.resolution:g} mm grid. Mass accuracy: positive relevance inside ÷ all positive "
                "relevance in the brain; AUC: voxel relevance against the mask; pointing game: the most relevant "
                f"voxel inside the mask ({loc.groupby('label').size().max()} scans). Dashed: chance.")

@@ -134,7 +134,8 @@ def _scan_facts(ws, row, data, ijk, gt, atlas, atlas_table) -> None:
     st.markdown(f"MNI **({mni[0]:.0f}, {mni[1]:.0f}, {mni[2]:.0f}) mm** · voxel ({i}, {j}, {k}) · "
                 f"intensity {data[i, j, k]:.0f} · region **{overview.region_at(atlas, atlas_table, (i, j, k))}**")
     facts = {k_: row[k_] for k_ in ("subject_id", "session", "diagnosis", "age", "sex", "mmse", "cdr", "site",
-                                    "hippocampal_volume", "split") if k_ in row and pd.notna(row[k_])}
+                                    "hippocampal_volume", "lesion_load", "edss", "split")
+             if k_ in row and pd.notna(row[k_])}
     st.dataframe(pd.DataFrame([facts]), hide_index=True, width="stretch")
     if gt is not None:
         units = pd.Series(gt["units_mm"])

@@ -397,5 +397,10 @@ def generate(root: str | os.PathLike, cfg: DemoConfig | None = None,
 
 
 def is_complete(ws: Workspace) -> bool:
+    """The demo workspace is built by the current generator (of its disease: AD here, MS in demo_ms)."""
+    if ws.config.get("disease", "ad") != "ad":
+        from lib.data import demo_ms
+
+        return demo_ms.is_complete(ws)
     return (ws.exists and bool(ws.config.get("complete")) and ws.cohort_csv.exists()
             and ws.config.get("demo_version") == DEMO_VERSION)

@@ -112,7 +112,8 @@ def scan_order(predictions: pd.DataFrame, scan_ids) -> pd.Series:
     return predictions.set_index("scan_id").loc[scan_ids, "ad_score"].sort_values(ascending=False, kind="stable")
 
 
-FACT_COLUMNS = ("subject_id", "session", "age", "sex", "site", "mmse", "cdr", "hippocampal_volume")
+FACT_COLUMNS = ("subject_id", "session", "age", "sex", "site", "mmse", "cdr", "hippocampal_volume", "lesion_load",
+                "edss")
 
 
 def facts_table(facts: Mapping) -> pd.DataFrame:

@@ -176,7 +176,7 @@ def scan_facts(predictions: pd.DataFrame, cohort: pd.DataFrame | None, scan_id: 
     if cohort is not None:
         c = cohort.loc[cohort["scan_id"].astype(str) == str(scan_id)]
         if len(c):
-            for k in ("mmse", "cdr", "hippocampal_volume"):
+            for k in ("mmse", "cdr", "hippocampal_volume", "lesion_load", "edss"):
                 if k in c and pd.notna(c.iloc[0][k]):
                     facts[k] = c.iloc[0][k]
     return facts
