@@ -272,13 +272,13 @@ def _robustness_section(ws, run, sha, atlas, tables_by_store) -> Section:
             s = rt.matching_store(ws, r.checkpoint_hash(), "lrp", {"beta": 0.0})
             path = rt.find_table(ws, s, atlas) if s is not None else None
             if path is not None and r.predictions() is not None:
-                have[r.id] = ra.annotate(rt.read_table(path), r.predictions(), split=SPLIT)
+                have[r.id] = ra.annotate(rt.read_table(path), r.predictions(), split=SPLIT, classes=run.classes)
         if len(have) >= 2:
-            mo = ra.mean_overlaps(have, k=OVERLAP_K)
+            mo = ra.mean_overlaps(have, k=OVERLAP_K, classes=run.classes)
             sec.tables.append((f"Mean pairwise overlap of the top {OVERLAP_K} regions between the group's runs "
                                "(LRP β=0)", mo))
             sec.figures.append(Figure("overlap_runs", "Overlap between retrainings.", plotly=rf.overlap_figure(
-                ra.overlap_matrices(have, k=OVERLAP_K), title="Overlap of the top regions between runs (%)")))
+                ra.overlap_matrices(have, k=OVERLAP_K, classes=run.classes), title="Overlap of the top regions between runs (%)")))
         lacking = [r.id for r in members if r.id not in have]
         if lacking:
             sec.missing.append(f"Runs without LRP β=0 region metrics: `{_cmd(ws, 'regions --run ' + ' '.join(lacking) + ' --method lrp --beta 0')}`.")
