@@ -14,6 +14,7 @@ A failed computation is not kept (the next caller tries again).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -82,6 +83,9 @@ def fingerprint(obj):
     key = getattr(obj, "memo_key", None)
     if callable(key):
         return (type(obj).__name__, fingerprint(key()))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):   # a value object (Classes): its fields
+        return (type(obj).__name__,) + tuple((f.name, fingerprint(getattr(obj, f.name)))
+                                             for f in dataclasses.fields(obj))
     raise Unkeyable(f"no content key for a {type(obj).__name__}")
 
 
