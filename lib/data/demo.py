@@ -394,6 +394,11 @@ def generate(root: str | os.PathLike, cfg: DemoConfig | None = None,
     return ws
 
 
+def expected_scans(cfg: DemoConfig) -> int:
+    """How many scans :func:`generate` makes with ``cfg`` (subjects × their visits; drawn, nothing built)."""
+    return sum(s["n_visits"] for s in _draw_subjects(cfg))
+
+
 def is_complete(ws: Workspace) -> bool:
     return (ws.exists and bool(ws.config.get("complete")) and ws.cohort_csv.exists()
             and ws.config.get("demo_version") == DEMO_VERSION)
