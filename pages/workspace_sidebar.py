@@ -149,14 +149,20 @@ def require_ready_workspace(ws: Workspace) -> bool:
                 return False
             # the default demo is a system action any signed-in identity may start; a demo elsewhere
             # changes that folder and needs an admin (BuildDemo.required_action)
-            job = submit_job(ws, jobs.BuildDemo())
+            try:
+                request = jobs.BuildDemo.configured()
+            except jobs.RequestError as exc:
+                st.error(str(exc))
+                return False
+            job = submit_job(ws, request)
             if job is None:
                 return False
         if ws.cohort_csv.exists():
             st.caption("The demo generator has changed since this demo cohort was built; it is rebuilt.")
         st.info("**Building the demo cohort** — synthetic scans made from the ICBM152 template and the "
-                "Neuromorphometrics atlas, with known atrophy. This happens once and takes about a minute; "
-                "you can reload the page or switch pages meanwhile.")
+                "Neuromorphometrics atlas, with known atrophy — then the shipped model is applied and its heatmaps "
+                "computed, so every page has results. This happens once (about 6 min on 2 CPU cores; the bar's "
+                "estimate is measured here); you can reload the page or switch pages meanwhile.")
         job_progress(job.id, ws, rerun_when_done=True)
         return False
     st.warning(f"`{ws.root}` is not a workspace yet. Create one from a cohort table on the "
