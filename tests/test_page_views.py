@@ -186,3 +186,15 @@ def test_when_in_words():
     assert links.when(now - timedelta(hours=3), now) == "3 h ago"
     assert links.when(now - timedelta(days=3), now) == "2025-12-30"
     assert links.when(None) == ""
+
+
+def test_ground_truth_overlay_is_in_percent_of_local_volume_loss():
+    from lib.views import heatmaps as hv
+
+    atrophy = np.zeros((10, 10, 10), np.float32)
+    atrophy[2:8, 2:8, 2:8] = 0.2          # det J − 1 = 0.2: 20 % local volume loss
+    atrophy[5, 5, 5] = 3.66               # one border voxel of 366 % must not set the scale
+    ov = hv.ground_truth_overlay(atrophy)
+    assert ov.volume[3, 3, 3] == np.float32(20.0) and ov.vmin == 0.0
+    assert 19.0 <= ov.vmax <= 25.0 and ov.threshold == 3.0
+    assert "%" in hv.GROUND_TRUTH_LABEL and "det J − 1" in hv.GROUND_TRUTH_LABEL
