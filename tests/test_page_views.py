@@ -198,3 +198,20 @@ def test_ground_truth_overlay_is_in_percent_of_local_volume_loss():
     assert ov.volume[3, 3, 3] == np.float32(20.0) and ov.vmin == 0.0
     assert 19.0 <= ov.vmax <= 25.0 and ov.threshold == 3.0
     assert "%" in hv.GROUND_TRUTH_LABEL and "det J − 1" in hv.GROUND_TRUTH_LABEL
+
+
+def test_review_queue_map_is_self_scaled_and_lists_the_runs_maps_paper_first(demo_ws, demo_run):
+    from lib.explain import heatmaps
+    from lib.views import review_queue as rq
+
+    m = np.zeros((10, 10, 10), np.float32)
+    m[:5] = np.linspace(-1, 1, 500).reshape(5, 10, 10)
+    ov = rq.scan_overlay(m, absolute=False)
+    positive = m[m > 0]
+    assert ov.vmin == pytest.approx(np.percentile(positive, 90)) and ov.transparent_below == ov.vmin
+    assert rq.scan_overlay(-m, absolute=True).vmax == pytest.approx(np.percentile(np.abs(m[m != 0]), 99.5))
+    heatmaps.compute_store(demo_ws, demo_run, "guided_backprop")
+    heatmaps.compute_store(demo_ws, demo_run, "lrp", beta=0.0)
+    choices = rq.map_choices(demo_ws, demo_run.id)
+    assert list(choices)[0].startswith("LRP") and "Guided backprop" in choices
+    assert rq.map_choices(demo_ws, None) == {}
