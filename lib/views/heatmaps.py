@@ -118,7 +118,7 @@ def truth_units(gt: Mapping, k: int = 8) -> pd.DataFrame:
 
 
 
-GROUND_TRUTH_LABEL = "local volume loss (%) = 100 × (det J − 1)"
+GROUND_TRUTH_LABEL = "local volume loss (%) = 100 * (det J - 1)"   # ASCII: drawn with the bitmap font
 
 
 def ground_truth_overlay(atrophy: np.ndarray, alpha: float = 0.8) -> viewer.Overlay:

@@ -9,6 +9,7 @@ also how a workspace whose runs or caches were deleted gets them back.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from lib.core.progress import Progress
@@ -24,16 +25,23 @@ SECONDS_PER_SCAN = {"cohort": 1.15, "predict": 0.35, "explain": 0.3, "means": 0.
 
 def applicable_models(ws: Workspace) -> list:
     """Shipped model folders trained on this workspace's cohort (another demo's settings are another cohort)."""
-    from lib.data.scans import load_cohort
-    from lib.data.volumes import cohort_fingerprint
-    from lib.learn.runs import shipped_models
     from lib.core import atomic
+    from lib.learn.runs import shipped_models
 
     folders = shipped_models()
     if not folders or not ws.cohort_csv.exists():
         return []
-    fingerprint = cohort_fingerprint(load_cohort(ws))
+    fingerprint = _fingerprint(str(ws.root), ws.cohort_csv.stat().st_mtime_ns)
     return [f for f in folders if (atomic.read_json(f / "config.json") or {}).get("cohort_fingerprint") == fingerprint]
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(root: str, mtime_ns: int) -> str:
+    """The cohort's fingerprint, read again only when its table changes (pages ask on every view)."""
+    from lib.data.scans import load_cohort
+    from lib.data.volumes import cohort_fingerprint
+
+    return cohort_fingerprint(load_cohort(Workspace.open(root)))
 
 
 def missing(ws: Workspace) -> bool:
