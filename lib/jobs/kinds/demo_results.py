@@ -19,8 +19,10 @@ from lib.data.workspace import Workspace
 METHODS = (("lrp", {"beta": 0.0}, "LRP β = 0"), ("guided_backprop", {}, "guided backprop"))
 """The paper's two methods, as the pages' first view shows them."""
 
-# expected seconds per scan on 2 CPU cores (default demo, 3 mm model): the weights of one honest progress bar
-SECONDS_PER_SCAN = {"cohort": 1.15, "predict": 0.35, "explain": 0.3, "means": 0.02, "regions": 0.05}
+# seconds per scan of each stage, the weights of one honest progress bar: measured on the default first start
+# (172 scans, 2 cores): 342 s of CPU time, 71 % building the cohort, 10 % predictions, 10 % and 7 % the two
+# methods' heatmaps, under 1 % each group means and region tables
+SECONDS_PER_SCAN = {"cohort": 1.4, "predict": 0.2, "explain": 0.17, "means": 0.01, "regions": 0.01}
 
 
 def applicable_models(ws: Workspace) -> list:
