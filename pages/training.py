@@ -78,14 +78,14 @@ def runs_table(ws, runs: list) -> list[str]:
     """The runs with status and scores, the runs chosen to show, and a resume button for a stopped one."""
     table = monitor.runs_table(runs)
     st.subheader("Runs")
-    formats = {"val bal. acc": "%.3f", "test bal. acc": "%.3f", "test AUC": "%.3f", "lr": "%.0e", "weight decay": "%.0e"}
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={k: st.column_config.NumberColumn(format=f) for k, f in formats.items()})
+    formats = {"val bal. acc": "{:.3f}", "test bal. acc": "{:.3f}", "test AUC": "{:.3f}", "lr": "{:.0e}",
+               "weight decay": "{:.0e}", "best epoch": "{:.0f}", "grid mm": "{:g}"}
+    # a static table wraps its headers: every column fits a 1400 px page (a data grid hides the last ones)
+    st.table(table.style.format({k: f for k, f in formats.items() if k in table}, na_rep="—").hide(axis="index"))
     ids = [r.id for r in runs]
     default = [r.id for r in runs if r.status == "running"] or ids[:1]
     chosen = st.multiselect("Runs to show", ids, default=default, help="Several runs are overlaid.")
-    by_id = {r.id: r for r in runs}
-    for r in (by_id[i] for i in chosen):
+    for r in (r for r in runs if r.id in chosen):
         resume = jobs.Train(resume=r.id)
         if r.status in ("interrupted", "cancelled", "failed") and not jobs.for_request(ws, resume, active=True):
             cols = st.columns([3, 1])

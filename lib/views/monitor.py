@@ -35,7 +35,9 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "weight decay": cfg.get("weight_decay"), "batch": cfg.get("batch_size"), "seed": cfg.get("seed"),
             "fold": cfg.get("fold"), "patience": cfg.get("patience"), "group": r.config.get("group"),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # no run of a fold or a group: those columns would only push others out of a 1400 px page
+    return table.drop(columns=[c for c in ("fold", "group") if c in table and table[c].isna().all()])
 
 
 def smooth(values: pd.Series | np.ndarray, weight: float) -> np.ndarray:
