@@ -41,7 +41,7 @@ def first_start_done(ws: Workspace) -> bool:
             st.error(f"Applying the shipped model failed: {last[0].error} (`python -m lib demo` tries again)")
             return True
         try:
-            request = jobs.BuildDemo.configured()
+            request = jobs.BuildDemo.configured(disease=ws.config.get("disease", "ad"))
         except jobs.RequestError as exc:
             st.error(str(exc))
             return False

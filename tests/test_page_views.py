@@ -198,6 +198,8 @@ def test_ground_truth_overlay_is_in_percent_of_local_volume_loss():
     assert ov.volume[3, 3, 3] == np.float32(20.0) and ov.vmin == 0.0
     assert 19.0 <= ov.vmax <= 25.0 and ov.threshold == 3.0
     assert "%" in hv.GROUND_TRUTH_LABEL and "det J - 1" in hv.GROUND_TRUTH_LABEL and hv.GROUND_TRUTH_LABEL.isascii()
+    lesions = hv.ground_truth_overlay((atrophy > 1).astype(np.uint8), lesions=True)
+    assert lesions.vmax == 1.0 and lesions.volume[5, 5, 5] == 1.0   # the MS demo: its lesion mask as it is
 
 
 def test_review_queue_map_is_self_scaled_and_lists_the_runs_maps_paper_first(demo_ws, demo_run):

@@ -13,12 +13,22 @@ import pandas as pd
 
 from lib.data.atlases import DEFAULT_ATLAS
 from lib.views import viewer
-from lib.data.classes import DEFAULT_CLASSES
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
-GROUP_HELP = {POSITIVE: "all AD scans", NEGATIVE: "all healthy controls", "TP": "AD classified AD",
-              "FP": "HC classified AD", "TN": "HC classified HC", "FN": "AD classified HC"}
+def group_help(classes: Classes = DEFAULT_CLASSES) -> dict[str, str]:
+    """Every group of the task with what it holds, in the page's order (TP = correctly called positive)."""
+    p, n = classes.positive, classes.negative
+    return {p: f"all {p} scans", n: f"all {n} scans ({classes.title(n)})", "TP": f"{p} classified {p}",
+            "FP": f"{n} classified {p}", "TN": f"{n} classified {n}", "FN": f"{p} classified {n}"}
+
+
+def group_pairs(classes: Classes = DEFAULT_CLASSES) -> tuple[tuple[str, str], ...]:
+    """Rows of the all-groups panel: the two classes; TP/FP (the scans called positive), TN/FN (negative)."""
+    return (classes.positive, classes.negative), ("TP", "FP"), ("TN", "FN")
+
+
+GROUP_HELP = group_help()
 STYLE_NAMES = {"paper": "Paper (black → red → yellow → white)",
                "threshold": "Thresholded (hot, transparent below)", "diverging": "Diverging (blue − / red +)"}
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split",
@@ -29,8 +39,7 @@ NORMALISE = {"raw (as in Rieke et al.)": None, "each map ÷ its total |relevance
 ATLAS = DEFAULT_ATLAS
 START_MNI = (-26, -22, -14)
 """The crosshair's first position: the left hippocampus, where AD atrophy starts."""
-GROUP_PAIRS = ((POSITIVE, NEGATIVE), ("TP", "FP"), ("TN", "FN"))
-"""Rows of the all-groups panel: TP/FP are the scans predicted AD, TN/FN those predicted HC."""
+GROUP_PAIRS = group_pairs()
 
 
 def split_choices(predictions: pd.DataFrame) -> list[str]:
@@ -93,17 +102,18 @@ def store_settings(run, sha: str, store, *, split: str, by: str, style: str, ijk
             "split": split, "by": by, "style": style, "slices": list(ijk), "outlines": outlines}
 
 
-def scan_choices(membership: Mapping) -> list[str]:
+def scan_choices(membership: Mapping, classes: Classes = DEFAULT_CLASSES) -> list[str]:
     """The whole groups that have scans, in the page's order."""
-    return [g for g in GROUP_HELP if membership[(g, None)]]
+    return [g for g in group_help(classes) if membership.get((g, None))]
 
 
 def scan_order(predictions: pd.DataFrame, scan_ids) -> pd.Series:
-    """AD score of the scans, highest first (stable for ties)."""
+    """Score of the positive class of the scans, highest first (stable for ties)."""
     return predictions.set_index("scan_id").loc[scan_ids, "ad_score"].sort_values(ascending=False, kind="stable")
 
 
-FACT_COLUMNS = ("subject_id", "session", "age", "sex", "site", "mmse", "cdr", "hippocampal_volume")
+FACT_COLUMNS = ("subject_id", "session", "age", "sex", "site", "mmse", "cdr", "hippocampal_volume", "lesion_load",
+                "edss")
 
 
 def facts_table(facts: Mapping) -> pd.DataFrame:
@@ -119,13 +129,17 @@ def truth_units(gt: Mapping, k: int = 8) -> pd.DataFrame:
 
 
 GROUND_TRUTH_LABEL = "local volume loss (%) = 100 * (det J - 1)"   # ASCII: drawn with the bitmap font
+LESION_LABEL = "lesion mask"
 
 
-def ground_truth_overlay(atrophy: np.ndarray, alpha: float = 0.8) -> viewer.Overlay:
-    """A demo scan's ground truth (the generator's det J − 1 where tissue was compressed) as an overlay in percent
-    of local volume loss: coloured up to the 99th percentile of the atrophic voxels (a few voxels of several
-    hundred percent at region borders would leave the rest pale), transparent below 3 %."""
-    percent = np.asarray(atrophy, dtype=np.float32) * 100.0
+def ground_truth_overlay(truth: np.ndarray, alpha: float = 0.8, *, lesions: bool = False) -> viewer.Overlay:
+    """A demo scan's ground truth as an overlay. The AD demo's (the generator's det J − 1 where tissue was
+    compressed) in percent of local volume loss, coloured up to the 99th percentile of the atrophic voxels (a few
+    voxels of several hundred percent at region borders would leave the rest pale), transparent below 3 %;
+    the MS demo's lesion mask (``lesions``) as it is."""
+    if lesions:
+        return viewer.Overlay(np.asarray(truth, dtype=np.float32), 0.0, 1.0, cmap="YlOrRd", alpha=alpha, threshold=0.5)
+    percent = np.asarray(truth, dtype=np.float32) * 100.0
     lost = percent[percent > 0]
     top = float(np.percentile(lost, 99)) if lost.size else 1.0
     return viewer.Overlay(percent, 0.0, max(top, 1.0), cmap="YlOrRd", alpha=alpha, threshold=3.0)
