@@ -160,7 +160,7 @@ def scan_viewer_tab(ws, cohort, hippocampus) -> None:
         _scan_picture(ws, row, data, (i, j, k), outlines, overlay, gt, use3d, atlas, atlas_table)
         _scan_facts(ws, row, data, (i, j, k), gt, atlas, atlas_table)
     review_panel(ws, {"kind": "scan", "scan_id": row["scan_id"]},
-                 {"page": "pages/overview.py", "slices": [i, j, k], "outlines": outlines,
+                 {"page": "pages/overview.py", "tab": "Scan viewer", "slices": [i, j, k], "outlines": outlines,
                   "ground_truth": bool(show_gt)})
 
 
@@ -213,9 +213,10 @@ def main() -> None:
         st.caption("Synthetic demo cohort: the ICBM152 2009c template deformed per subject, with known "
                    + ("white-matter lesions and atrophy in MS" if ws.config.get("disease") == "ms"
                       else f"temporal-lobe atrophy in {P}") + " (see the ground truth in the scan viewer).")
-    # only the open tab is computed and sent (a tab switch reruns the page); a review's link opens its scan
-    tabs = st.tabs(["Counts", "Demographics", "Quality control", "Scan viewer", f"Mean {P} − {N}"], key="ov_tab",
-                   on_change="rerun", default="Scan viewer" if view_param("scan") else "Counts")
+    names = ["Counts", "Demographics", "Quality control", "Scan viewer", f"Mean {P} − {N}"]
+    # a review's link reopens its tab; only the open tab is computed and sent (a tab switch reruns the page)
+    first = view_param("tab") if view_param("tab") in names else "Scan viewer" if view_param("scan") else names[0]
+    tabs = st.tabs(names, key="ov_tab", on_change="rerun", default=first)
     draws = (lambda: counts_tab(cohort, ws.classes), lambda: demographics_tab(cohort, ws.classes),
              lambda: qc_tab(cohort), lambda: scan_viewer_tab(ws, cohort, hippocampus),
              lambda: mean_tab(ws, cohort, hippocampus))
