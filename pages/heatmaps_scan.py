@@ -33,6 +33,7 @@ def scan_on_grid(path: str, mtime_ns: int, resolution: float):
     return data, viewer.background_range(data)
 
 
+@st.fragment   # "Next ▶" and the scan pickers rerun this view only, not the page around it
 def individual_view(v: HeatmapView) -> None:
     """One scan's map scaled as in Fig 8, its prediction and demographics, top regions, ground truth beside it."""
     scan = _pick_scan(v)

@@ -35,16 +35,9 @@ def counts_tab(cohort, classes) -> None:
 
 def demographics_tab(cohort, classes) -> None:
     st.table(overview.demographics(cohort))
-    first = cohort.sort_values(["subject_id", "session"] if "session" in cohort else ["subject_id"]) \
-        .groupby("subject_id").head(1)
-    plots = [c for c in ("age", "mmse", "hippocampal_volume") if c in first and first[c].notna().any()]
+    plots = overview.demographic_histograms(cohort, dict(zip((classes.positive, classes.negative), COLOURS)))
     cols = st.columns(max(len(plots), 1))
-    for col, name in zip(cols, plots):
-        fig = px.histogram(first, x=name, color="diagnosis", barmode="overlay", opacity=0.65,
-                           color_discrete_map=dict(zip((classes.positive, classes.negative), COLOURS)), height=280,
-                           labels={"mmse": "MMSE", "age": "age (years)",
-                                   "hippocampal_volume": "hippocampal volume (mm³)"})
-        fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), legend_title_text="")
+    for col, (_name, fig) in zip(cols, plots):
         col.plotly_chart(fig, width="stretch")
     st.caption("One row per subject (first visit).")
 
@@ -221,17 +214,16 @@ def main() -> None:
                    + ("white-matter lesions and atrophy in MS" if ws.config.get("disease") == "ms"
                       else f"temporal-lobe atrophy in {P}") + " (see the ground truth in the scan viewer).")
     names = ["Counts", "Demographics", "Quality control", "Scan viewer", f"Mean {P} − {N}"]
-    tabs = st.tabs(names, default=view_param("tab") if view_param("tab") in names else None)   # a review's link
-    with tabs[0]:
-        counts_tab(cohort, ws.classes)
-    with tabs[1]:
-        demographics_tab(cohort, ws.classes)
-    with tabs[2]:
-        qc_tab(cohort)
-    with tabs[3]:
-        scan_viewer_tab(ws, cohort, hippocampus)
-    with tabs[4]:
-        mean_tab(ws, cohort, hippocampus)
+    # a review's link reopens its tab; only the open tab is computed and sent (a tab switch reruns the page)
+    first = view_param("tab") if view_param("tab") in names else "Scan viewer" if view_param("scan") else names[0]
+    tabs = st.tabs(names, key="ov_tab", on_change="rerun", default=first)
+    draws = (lambda: counts_tab(cohort, ws.classes), lambda: demographics_tab(cohort, ws.classes),
+             lambda: qc_tab(cohort), lambda: scan_viewer_tab(ws, cohort, hippocampus),
+             lambda: mean_tab(ws, cohort, hippocampus))
+    for tab, draw in zip(tabs, draws):
+        with tab:
+            if tab.open:
+                draw()
 
 
 main()

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lib.core import atomic, cache
+from lib.core import atomic, cache, memo
 from lib.core.process import pid_alive
 from lib.data.scans import load_cohort
 from lib.data.splits import load_splits
@@ -151,7 +151,7 @@ class Run:
         if predictions_problem(self.dir) is not None:
             cache.discard(p)
             return None
-        return pd.read_csv(p, dtype={"scan_id": str, "subject_id": str})
+        return read_predictions(p)
 
     def metrics(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(batch losses, epoch metrics) as flat tables; a torn last line (a kill mid-write) is skipped."""
@@ -165,6 +165,12 @@ class Run:
 
 _PREDICTION_COLUMNS = ("scan_id", "diagnosis", "split", "ad_score", "predicted", "outcome")
 
+
+
+@memo.memoized(16)
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file, read once per version of it (every analysis page asks on every rerun)."""
+    return pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
 
 
 def predictions_problem(run_dir: str | os.PathLike) -> str | None:

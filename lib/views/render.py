@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lib.core import memo
+
 AXES = ("sagittal", "coronal", "axial")
 
 
@@ -222,3 +224,23 @@ def to_png(img: Image.Image) -> bytes:
     # level 3: half the time of the default 6 for ~5 % larger slices (PNGs are made on every crosshair move)
     img.save(buf, format="PNG", optimize=False, compress_level=3)
     return buf.getvalue()
+
+
+# --- drawings shared by every session ---------------------------------------------------------------------------
+_DRAWN = memo.Memo("lib.views.render.shared_png", 256)
+
+
+def overlay_key(ov: Overlay | None) -> tuple | None:
+    """How an overlay looks (everything but its volume, which the caller names)."""
+    return None if ov is None else (ov.vmin, ov.vmax, ov.cmap, ov.alpha, ov.threshold, ov.transparent_below, ov.fade)
+
+
+def shared_png(key: tuple, make) -> bytes:
+    """PNG of the drawing ``make()`` named by ``key`` (what it shows: the map's content key, the crosshair, the
+    look): drawn and encoded once and shared by every session, so ten users opening one view encode it once.
+    A key without a cheap fingerprint draws every time."""
+    try:
+        k = memo.fingerprint(key)
+    except memo.Unkeyable:
+        return to_png(make())
+    return _DRAWN.get(k, lambda: to_png(make()))
