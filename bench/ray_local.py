@@ -36,7 +36,7 @@ class LocalRayCluster:
         env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
         proc = subprocess.Popen([RAY, "start", *args, "--num-cpus", str(self.cpus), "--num-gpus", "0",
                                  "--temp-dir", str(self.temp), "--object-store-memory", str(self.object_store),
-                                 "--disable-usage-stats"],
+                                 "--node-ip-address", "127.0.0.1", "--disable-usage-stats"],
                                 cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         out, _ = proc.communicate(timeout=120)
@@ -47,8 +47,7 @@ class LocalRayCluster:
     def start(self) -> "LocalRayCluster":
         self._start("--head", "--port", str(self.port), "--include-dashboard=false",
                     "--ray-client-server-port", str(free_port()))
-        host = socket.gethostbyname(socket.gethostname())
-        self.address = f"{_node_ip(self.temp) or host}:{self.port}"
+        self.address = f"127.0.0.1:{self.port}"
         for _ in range(self.nodes - 1):
             self._start("--address", self.address)
         return self
@@ -78,13 +77,3 @@ class LocalRayCluster:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-def _node_ip(temp: Path) -> str | None:
-    """The IP the head announced (``ray start`` picks one interface; workers must use the same)."""
-    for session in sorted(temp.glob("session_*"), reverse=True):
-        marker = session / "node_ip_address.json"
-        if marker.exists():
-            import json
-
-            return json.loads(marker.read_text()).get("node_ip_address")
-    return None
