@@ -52,15 +52,23 @@ class LocalRayCluster:
             self._start("--address", self.address)
         return self
 
+    def processes(self) -> dict[int, str]:
+        """``pid → command line`` of this cluster's processes: its nodes' process groups and their descendants
+        (Ray starts workers in groups of their own)."""
+        out = subprocess.run(["ps", "-eo", "pid=,ppid=,pgid=,args="], capture_output=True, text=True).stdout
+        rows = [line.strip().split(None, 3) for line in out.splitlines() if line.strip()]
+        rows = [(int(p), int(pp), int(g), a[0] if a else "") for p, pp, g, *a in rows]
+        ours = {p for p, _pp, g, _a in rows if g in self.groups}
+        grew = True
+        while grew:
+            new = {p for p, pp, _g, _a in rows if pp in ours and p not in ours}
+            ours |= new
+            grew = bool(new)
+        return {p: a for p, _pp, _g, a in rows if p in ours}
+
     def worker_pids(self, name: str) -> list[int]:
-        """Ray worker processes (of this cluster's nodes) running a task named ``name``."""
-        out = subprocess.run(["ps", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
-        pids = []
-        for line in out.splitlines():
-            pid, pgid, args = line.strip().split(None, 2)
-            if int(pgid) in self.groups and args.startswith(f"ray::{name}"):
-                pids.append(int(pid))
-        return pids
+        """Ray worker processes of this cluster running a task whose name starts with ``name``."""
+        return [p for p, args in self.processes().items() if args.startswith(f"ray::{name}")]
 
     def stop(self) -> None:
         for group in self.groups:
