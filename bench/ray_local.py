@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,6 +79,7 @@ class LocalRayCluster:
                 pass
         self.groups = []
         time.sleep(0.5)
+        shutil.rmtree(self.temp, ignore_errors=True)
 
     def __enter__(self) -> "LocalRayCluster":
         return self.start()
