@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lib import jobs
@@ -107,3 +108,15 @@ def test_chunked_store_is_the_local_store_and_resumes_from_arrived_chunks(demo_w
     assert np.array_equal(maps, local[0]) and np.array_equal(scale, local[1]) and index == local[2]
     assert not list((demo_ws.cache_dir / "heatmaps").glob("*.partial"))
     assert not (store.folder / "chunks").exists()
+
+
+def test_chunked_predictions_are_the_local_predictions(demo_ws, demo_run):
+    from lib.learn.prediction import finish_run
+
+    local = finish_run(demo_ws, demo_run)
+    table = pd.read_csv(demo_run.dir / "predictions.csv")
+    chunked = InProcess()
+    with distribute.using(chunked):
+        assert finish_run(demo_ws, demo_run) == local
+    assert len(chunked.calls) > 1
+    pd.testing.assert_frame_equal(pd.read_csv(demo_run.dir / "predictions.csv"), table)

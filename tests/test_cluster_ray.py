@@ -136,6 +136,17 @@ def test_cancel_stops_every_task_of_the_job(demo_ws, demo_run, cluster, fresh_ca
     assert heatmaps.find_store(demo_ws, demo_run, "lrp", beta=2.0) is None
 
 
+def test_prediction_job_on_the_cluster_equals_a_local_run(demo_ws, demo_run, cluster):
+    from lib.learn.prediction import finish_run
+
+    finish_run(demo_ws, demo_run)
+    local = (demo_run.dir / "predictions.csv").read_bytes()
+    (demo_run.dir / "predictions.csv").unlink()
+    done = _wait(demo_ws, _submit(demo_ws, jobs.Predict(run_id=demo_run.id), cluster).id)
+    assert done.state == "done", f"{done.error}\n{done.log_tail()}"
+    assert (demo_run.dir / "predictions.csv").read_bytes() == local
+
+
 def test_head_gone_fails_the_job_with_a_message_and_a_second_attempt_computes_only_the_rest(
         demo_ws, demo_run, cluster, fresh_cache):
     """Last in the module: it stops the cluster's head."""
