@@ -24,12 +24,13 @@ def free_port() -> int:
 
 
 class LocalRayCluster:
-    """``with LocalRayCluster() as c: c.address`` — ``ray start --head`` plus ``ray start --address`` here."""
+    """``with LocalRayCluster() as c: c.address`` — ``ray start --head`` plus ``ray start --address`` here;
+    ``ray://127.0.0.1:{c.client_port}`` reaches it through Ray Client."""
 
     def __init__(self, nodes: int = 2, cpus: int = 1, object_store_mb: int = 100):
         self.nodes, self.cpus, self.object_store = nodes, cpus, object_store_mb * 1024 * 1024
         self.temp = Path(tempfile.mkdtemp(prefix="raytest", dir="/tmp"))
-        self.port = free_port()
+        self.port, self.client_port = free_port(), free_port()
         self.groups: list[int] = []   # process group of each node's `ray start` (its daemons inherit it)
         self.address = ""
 
@@ -47,7 +48,7 @@ class LocalRayCluster:
 
     def start(self) -> "LocalRayCluster":
         self._start("--head", "--port", str(self.port), "--include-dashboard=false",
-                    "--ray-client-server-port", str(free_port()))
+                    "--ray-client-server-port", str(self.client_port))
         self.address = f"127.0.0.1:{self.port}"
         for _ in range(self.nodes - 1):
             self._start("--address", self.address)

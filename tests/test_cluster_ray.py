@@ -147,6 +147,18 @@ def test_prediction_job_on_the_cluster_equals_a_local_run(demo_ws, demo_run, clu
     assert (demo_run.dir / "predictions.csv").read_bytes() == local
 
 
+def test_command_line_cluster_option_runs_the_job_through_ray_client(demo_ws, demo_run, cluster, capsys):
+    from lib.cli import main
+
+    local = (demo_run.dir / "predictions.csv").read_bytes()
+    (demo_run.dir / "predictions.csv").unlink()
+    address = f"ray://127.0.0.1:{cluster.client_port}"
+    assert main(["--workspace", str(demo_ws.root), "--cluster", address, "predict", "--run", demo_run.id]) == 0
+    job = jobs.list_jobs(demo_ws, "predict")[0]
+    assert job.state == "done" and job.record["executor"] == "inprocess" and job.record["cluster"] == address
+    assert (demo_run.dir / "predictions.csv").read_bytes() == local
+
+
 def test_head_gone_fails_the_job_with_a_message_and_a_second_attempt_computes_only_the_rest(
         demo_ws, demo_run, cluster, fresh_cache):
     """Last in the module: it stops the cluster's head."""

@@ -8,6 +8,7 @@ and either runs it in its own process (:func:`run_as_job`, the command line) or 
 (:func:`for_request`, :func:`find`), never by command lines.
 """
 
+from lib.core.distribute import ClusterError  # noqa: F401  (a cluster setting or the cluster itself failed)
 from lib.core.progress import Cancelled  # noqa: F401  (raised in jobs)
 from lib.jobs.executor import (EXECUTORS, Executor, InProcessExecutor, LocalProcessExecutor, RayExecutor,
                               default_executor)
@@ -18,10 +19,9 @@ from lib.jobs.runner import CANCEL_MARKER, JobProgress, JobReporter, run_as_job
 from lib.jobs.store import (ACTIVE, Job, cancel, cancel_action, find, find_active, for_request, get, list_jobs,
                             may_cancel, may_submit, of_run, submit)
 
-__all__ = ["ACTIVE", "Biomarker", "BuildDemo", "CANCEL_MARKER", "Cancelled", "CohortMeans", "CreateWorkspace",
-           "EXECUTORS", "EvaluateMaps", "Executor", "Explain", "GroupMeans", "InProcessExecutor", "Job", "JobProgress",
-           "JobReporter", "LocalProcessExecutor", "Predict", "RayExecutor", "REGISTRY", "RegionTables", "Report",
-           "Request",
-           "RequestError", "Task", "Train", "Validate", "cancel", "cancel_action", "default_executor", "find",
-           "find_active", "for_request", "get", "list_jobs", "may_cancel", "may_submit", "of_run", "option", "register",
-           "run_as_job", "submit"]
+__all__ = ["ACTIVE", "Biomarker", "BuildDemo", "CANCEL_MARKER", "Cancelled", "ClusterError", "CohortMeans",
+           "CreateWorkspace", "EXECUTORS", "EvaluateMaps", "Executor", "Explain", "GroupMeans", "InProcessExecutor",
+           "Job", "JobProgress", "JobReporter", "LocalProcessExecutor", "Predict", "RayExecutor", "REGISTRY",
+           "RegionTables", "Report", "Request", "RequestError", "Task", "Train", "Validate", "cancel", "cancel_action",
+           "default_executor", "find", "find_active", "for_request", "get", "list_jobs", "may_cancel", "may_submit",
+           "of_run", "option", "register", "run_as_job", "submit"]

@@ -1,9 +1,8 @@
 """The one entry point that runs any submitted job: ``python -m lib.jobs.worker WORKSPACE JOB_ID``.
 
 It reads the job's request from its record (and the Ray cluster its chunks go to, if any), runs it with
-progress and cancellation recorded there
-(:func:`lib.jobs.runner.run_as_job`), and exits 0 done, 1 failed, 130 cancelled. Every executor starts this,
-locally or on another machine that sees the workspace.
+progress and cancellation recorded there (:func:`lib.jobs.runner.run_as_job`), and exits 0 done, 1 failed,
+130 cancelled. Every executor starts this.
 """
 
 from __future__ import annotations
