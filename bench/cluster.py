@@ -51,35 +51,32 @@ def workspace(args) -> tuple[Workspace, object]:
     return ws, load_run(ws, "bench")
 
 
-def timed_job(ws, request, executor) -> tuple[float, float]:
-    """Seconds from submission to the finished store, and the rate (scans/s) after the first scans arrived
-    (start-up excluded: process, imports, connecting to the cluster, its workers starting)."""
+def timed_job(ws, request, executor) -> float:
+    """Seconds from submission to the finished store."""
     t = time.perf_counter()
     job = jobs.submit(ws, request, who=ADMIN, executor=executor)
-    first = None
     while (job := jobs.get(ws, job.id)).active:
-        if first is None and (job.record.get("done") or 0) > 0:
-            first = (time.perf_counter(), job.record["done"])
         time.sleep(0.05)
-    end = time.perf_counter()
     if job.state != "done":
         raise SystemExit(f"{executor.name} job {job.state}: {job.error}\n{job.log_tail()}")
-    steady = (job.record["total"] - first[1]) / (end - first[0]) if first and end > first[0] else float("nan")
-    return end - t, steady
+    return time.perf_counter() - t
 
 
 def chunk_overhead(ws, run, address: str, batch_size: int) -> dict:
-    """Seconds: an empty Ray task's round trip; a chunk's set-up on a worker; absorbing one chunk."""
+    """Seconds: connecting to the cluster and its first task (worker processes start), as a job's driver
+    does once; an empty Ray task's round trip; a chunk's set-up on a worker; absorbing one chunk."""
     import ray
 
     from lib.explain.heatmap_chunks import explain_chunk
     from lib.explain.heatmaps import _lookup, explain_rows
     from lib.learn.runs import load_checkpoint
 
+    t = time.perf_counter()
     ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         noop = ray.remote(num_cpus=1)(lambda: None)
         ray.get(noop.remote())   # a worker started
+        startup = time.perf_counter() - t
         t = time.perf_counter()
         for _ in range(20):
             ray.get(noop.remote())
@@ -108,7 +105,7 @@ def chunk_overhead(ws, run, address: str, batch_size: int) -> dict:
         maps.flush()
     absorb = time.perf_counter() - t
     shutil.rmtree(folder.with_name(folder.name + ".partial"))
-    return {"round_trip": round_trip, "setup": setup, "absorb": absorb, "compute": compute}
+    return {"startup": startup, "round_trip": round_trip, "setup": setup, "absorb": absorb, "compute": compute}
 
 
 def main() -> None:
@@ -124,22 +121,23 @@ def main() -> None:
     folder = heatmaps.find_store(ws, run, "lrp", beta=0.0)
     if folder is not None:
         shutil.rmtree(folder.folder)
-    local_s, local_rate = timed_job(ws, request, jobs.LocalProcessExecutor())
+    local_s = timed_job(ws, request, jobs.LocalProcessExecutor())
     store = heatmaps.find_store(ws, run, "lrp", beta=0.0)
     local_maps, n = np.asarray(store.maps).copy(), len(store)
     shutil.rmtree(store.folder)
     with LocalRayCluster(nodes=2, cpus=1) as cluster:
-        cluster_s, cluster_rate = timed_job(ws, request, jobs.RayExecutor(cluster.address))
+        cluster_s = timed_job(ws, request, jobs.RayExecutor(cluster.address))
         store = heatmaps.find_store(ws, run, "lrp", beta=0.0)
         equal = np.array_equal(np.asarray(store.maps), local_maps)
         over = chunk_overhead(ws, run, cluster.address, args.batch_size)
     grid = "x".join(map(str, store.maps.shape[1:]))
-    print(f"heatmap job, {n} scans at {args.resolution:g} mm ({grid}), LRP beta=0, batch {args.batch_size}:")
-    print("                     submit→store   scans/s   after start-up")
-    print(f"  local process      {local_s:9.1f} s {n / local_s:9.2f} {local_rate:12.2f}")
-    print(f"  2-node Ray cluster {cluster_s:9.1f} s {n / cluster_s:9.2f} {cluster_rate:12.2f}")
-    print(f"  cluster / local: {local_s / cluster_s:.2f}x overall, {cluster_rate / local_rate:.2f}x after start-up "
-          f"(both nodes on this machine's cores: at most 2x)   maps equal: {equal}")
+    print(f"heatmap job, {n} scans at {run.grid.resolution:g} mm ({grid}), LRP beta=0, batch {args.batch_size}:")
+    print(f"  local process      {local_s:7.1f} s   {n / local_s:5.2f} scans/s   (submission to sealed store)")
+    print(f"  2-node Ray cluster {cluster_s:7.1f} s   {n / cluster_s:5.2f} scans/s   maps equal: {equal}")
+    lean = cluster_s - over["startup"]
+    print(f"  cluster / local: {local_s / cluster_s:.2f}x; {local_s / lean:.2f}x without the cluster's start-up "
+          f"({over['startup']:.1f} s per job: connecting, worker processes starting). Both nodes share this "
+          "machine's cores: at most 2x")
     print("per-chunk overhead:")
     print(f"  empty Ray task round trip       {over['round_trip'] * 1e3:8.1f} ms")
     print(f"  chunk set-up on the worker      {over['setup'] * 1e3:8.1f} ms  (workspace, run, store key)")
