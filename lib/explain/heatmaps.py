@@ -223,10 +223,9 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
             cache.discard(folder)
         partial = folder.with_name(folder.name + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
-        n, shape = len(volumes), volumes.shape
-        maps_path, done_path, scale_path = partial / "maps.npy", partial / "done.npy", partial / "scale.npy"
-        maps, done, scale = _open_partial(partial, len(volumes), volumes.shape)
+        done_path, scale_path = partial / "done.npy", partial / "scale.npy"
         n = len(volumes)
+        maps, done, scale = _open_partial(partial, n, volumes.shape)
         todo = np.flatnonzero(~done)
         label = f"{method} {', '.join(f'{k}={v}' for k, v in params.items())}".strip()
         tick(int(done.sum()), n, f"{label}: {int(done.sum())}/{n} scans")
@@ -253,7 +252,7 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
             for start in range(0, len(todo), batch_size):
                 rows = todo[start:start + batch_size]
                 absorb(rows, *explain_rows(model, normaliser, volumes, rows, method, target, call))
-        del maps
+        maps = None   # the memory map closed before the folder is sealed
         (partial / "index.json").write_text(json.dumps({
             "scan_ids": volumes.scan_ids, "resolution": run.grid.resolution, "params": canonical,
             "target": target, "run": run.id, "checkpoint_sha256": run.checkpoint_hash(),

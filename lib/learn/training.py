@@ -332,8 +332,6 @@ def train_many(ws: Workspace, runs: list[Run], progress: Progress | None = None,
 def train_remote(ws_root: str, run_id: str) -> dict:
     """Train run ``run_id`` of the workspace at ``ws_root`` on a cluster worker; its summary. A retried task
     resumes from the run's last finished epoch (``last.pt``), as a resumed local run does."""
-    from lib.learn.runs import load_run
-
     ws = Workspace.open(ws_root)
     return train_run(ws, load_run(ws, run_id))
 

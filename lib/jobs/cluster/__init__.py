@@ -155,6 +155,9 @@ class RayDistributor:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:   # the chunk's own error, as it was raised on the worker
             raise exc.as_instanceof_cause() from None
+        except ray.exceptions.OutOfMemoryError as exc:
+            raise ClusterError(f"{call.label or call.fn.__name__}: its worker ran out of memory; give the workers "
+                               "more memory or use a smaller batch size. Finished chunks are kept") from exc
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
             raise ClusterError(f"{call.label or call.fn.__name__}: its worker died {self.max_retries + 1} times "
                                f"({type(exc).__name__}); finished chunks are kept, submit the job again") from exc
