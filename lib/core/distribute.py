@@ -68,10 +68,11 @@ def using(distributor: Distributor | None):
 
 
 def chunk_rows(rows: Sequence[int], batch_size: int, workers: int, per_chunk: int | None = None,
-               most: int = 256) -> list[list[int]]:
+               most: int = 64) -> list[list[int]]:
     """``rows`` in consecutive chunks whose sizes are multiples of ``batch_size``: every batch inside a chunk is
     the batch a local run computes (equal results), and there are about four chunks per worker, so a killed
-    worker costs little and the last chunks do not leave workers idle."""
+    worker costs little and the last chunks do not leave workers idle. At most ``most`` rows (64 maps at 1 mm
+    are a 1.1 GB chunk file)."""
     rows = [int(r) for r in rows]
     if not rows:
         return []
