@@ -44,7 +44,6 @@ from lib.data.workspace import Workspace
 from lib.core.progress import Progress
 from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 STORE_VERSION = 1
 
@@ -143,26 +142,31 @@ def _lookup(ws: Workspace, run: Run, method: str, params: dict, target: str):
     return cohort, volumes, call, canonical, ws.cache_dir / "heatmaps" / key
 
 
-def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str = POSITIVE, **params) -> HeatmapStore | None:
-    """The finished store for this request, or None (nothing is computed here)."""
+def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str | None = None, **params
+               ) -> HeatmapStore | None:
+    """The finished store for this request, or None (nothing is computed here). ``target``: the explained
+    class, by default the run's positive class."""
+    target = target or run.classes.positive
     *_, folder = _lookup(ws, run, method, params, target)
     return HeatmapStore(folder) if cache.ok(folder) else None
 
 
-def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str = POSITIVE, **params) -> str:
+def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str | None = None, **params) -> str:
     """The job-runner key of this request: equal requests share one job."""
+    target = target or run.classes.positive
     *_, folder = _lookup(ws, run, method, params, target)
     return f"explain:{folder.name}"
 
 
-def explain_rows(model, normaliser, volumes: VolumeStore, rows, method: str, target: str, call: dict
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Maps of the scans at ``rows`` as stored: float16 scaled to a peak of 1, and the float32 peaks."""
+def explain_rows(model, normaliser, volumes: VolumeStore, rows, method: str, target: str, call: dict,
+                 classes=DEFAULT_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """Maps of the scans at ``rows`` as stored: float16 scaled to a peak of 1, and the float32 peaks
+    (``classes``: the run's, which name ``target``)."""
     from lib.explain import explain
 
     dev = next(model.parameters()).device
     x = torch.from_numpy(load_batch(volumes, rows, normaliser)).unsqueeze(1).to(dev)
-    r = explain(model, x, method=method, target=target, **call)[:, 0].float()
+    r = explain(model, x, method=method, target=target, classes=classes, **call)[:, 0].float()
     peak = r.abs().flatten(1).amax(1).clamp_min(1e-30)
     return (r / peak[:, None, None, None]).cpu().numpy().astype(np.float16), peak.cpu().numpy()
 
@@ -200,7 +204,7 @@ def _open_partial(partial: Path, n: int, shape) -> tuple[np.ndarray, np.ndarray,
     return maps, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.float32)
 
 
-def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str = POSITIVE, batch_size: int = 4,
+def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str | None = None, batch_size: int = 4,
                   device: torch.device | str | None = None, progress: Progress | None = None,
                   distributor=_CURRENT, **params) -> HeatmapStore:
     """Explain every scan of ``run``'s cohort with ``method`` and store the maps (or return the stored ones).
@@ -212,6 +216,7 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
         if progress:
             progress(done, total, msg)
 
+    target = target or run.classes.positive
     cohort, volumes, call, canonical, folder = _lookup(ws, run, method, params, target)
     if cache.ok(folder):
         return HeatmapStore(folder)
@@ -251,11 +256,12 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
             model, normaliser, _meta = load_checkpoint(run.best_checkpoint, device)
             for start in range(0, len(todo), batch_size):
                 rows = todo[start:start + batch_size]
-                absorb(rows, *explain_rows(model, normaliser, volumes, rows, method, target, call))
+                absorb(rows, *explain_rows(model, normaliser, volumes, rows, method, target, call, run.classes))
         maps = None   # the memory map closed before the folder is sealed
         (partial / "index.json").write_text(json.dumps({
             "scan_ids": volumes.scan_ids, "resolution": run.grid.resolution, "params": canonical,
-            "target": target, "run": run.id, "checkpoint_sha256": run.checkpoint_hash(),
+            "target": target, "positive": run.classes.positive, "run": run.id,
+            "checkpoint_sha256": run.checkpoint_hash(),
             "version": STORE_VERSION}, indent=1))
         cache.seal(partial, kind="heatmaps", params=canonical, target=target, run=run.id)
         os.rename(partial, folder)
