@@ -35,7 +35,9 @@ class LocalRayCluster:
         self.address = ""
 
     def _start(self, *args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+        # a Ray Client session starts its own server process; on a loaded machine that takes longer than 30 s
+        env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
+               "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180"}
         proc = subprocess.Popen([RAY, "start", *args, "--num-cpus", str(self.cpus), "--num-gpus", "0",
                                  "--temp-dir", str(self.temp), "--object-store-memory", str(self.object_store),
                                  "--node-ip-address", "127.0.0.1", "--disable-usage-stats"],

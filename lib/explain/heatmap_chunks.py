@@ -50,7 +50,7 @@ def explain_chunk(ws_root: str, run_id: str, method: str, target: str, params: d
         _MODEL.update(sha=sha, loaded=load_checkpoint(run.best_checkpoint))
     model, normaliser, _meta = _MODEL["loaded"]
     rows = np.asarray(rows, dtype=np.int64)
-    parts = [explain_rows(model, normaliser, volumes, rows[i:i + batch_size], method, target, call)
+    parts = [explain_rows(model, normaliser, volumes, rows[i:i + batch_size], method, target, call, run.classes)
              for i in range(0, len(rows), batch_size)]
     out = chunk_dir(folder.with_name(folder.name + ".partial"))
     out.mkdir(parents=True, exist_ok=True)
