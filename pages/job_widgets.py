@@ -46,6 +46,9 @@ def submit_job(ws: Workspace, request: jobs.Request):
     except auth.PermissionDenied as exc:
         denied(exc)
         return None
+    except jobs.ClusterError as exc:   # a malformed cluster setting (environment or workspace.json)
+        st.error(str(exc))
+        return None
 
 
 def automatic_job(ws: Workspace, request: jobs.Request, missing: str):

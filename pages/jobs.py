@@ -29,6 +29,8 @@ def job_table(ws):
                 st.write(job.message)
             st.code(job.log_tail(20) or "(no output)", language=None)
             where = "in a terminal (python -m lib)" if r.get("executor") == "inprocess" else "as a background process"
+            if r.get("cluster"):
+                where += f", its chunks on the Ray cluster {r['cluster']}"
             st.caption(f"job {job.id} · started by {r.get('owner') or 'unknown'} {where} · pid {r.get('pid')} · "
                        f"record {job.path / 'status.json'}")
 

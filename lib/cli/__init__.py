@@ -30,7 +30,8 @@ way it is a job of the workspace (listed by ``jobs`` and on the Jobs page, cance
 same request already running, from the dashboard or another terminal, is followed instead of started again.
 
 ``--workspace DIR`` (or $RELEVANCE_ATLAS_WORKSPACE) picks the workspace; the
-default is the demo workspace under ``data/demo``.
+default is the demo workspace under ``data/demo``. ``--cluster ADDRESS`` (or $RELEVANCE_ATLAS_CLUSTER, or
+"cluster" in workspace.json) sends a job's chunks to a Ray cluster; without one everything runs here.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace", help=f"workspace folder (default {default_workspace_path()})")
+    p.add_argument("--cluster", metavar="ray://HOST:PORT|HOST:PORT|auto|local",
+                   help="run the job's per-scan chunks and repeated trainings on this Ray cluster (default "
+                        "$RELEVANCE_ATLAS_CLUSTER, else workspace.json's \"cluster\", else here)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name, fn, help_):

@@ -29,6 +29,7 @@ from lib import jobs
 from lib.core import atomic
 from lib.data.workspace import Workspace
 from lib.jobs import Request, RequestError
+from lib.jobs.cluster import ClusterError, cluster_address, session
 
 # the order of the commands in --help; a kind not listed comes after them
 ORDER = ("demo", "validate", "init", "train", "predict", "explain", "evaluate-maps", "regions", "means",
@@ -123,15 +124,17 @@ def run_command(args, ws: Workspace) -> int:
     cls = jobs.REGISTRY[args.command]
     try:
         request = request_from_args(cls, args)
+        address = cluster_address(ws, getattr(args, "cluster", None))
         if args.submit:
-            job = jobs.submit(ws, request, who=cli_identity())
+            job = jobs.submit(ws, request, who=cli_identity(), executor=jobs.default_executor(ws, address or "local"))
             print(f"job {job.id} ({job.state}); follow it with: python -m lib --workspace {ws.root} jobs")
             return 0
         task = request.prepare(ws)
         # init may be asked for a folder that is no workspace yet: nothing to record the job in
         recorded = ws.exists or cls.kind != "init"
-        job = jobs.submit(ws, request, who=cli_identity(), executor=jobs.InProcessExecutor()) if recorded else None
-    except (RequestError, ValueError) as exc:
+        job = jobs.submit(ws, request, who=cli_identity(), executor=jobs.InProcessExecutor(address)) \
+            if recorded else None
+    except (RequestError, ValueError, ClusterError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
     if job is not None and job.record.get("pid") != os.getpid():
@@ -144,7 +147,8 @@ def run_command(args, ws: Workspace) -> int:
             with open(job.path / "log.txt", "a") as log:
                 log.write(f"{request.describe()}  (job {job.id}, run in a terminal by {job.record['owner']}, "
                           f"pid {os.getpid()}; its output is there)\n")
-        code = jobs.run_as_job(ws, job.id if job else None, task.work, desc=request.describe()[:40])
+        with session(address):
+            code = jobs.run_as_job(ws, job.id if job else None, task.work, desc=request.describe()[:40])
     after = AFTER.get(cls.kind)
     return after[0](args, ws, request, task.result) if code == 0 and after else code
 

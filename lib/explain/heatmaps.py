@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from lib.core import atomic, cache, memo
+from lib.core import atomic, cache, distribute, memo
 from lib.data.atlases import DEFAULT_ATLAS
 from lib.data.templates import Grid
 from lib.learn.runs import Run, load_checkpoint, run_cohort
@@ -46,6 +46,8 @@ from lib.data.classes import DEFAULT_CLASSES
 
 
 STORE_VERSION = 1
+
+_CURRENT = object()   # compute_store's distributor: the running job's
 
 
 class HeatmapStore:
@@ -161,6 +163,19 @@ def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str | None = N
     return f"explain:{folder.name}"
 
 
+def explain_rows(model, normaliser, volumes: VolumeStore, rows, method: str, target: str, call: dict,
+                 classes=DEFAULT_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """Maps of the scans at ``rows`` as stored: float16 scaled to a peak of 1, and the float32 peaks
+    (``classes``: the run's, which name ``target``)."""
+    from lib.explain import explain
+
+    dev = next(model.parameters()).device
+    x = torch.from_numpy(load_batch(volumes, rows, normaliser)).unsqueeze(1).to(dev)
+    r = explain(model, x, method=method, target=target, classes=classes, **call)[:, 0].float()
+    peak = r.abs().flatten(1).amax(1).clamp_min(1e-30)
+    return (r / peak[:, None, None, None]).cpu().numpy().astype(np.float16), peak.cpu().numpy()
+
+
 @contextlib.contextmanager
 def _exclusive(path: Path, on_wait: Callable[[], None] | None = None):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,12 +192,31 @@ def _exclusive(path: Path, on_wait: Callable[[], None] | None = None):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _open_partial(partial: Path, n: int, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(maps, done, scale)`` of the work in progress in ``partial`` (resumed), or new ones."""
+    maps_path, done_path, scale_path = partial / "maps.npy", partial / "done.npy", partial / "scale.npy"
+    if maps_path.exists() and done_path.exists():
+        try:
+            maps = np.load(maps_path, mmap_mode="r+")
+            done = np.load(done_path)
+            scale = np.load(scale_path)
+            if maps.shape != (n, *shape) or done.shape != (n,) or scale.shape != (n,):
+                raise ValueError("work in progress of another shape")
+            return maps, done, scale
+        except (OSError, ValueError, EOFError):   # damaged work in progress: start again
+            pass
+    maps = np.lib.format.open_memmap(maps_path, mode="w+", dtype=np.float16, shape=(n, *shape))
+    return maps, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.float32)
+
+
 def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str | None = None, batch_size: int = 4,
                   device: torch.device | str | None = None, progress: Progress | None = None,
-                  **params) -> HeatmapStore:
-    """Explain every scan of ``run``'s cohort with ``method`` and store the maps (or return the stored ones)."""
-    from lib.explain import explain
+                  distributor=_CURRENT, **params) -> HeatmapStore:
+    """Explain every scan of ``run``'s cohort with ``method`` and store the maps (or return the stored ones).
 
+    With a distributor (by default the running job's, :func:`lib.core.distribute.current`) the missing scans are
+    explained in chunks on its workers (:mod:`lib.explain.heatmap_chunks`); the store, its key and its maps are
+    those of a run here."""
     def tick(done, total, msg):
         if progress:
             progress(done, total, msg)
@@ -197,36 +231,18 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str |
             return HeatmapStore(folder)
         if folder.exists():  # corrupted, unfinished or of an older version: recomputed
             cache.discard(folder)
-        model, normaliser, _meta = load_checkpoint(run.best_checkpoint, device)
-        dev = next(model.parameters()).device
         partial = folder.with_name(folder.name + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
-        n, shape = len(volumes), volumes.shape
-        maps_path, done_path, scale_path = partial / "maps.npy", partial / "done.npy", partial / "scale.npy"
-        maps = None
-        if maps_path.exists() and done_path.exists():
-            try:
-                maps = np.load(maps_path, mmap_mode="r+")
-                done = np.load(done_path)
-                scale = np.load(scale_path)
-                if maps.shape != (n, *shape) or done.shape != (n,) or scale.shape != (n,):
-                    raise ValueError("work in progress of another shape")
-            except (OSError, ValueError, EOFError):   # damaged work in progress: start again
-                maps = None
-        if maps is None:
-            maps = np.lib.format.open_memmap(maps_path, mode="w+", dtype=np.float16, shape=(n, *shape))
-            done = np.zeros(n, dtype=bool)
-            scale = np.zeros(n, dtype=np.float32)
+        done_path, scale_path = partial / "done.npy", partial / "scale.npy"
+        n = len(volumes)
+        maps, done, scale = _open_partial(partial, n, volumes.shape)
         todo = np.flatnonzero(~done)
         label = f"{method} {', '.join(f'{k}={v}' for k, v in params.items())}".strip()
         tick(int(done.sum()), n, f"{label}: {int(done.sum())}/{n} scans")
-        for start in range(0, len(todo), batch_size):
-            rows = todo[start:start + batch_size]
-            x = torch.from_numpy(load_batch(volumes, rows, normaliser)).unsqueeze(1).to(dev)
-            r = explain(model, x, method=method, target=target, classes=run.classes, **call)[:, 0].float()
-            peak = r.abs().flatten(1).amax(1).clamp_min(1e-30)
-            maps[rows] = (r / peak[:, None, None, None]).cpu().numpy().astype(np.float16)
-            scale[rows] = peak.cpu().numpy()
+
+        def absorb(rows, r_maps, r_scale, note=""):
+            maps[rows] = r_maps
+            scale[rows] = r_scale
             maps.flush()
             # maps first, then the record that says they are there: a crash between the two redoes the batch
             with atomic.atomic_path(scale_path) as tmp:
@@ -234,8 +250,19 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str |
             done[rows] = True
             with atomic.atomic_path(done_path) as tmp:
                 np.save(tmp, done)
-            tick(int(done.sum()), n, f"{label}: {int(done.sum())}/{n} scans")
-        del maps
+            tick(int(done.sum()), n, f"{label}: {int(done.sum())}/{n} scans{note}")
+
+        dist = distribute.current() if distributor is _CURRENT else distributor
+        if dist is not None:
+            from lib.explain.heatmap_chunks import compute_distributed
+
+            compute_distributed(dist, ws, run, method, target, params, partial, todo, batch_size, absorb)
+        else:
+            model, normaliser, _meta = load_checkpoint(run.best_checkpoint, device)
+            for start in range(0, len(todo), batch_size):
+                rows = todo[start:start + batch_size]
+                absorb(rows, *explain_rows(model, normaliser, volumes, rows, method, target, call, run.classes))
+        maps = None   # the memory map closed before the folder is sealed
         (partial / "index.json").write_text(json.dumps({
             "scan_ids": volumes.scan_ids, "resolution": run.grid.resolution, "params": canonical,
             "target": target, "positive": run.classes.positive, "run": run.id,

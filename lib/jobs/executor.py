@@ -5,17 +5,15 @@ is already written, says whether that job is still alive, and stops it. The work
 record and reports progress, outcome and cancellation into the same record, so pages and requests are the
 same whichever executor ran the job.
 
-:class:`LocalProcessExecutor` (today's only one) starts ``python -m lib.jobs.worker WORKSPACE JOB_ID`` as a
+:class:`LocalProcessExecutor` starts ``python -m lib.jobs.worker WORKSPACE JOB_ID`` as a
 detached process on this machine (its own session, so the browser tab or Streamlit rerun that asked can go
 away) and records its pid.
 
-Adding a distributed executor (e.g. Ray) touches no request and no page: write a class with the same
-``name``/``start``/``alive``/``cancel``, where ``start`` submits a remote task that calls
-``lib.jobs.worker.run(workspace_root, job_id)`` on a node that mounts the workspace, and returns what
-identifies the task (``{"ray_task": ...}``, stored in the record); ``alive`` asks the cluster about that
-task and ``cancel`` cancels it (the worker turns the stop into a "cancelled" record, as it does SIGTERM
-here). Register it in :data:`EXECUTORS` (records name their executor, so each job is watched and stopped by
-the one that started it) and make :func:`default_executor` return it where the settings ask for it.
+:class:`RayExecutor` starts the same worker with the record naming a Ray cluster: the worker stays the driver
+here and sends the job's per-scan chunks (and repeated trainings, one task per run) to the cluster
+(:mod:`lib.jobs.cluster`); no request and no page knows. Records name their executor (:data:`EXECUTORS`), so
+each job is watched and stopped by the one that started it; :func:`default_executor` picks Ray where the
+settings name a cluster.
 """
 
 from __future__ import annotations
@@ -88,16 +86,43 @@ class InProcessExecutor(_ProcessExecutor):
 
     name = "inprocess"
 
+    def __init__(self, cluster: str | None = None):
+        self.cluster = cluster   # the command's --cluster: recorded, so the Jobs page says where it runs
+
     def start(self, ws: Workspace, job_id: str, request) -> dict:
-        return {"pid": os.getpid()}
+        return {"pid": os.getpid(), **({"cluster": self.cluster} if self.cluster else {})}
 
     def _terminate(self, pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-EXECUTORS: dict[str, Executor] = {"local": LocalProcessExecutor(), "inprocess": InProcessExecutor()}
+class RayExecutor(LocalProcessExecutor):
+    """A job whose per-scan work runs on a Ray cluster (:mod:`lib.jobs.cluster`). Its worker is the driver: a
+    detached process here like a local job's (so it is alive, cancelled and resumed the same way), told the
+    cluster's address by its record; it sends its chunks to the cluster and cancels them when stopped."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None):
+        self.address = address
+
+    def start(self, ws: Workspace, job_id: str, request) -> dict:
+        return {**super().start(ws, job_id, request), "cluster": self.address}
+
+    def lost(self, record: dict) -> str:
+        return (f"the job's driver process ended without finishing (killed, or the Ray cluster at "
+                f"{record.get('cluster')} went away); see its log. Finished chunks are kept: submit it again")
+
+
+EXECUTORS: dict[str, Executor] = {"local": LocalProcessExecutor(), "inprocess": InProcessExecutor(),
+                                  "ray": RayExecutor()}
 """Executors by the name job records keep."""
 
 
-def default_executor() -> Executor:
-    return EXECUTORS["local"]
+def default_executor(ws: Workspace | None = None, given: str | None = None) -> Executor:
+    """A Ray executor when a cluster is named (``given``: the command line's ``--cluster``, else
+    ``$RELEVANCE_ATLAS_CLUSTER``, else ``workspace.json``), else a local process."""
+    from lib.jobs.cluster import cluster_address
+
+    address = cluster_address(ws, given)
+    return RayExecutor(address) if address else EXECUTORS["local"]

@@ -10,6 +10,7 @@ import traceback
 from typing import Callable
 
 from lib.core import atomic
+from lib.core.distribute import ClusterError
 from lib.core.progress import Cancelled
 from lib.data.workspace import Workspace
 from lib.jobs.request import RequestError
@@ -95,7 +96,8 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], st
 
     Returns the process exit code: 0 done, 1 failed, 130 cancelled. SIGTERM
     (the cancel button) becomes a clean "cancelled" record. A :class:`RequestError` (a request that cannot
-    run as asked) is recorded and printed as its message alone; any other failure with its traceback.
+    run as asked) or a ``ClusterError`` (the cluster went away) is recorded and printed as its message alone;
+    any other failure with its traceback.
     """
     reporter = JobReporter(ws, job_id) if job_id else None
     bar = JobProgress(desc, reporter)
@@ -117,7 +119,7 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], st
     except Exception as exc:  # noqa: BLE001 - every failure is recorded for the page
         bar.close()
         # the log is complete before the record says the job ended, so a page never shows a short log
-        if isinstance(exc, RequestError):
+        if isinstance(exc, (RequestError, ClusterError)):
             print(f"error: {exc}", file=sys.stderr)
         else:
             traceback.print_exc()
@@ -127,7 +129,8 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], st
             reporter.cancelled()
             return 130
         if reporter:
-            reporter.fail(str(exc) if isinstance(exc, RequestError) else f"{type(exc).__name__}: {exc}")
+            plain = isinstance(exc, (RequestError, ClusterError))
+            reporter.fail(str(exc) if plain else f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -112,7 +112,7 @@ class Job:
 
 
 def _executor_of(record: dict) -> Executor:
-    return EXECUTORS.get(record.get("executor") or "local") or default_executor()
+    return EXECUTORS.get(record.get("executor") or "local") or EXECUTORS["local"]
 
 
 def _load(path: Path) -> Job | None:
@@ -126,8 +126,9 @@ def _load(path: Path) -> Job | None:
             # cancelled before its process could record it (e.g. while still importing)
             record = {**record, "state": "cancelled", "message": "cancelled"}
         else:
-            record = {**record, "state": "failed", "error": record.get("error")
-                      or "the job's process ended without finishing (killed or crashed); see its log"}
+            lost = getattr(_executor_of(record), "lost", None)
+            record = {**record, "state": "failed", "error": record.get("error") or (lost(record) if lost else
+                      "the job's process ended without finishing (killed or crashed); see its log")}
         job = Job(path, record)
     return job
 
@@ -180,7 +181,8 @@ def may_submit(who: auth.Identity | None, ws: Workspace, request: Request) -> bo
 
 
 def submit(ws: Workspace, request: Request, *, who: auth.Identity | None, executor: Executor | None = None) -> Job:
-    """Store ``request`` as a job of ``ws`` and hand it to ``executor`` (default: a local process), as ``who``.
+    """Store ``request`` as a job of ``ws`` and hand it to ``executor`` (default: a local process, or a Ray
+    cluster where the settings name one, :func:`lib.jobs.executor.default_executor`), as ``who``.
 
     Raises ``auth.PermissionDenied`` (nothing written) unless ``who``'s role allows the request's action.
     If a job of the same key (:meth:`Request.key`) is still active, that job is returned and nothing new
@@ -192,7 +194,7 @@ def submit(ws: Workspace, request: Request, *, who: auth.Identity | None, execut
             raise auth.PermissionDenied("Sign in to build the demo cohort.")
     else:
         auth.require(who, action)
-    executor = executor or default_executor()
+    executor = executor or default_executor(ws)
     key = request.key(ws)
     ws.jobs_dir.mkdir(parents=True, exist_ok=True)
     with _file_lock(ws.jobs_dir / ".submit.lock"):

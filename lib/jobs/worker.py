@@ -1,8 +1,8 @@
 """The one entry point that runs any submitted job: ``python -m lib.jobs.worker WORKSPACE JOB_ID``.
 
-It reads the job's request from its record, runs it with progress and cancellation recorded there
-(:func:`lib.jobs.runner.run_as_job`), and exits 0 done, 1 failed, 130 cancelled. Every executor starts this,
-locally or on another machine that sees the workspace.
+It reads the job's request from its record (and the Ray cluster its chunks go to, if any), runs it with
+progress and cancellation recorded there (:func:`lib.jobs.runner.run_as_job`), and exits 0 done, 1 failed,
+130 cancelled. Every executor starts this.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import sys
 
 from lib.data.workspace import Workspace
-from lib.jobs import kinds  # noqa: F401  (registers every kind of job)
+from lib.jobs import cluster, kinds  # noqa: F401  (kinds: registers every kind of job)
 from lib.jobs.request import Request
 from lib.jobs.runner import JobReporter, run_as_job
 
@@ -30,8 +30,11 @@ def run(workspace_root: str, job_id: str) -> int:
     except Exception as exc:  # noqa: BLE001 - a record the worker cannot read is a failed job, not a live one
         reporter.fail(f"the job's request cannot be read: {type(exc).__name__}: {exc}")
         return 1
-    print(f"{request.describe()}  (job {job_id}, workspace {ws.root})", file=sys.stderr)
-    return run_as_job(ws, job_id, lambda progress: request.run(ws, progress), desc=request.kind)
+    address = reporter.record.get("cluster")
+    print(f"{request.describe()}  (job {job_id}, workspace {ws.root}"
+          + (f", on the Ray cluster {address})" if address else ")"), file=sys.stderr)
+    with cluster.session(address):
+        return run_as_job(ws, job_id, lambda progress: request.run(ws, progress), desc=request.kind)
 
 
 def main(argv: list[str] | None = None) -> int:

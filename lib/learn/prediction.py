@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lib.core import atomic, cache
+from lib.core import atomic, cache, distribute
 from lib.core.progress import Progress
 from lib.data.scans import load_cohort
 from lib.data.templates import Grid
@@ -50,8 +50,13 @@ def finish_run(ws: Workspace, run: Run, *, store: VolumeStore | None = None, coh
     cohort = cohort if cohort is not None else run_cohort(ws, run)
     model, normaliser, meta = load_checkpoint(run.best_checkpoint, device)
     store = store or volume_store(ws, cohort, Grid(float(meta["resolution"])), progress=progress)
-    scores, _ = predict_scores(model, normaliser, store, cohort["scan_id"].tolist(), device=device,
-                               progress=(lambda d, t: progress(d, t, "predicting every scan")) if progress else None)
+    dist = distribute.current()
+    if dist is not None:
+        scores = predict_distributed(ws, run, cohort["scan_id"].tolist(), dist, progress)
+    else:
+        scores, _ = predict_scores(model, normaliser, store, cohort["scan_id"].tolist(), device=device,
+                                   progress=(lambda d, t: progress(d, t, "predicting every scan")) if progress
+                                   else None)
     preds = predictions_table(cohort, scores, classes=run.classes)
     atomic.write_csv(run.dir / "predictions.csv", preds)
     cache.seal(run.dir / "predictions.csv", kind="predictions", run=run.id)
@@ -62,6 +67,44 @@ def finish_run(ws: Workspace, run: Run, *, store: VolumeStore | None = None, coh
             summary[part] = classification_metrics(sel["diagnosis"] == run.classes.positive, sel["ad_score"])
     return summary
 
+
+
+def predict_chunk(ws_root: str, run_id: str, scan_ids: list[str], checkpoint_sha: str) -> list[float]:
+    """Scores of the positive class of ``scan_ids`` with run ``run_id``'s best checkpoint, on a cluster worker
+    that mounts the workspace (``checkpoint_sha``: the one the job predicts with; another is an error)."""
+    from lib.learn.runs import load_run
+
+    ws = Workspace.open(ws_root)
+    run = load_run(ws, run_id)
+    if run.checkpoint_hash() != checkpoint_sha:
+        raise TrainingError(f"run {run_id}'s checkpoint on this worker is not the job's: does it see the same "
+                            "workspace?")
+    model, normaliser, meta = load_checkpoint(run.best_checkpoint)
+    store = volume_store(ws, run_cohort(ws, run), Grid(float(meta["resolution"])))
+    return predict_scores(model, normaliser, store, scan_ids)[0].tolist()
+
+
+def predict_distributed(ws: Workspace, run: Run, scan_ids: list[str], dist, progress: Progress | None = None,
+                        batch_size: int = 8) -> np.ndarray:
+    """Positive-class scores of ``scan_ids`` predicted in chunks on ``dist``'s workers (whole batches of a
+    local run)."""
+    import contextlib
+
+    chunks = distribute.chunk_rows(range(len(scan_ids)), batch_size, dist.workers(True))
+    sha = run.checkpoint_hash()
+    calls = [distribute.Call(predict_chunk, (str(ws.root), run.id, [scan_ids[i] for i in rows], sha), gpu=True,
+                             label=f"predict {rows[0]}-{rows[-1]}") for rows in chunks]
+    scores = np.full(len(scan_ids), np.nan)
+    finished = 0
+    with contextlib.closing(dist.run(calls)) as results:
+        for i, values in results:
+            scores[chunks[i]] = values
+            finished += 1
+            if progress:
+                busy = distribute.busy(min(dist.workers(True), len(calls) - finished))
+                progress(int(np.isfinite(scores).sum()), len(scan_ids),
+                         f"predicting every scan · chunk {finished}/{len(calls)} · {busy}")
+    return scores
 
 
 def predictions_table(cohort: pd.DataFrame, ad_score: np.ndarray, threshold: float = 0.5, *,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.core import atomic
+from lib.core import atomic, distribute
 from lib.core.progress import Cancelled, Progress
 from lib.data.volumes import Normaliser, batches, load_batch, volume_store
 from lib.data.workspace import Workspace
@@ -322,7 +322,11 @@ def plan(cfg: TrainConfig, *, seeds: list[int] | None = None, folds: list[int] |
 
 def train_many(ws: Workspace, runs: list[Run], progress: Progress | None = None,
                device: torch.device | None = None) -> list[dict]:
-    """Train ``runs`` one after the other, reporting progress over all of them."""
+    """Train ``runs`` one after the other, reporting progress over all of them (on a cluster, when the job has
+    one: each run one task, :func:`train_distributed`)."""
+    dist = distribute.current()
+    if dist is not None:
+        return train_distributed(ws, runs, dist, progress)
     total_epochs = sum(r.train_config.max_epochs for r in runs)
     out = []
     done_epochs = 0
@@ -339,3 +343,39 @@ def train_many(ws: Workspace, runs: list[Run], progress: Progress | None = None,
         out.append(train_run(ws, run, prog, device=device, label=label))
         done_epochs += cfg.max_epochs
     return out
+
+
+def train_remote(ws_root: str, run_id: str) -> dict:
+    """Train run ``run_id`` of the workspace at ``ws_root`` on a cluster worker; its summary. A retried task
+    resumes from the run's last finished epoch (``last.pt``), as a resumed local run does."""
+    ws = Workspace.open(ws_root)
+    return train_run(ws, load_run(ws, run_id))
+
+
+def train_distributed(ws: Workspace, runs: list[Run], dist, progress: Progress | None = None) -> list[dict]:
+    """Each run one task on ``dist`` (repeated trainings in parallel); progress from the runs' records."""
+    import contextlib
+
+    scale = 1000
+    total = sum(r.train_config.max_epochs for r in runs) * scale
+    finished: set[int] = set()
+
+    def report(running: int) -> None:
+        if progress:
+            epochs = sum(r.train_config.max_epochs if i in finished else _epochs_done(r) for i, r in enumerate(runs))
+            progress(epochs * scale, total, f"{len(finished)}/{len(runs)} runs done · {distribute.busy(running)}")
+
+    calls = [distribute.Call(train_remote, (str(ws.root), r.id), gpu=True, label=f"train {r.id}") for r in runs]
+    out: list[dict | None] = [None] * len(runs)
+    report(min(len(runs), dist.workers(True)))
+    with contextlib.closing(dist.run(calls, on_wait=report)) as results:
+        for i, summary in results:
+            finished.add(i)
+            out[i] = summary
+            report(min(len(runs) - len(finished), dist.workers(True)))
+    return out
+
+
+def _epochs_done(run: Run) -> int:
+    state = atomic.read_json(run.dir / "state.json") or {}
+    return int(state.get("epoch", -1)) + 1   # the last finished epoch, counted from 0
