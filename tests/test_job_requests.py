@@ -18,7 +18,7 @@ ADMIN = auth.Identity("tester", "admin")
 
 # one request of each kind with fields away from their defaults (tuples, dicts, optional bools included)
 SAMPLES = [
-    jobs.BuildDemo(subjects=12, resolution=3.0, visits=1, seed=4, force=True),
+    jobs.BuildDemo(subjects=12, resolution=3.0, visits=1, seed=4, force=True, raw=True),
     jobs.Validate(table="/data/t.csv", no_images=True, report="/tmp/r.json"),
     jobs.CreateWorkspace(table="/data/t.csv", directory="/data/ws", resolution=4.0, data_root=("/a", "/b")),
     jobs.CohortMeans(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class BuildDemo(Request):
     seed: int = option(0)
     workers: int = option(0, "processes (default: up to 2)")
     force: bool = option(False, "rebuild even if complete")
+    raw: bool = option(False, "also write every scan in scanner space with its true transform (raw/)")
 
     def required_action(self, ws: Workspace) -> str | None:
         """None for the default demo workspace: a system action any signed-in identity may start, since a
@@ -44,7 +46,12 @@ class BuildDemo(Request):
     def prepare(self, ws: Workspace) -> Task:
         from lib.data import demo
 
+        from lib.data import raw_demo
+
         if demo.is_complete(ws) and not self.force:
+            if self.raw and not raw_demo.is_complete(ws):
+                return Task(lambda progress: self._raw(ws, progress))
+
             def done(progress):
                 message = f"demo cohort already complete at {ws.root} ({ws.config.get('n_scans')} scans)"
                 print(f"{message}; --force rebuilds it")
@@ -60,7 +67,7 @@ class BuildDemo(Request):
 
             if ws.cohort_csv.exists():
                 # an outdated or partial build: remove what the generator owns so no stale file survives
-                for owned in ("scans", "ground_truth", "cache"):
+                for owned in ("scans", "ground_truth", "cache", "raw"):
                     shutil.rmtree(ws.root / owned, ignore_errors=True)
             # one bar for both phases: generating n scans, then validating them (much faster)
             built = demo.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
@@ -69,9 +76,19 @@ class BuildDemo(Request):
                                     progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
             if built.exists:
                 save_report(built, report)
-            return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
+            raw = f"; {self._raw(built, progress)}" if self.raw else ""
+            return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects{raw}"
 
         return Task(work)
+
+    def _raw(self, ws: Workspace, progress) -> str:
+        """The scanner-space copy of a complete demo, with its ground-truth transforms."""
+        from lib.data import raw_demo
+
+        workers = self.workers or max(1, min(2, os.cpu_count() or 1))
+        table = raw_demo.generate_raw(ws, seed=int(ws.config.get("demo_config", {}).get("seed", self.seed)),
+                                      workers=workers, progress=progress)
+        return f"raw scans and true transforms in {table.parent}"
 
 
 @register

@@ -1,0 +1,102 @@
+"""The raw demo: scans moved into a scanner space by a known transform, the truth kept beside them."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from nilearn.image import resample_to_img
+
+from lib.cli import main
+from lib.data import raw_demo
+from lib.data.templates import Grid
+from lib.data.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def raw_ws(tmp_path_factory) -> Workspace:
+    """Two demo scans at 2 mm (the product's grid) with their raw copies, through ``python -m lib demo --raw``."""
+    root = tmp_path_factory.mktemp("raw_ws")
+    args = ["--workspace", str(root), "demo", "--subjects", "2", "--resolution", "2", "--visits", "1",
+            "--seed", "5", "--workers", "1", "--raw"]
+    assert main(args) == 0
+    return Workspace.open(root)
+
+
+def test_raw_table_points_at_scanner_space_scans_with_the_protocols_header(raw_ws):
+    cohort = pd.read_csv(raw_ws.cohort_csv)
+    raw = pd.read_csv(raw_ws.root / "raw" / "participants.csv")
+    assert list(raw["scan_id"]) == list(cohort["scan_id"])
+    assert (raw.drop(columns="path") == cohort.drop(columns="path")).all().all()   # same labels and columns
+    for row in raw.to_dict("records"):
+        img = nib.load(raw_ws.root / "raw" / row["path"])
+        orientation, units = raw_demo.PROTOCOLS[row["site"]]
+        assert "".join(nib.aff2axcodes(img.affine)) == orientation != "RAS"
+        expected = np.array(units) * raw_demo.RAW_VOXEL * 2.0
+        assert np.allclose(img.header.get_zooms()[:3], expected, atol=1e-4)
+        assert len(set(np.round(expected, 4))) > 1                        # anisotropic
+        assert not Grid(2.0).matches(img)                                 # another grid and field of view
+        info = raw_ws.root / "raw" / "truth" / f"{row['scan_id']}_affine.json"
+        assert info.exists() and (raw_ws.root / "raw" / "truth" / f"{row['scan_id']}_warp.nii.gz").exists()
+
+
+def test_the_true_transform_brings_the_raw_scan_back_to_the_template_space_scan(raw_ws):
+    raw_root = raw_ws.root / "raw"
+    hippocampus = raw_demo.hippocampus_labels()
+    assert len(hippocampus) == 2
+    cohort = pd.read_csv(raw_ws.cohort_csv).set_index("scan_id")
+    for row in pd.read_csv(raw_root / "participants.csv").to_dict("records"):
+        scan_id = row["scan_id"]
+        truth = raw_demo.load_truth(raw_root, scan_id)
+        params = raw_ws.root / "raw" / "truth" / f"{scan_id}_affine.json"
+        assert not np.allclose(truth.affine, np.eye(4), atol=0.02), params   # the head really moved
+        raw = nib.load(raw_root / row["path"])
+        bias = np.asarray(nib.load(raw_root / "truth" / f"{scan_id}_bias.nii.gz").dataobj, dtype=np.float32)
+        unbiased = nib.Nifti1Image(np.asarray(raw.dataobj, dtype=np.float32) / bias, raw.affine)
+        back = raw_demo.to_template(unbiased, truth, Grid(2.0)).get_fdata()
+        original = nib.load(raw_ws.root / cohort.loc[scan_id, "path"]).get_fdata()
+        labels = np.asarray(nib.load(raw_ws.root / "ground_truth" / "labels" / f"{scan_id}_labels.nii.gz").dataobj)
+        brain = labels > 0
+        assert np.corrcoef(back[brain], original[brain])[0, 1] >= 0.95
+        # without the transform the raw scan is far from the template-space scan
+        naive = nib.Nifti1Image(np.asarray(raw.dataobj, dtype=np.float32), raw.affine)
+        moved = resample_to_img(naive, nib.Nifti1Image(original, Grid(2.0).affine), force_resample=True,
+                                copy_header=True).get_fdata()
+        assert np.corrcoef(moved[brain], original[brain])[0, 1] < 0.8
+        # the raw-space labels are the demo's labels: warped back, the hippocampus overlaps its truth
+        raw_labels = nib.load(raw_root / "truth" / f"{scan_id}_labels.nii.gz")
+        assert raw_labels.shape == raw.shape and np.allclose(raw_labels.affine, raw.affine)
+        back_labels = np.asarray(raw_demo.to_template(raw_labels, truth, Grid(2.0), order=0).dataobj)
+        assert raw_demo.dice(back_labels, labels, hippocampus) >= 0.95
+
+
+def test_the_skull_like_rim_lies_outside_the_brain(raw_ws):
+    raw_root = raw_ws.root / "raw"
+    scan_id = pd.read_csv(raw_root / "participants.csv")["scan_id"][0]
+    raw = np.asarray(nib.load(raw_root / "scans" / f"{scan_id}_T1w.nii.gz").dataobj)
+    labels = np.asarray(nib.load(raw_root / "truth" / f"{scan_id}_labels.nii.gz").dataobj)
+    outside = raw[labels == 0]
+    assert (outside > 0.3 * np.median(raw[labels > 0])).sum() > 0.05 * (labels > 0).sum()   # scalp and marrow
+
+
+def test_raw_scans_are_deterministic_by_seed(raw_ws):
+    row = pd.read_csv(raw_ws.cohort_csv).iloc[0]
+    scan = nib.load(raw_ws.root / row["path"])
+    labels = nib.load(raw_ws.root / "ground_truth" / "labels" / f"{row['scan_id']}_labels.nii.gz")
+    stored = raw_ws.root / "raw" / "scans" / f"{row['scan_id']}_T1w.nii.gz"
+    again = raw_demo.make_raw_scan(scan, labels, row["site"], 5, row["scan_id"])
+    assert np.array_equal(np.asarray(again["image"].dataobj), np.asarray(nib.load(stored).dataobj))
+    other = raw_demo.make_raw_scan(scan, labels, row["site"], 6, row["scan_id"])
+    assert not np.allclose(other["truth"].affine, again["truth"].affine)
+
+
+def test_demo_raw_on_a_complete_demo_adds_only_the_raw_copy(raw_ws):
+    scans = sorted((raw_ws.root / "scans").iterdir())
+    before = {p.name: p.stat().st_mtime_ns for p in scans}
+    table = raw_ws.root / "raw" / "participants.csv"
+    table.unlink()
+    assert main(["--workspace", str(raw_ws.root), "demo", "--subjects", "2", "--resolution", "2",
+                 "--visits", "1", "--seed", "5", "--workers", "1", "--raw"]) == 0
+    assert table.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in sorted((raw_ws.root / "scans").iterdir())} == before
