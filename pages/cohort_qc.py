@@ -44,7 +44,7 @@ def qc_section(ws) -> None:
 def edges_view(ws, table) -> None:
     st.markdown("**Registered scan with the template's edges** — the orange lines (the template's brain "
                 "outline and grey–white boundary) should lie on the scan's own.")
-    c1, c2 = st.columns([2, 1])
+    c1, c2 = st.columns([1, 1])
     scan_id = c1.selectbox("Scan", list(table["scan_id"]), key="qc-scan",
                            format_func=lambda s: f"{s} · {table.set_index('scan_id').loc[s, 'check']}")
     through = c2.radio("Slices through", list(qc.SLICE_POINTS), horizontal=True, key="qc-through")

@@ -25,7 +25,8 @@ SCANS = {
 
 def fake_preprocessed(root: Path) -> Workspace:
     grid = Grid(RESOLUTION)
-    ws = Workspace.create(root, name="Preprocessed (test)", kind="study", resolution=RESOLUTION, complete=True)
+    ws = Workspace.create(root, name="Preprocessed (test)", kind="study", resolution=RESOLUTION, complete=True,
+                          n_scans=len(SCANS))
     base = np.asarray(template(RESOLUTION).dataobj, dtype=np.float32) * 1000
     rows, qc = [], []
     rng = np.random.default_rng(0)
