@@ -28,7 +28,8 @@ def test_raw_table_points_at_scanner_space_scans_with_the_protocols_header(raw_w
     cohort = pd.read_csv(raw_ws.cohort_csv)
     raw = pd.read_csv(raw_ws.root / "raw" / "participants.csv")
     assert list(raw["scan_id"]) == list(cohort["scan_id"])
-    assert (raw.drop(columns="path") == cohort.drop(columns="path")).all().all()   # same labels and columns
+    assert (raw.drop(columns=["path", "labels"]) == cohort.drop(columns="path")).all().all()   # same columns
+    assert all((raw_ws.root / "raw" / p).exists() for p in raw["labels"])
     for row in raw.to_dict("records"):
         img = nib.load(raw_ws.root / "raw" / row["path"])
         orientation, units = raw_demo.PROTOCOLS[row["site"]]
@@ -100,3 +101,16 @@ def test_demo_raw_on_a_complete_demo_adds_only_the_raw_copy(raw_ws):
                  "--visits", "1", "--seed", "5", "--workers", "1", "--raw"]) == 0
     assert table.exists()
     assert {p.name: p.stat().st_mtime_ns for p in sorted((raw_ws.root / "scans").iterdir())} == before
+
+
+def test_colin27_moved_by_a_known_transform_comes_back(tmp_path):
+    raw_path = raw_demo.colin27_raw(tmp_path, resolution=2.0, seed=3, site="site-C")
+    raw = nib.load(raw_path)
+    assert "".join(nib.aff2axcodes(raw.affine)) == "LIP"
+    original = nib.load(tmp_path / "colin27_template_grid.nii.gz").get_fdata()
+    bias = np.asarray(nib.load(tmp_path / "truth" / "colin27_bias.nii.gz").dataobj, dtype=np.float32)
+    unbiased = nib.Nifti1Image(np.asarray(raw.dataobj, dtype=np.float32) / bias, raw.affine)
+    back = raw_demo.to_template(unbiased, raw_demo.load_truth(tmp_path, "colin27"), Grid(2.0)).get_fdata()
+    head = original > 0.1 * np.percentile(original, 99)
+    assert np.corrcoef(back[head], original[head])[0, 1] >= 0.95
+    assert not (tmp_path / "truth" / "colin27_labels.nii.gz").exists()

@@ -25,12 +25,15 @@ of its warped labels against them (:func:`dice`), not assumed.
 
 Layout, inside the demo workspace::
 
-    raw/participants.csv           the cohort table, paths pointing at raw scans
+    raw/participants.csv           the cohort table, paths pointing at raw scans, ``labels`` at their labels
     raw/scans/<scan>_T1w.nii.gz    the scanner-space scan
     raw/truth/<scan>_affine.json   A, its parameters, the protocol
     raw/truth/<scan>_warp.nii.gz   w on the template grid (mm)
     raw/truth/<scan>_labels.nii.gz the demo labels in raw space
     raw/truth/<scan>_bias.nii.gz   the multiplicative bias field in raw space
+
+Colin27 (Debian's ``ch2.nii.gz``, a real T1 with skull) moved the same way is a second, real test case
+(:func:`colin27_raw`).
 
 Deterministic for the demo's seed: each scan draws from a generator seeded by
 ``(seed, CRC-32 of its scan id)``.
@@ -54,7 +57,8 @@ from lib.data.templates import Grid
 from lib.data.workspace import Workspace
 
 RAW_DIR = "raw"
-RAW_VERSION = 1
+COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")   # Debian's mricron-data
+RAW_VERSION = 2
 # site → (orientation code of the voxel axes, voxel size in units of RAW_VOXEL × the demo's resolution)
 PROTOCOLS = {
     "site-A": ("LPS", (1.0, 1.0, 1.2)),    # axial, DICOM-like
@@ -166,9 +170,10 @@ def _head(scan: np.ndarray, labels: np.ndarray, resolution: float) -> np.ndarray
     return head
 
 
-def _field_of_view(truth: Truth, labels: np.ndarray, grid: Grid, rng: np.random.Generator):
-    """Scanner-world box holding the head: the brain's box + the rim, moved by T, + random margins."""
-    idx = np.argwhere(labels > 0)
+def _field_of_view(truth: Truth, head: np.ndarray, grid: Grid, rng: np.random.Generator):
+    """Scanner-world box holding the head: the box of the mask ``head`` + the rim, moved by T, + random
+    margins."""
+    idx = np.argwhere(head)
     lo, hi = idx.min(0), idx.max(0)
     corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
     world = nib.affines.apply_affine(grid.affine, corners)
@@ -200,31 +205,80 @@ def _template_voxels(truth: Truth, raw_aff: np.ndarray, raw_shape, grid: Grid, s
                      for a in range(3)])
 
 
-def make_raw_scan(scan_img: nib.Nifti1Image, labels_img: nib.Nifti1Image, site: str, seed: int,
+def make_raw_scan(scan_img: nib.Nifti1Image, labels_img: nib.Nifti1Image | None, site: str, seed: int,
                   scan_id: str) -> dict:
-    """One scan in scanner space: the raw image, its labels and bias field (raw grid) and the truth."""
+    """One scan on the template grid moved into scanner space: the raw image and bias field (and, given the
+    scan's labels, its labels and a skull-like rim around them) on the raw grid, and the true transform.
+    Without labels (a real head such as Colin27) the field of view follows the head's own intensities."""
     rng = np.random.default_rng([seed, zlib.crc32(scan_id.encode())])
     grid = Grid(float(abs(scan_img.affine[0, 0])))
+    if not grid.matches(scan_img):
+        raise ValueError(f"{scan_id}: the scan is not on the template grid")
     affine, params = draw_affine(rng)
     truth = Truth(affine, draw_warp(rng, grid))
     scan = np.asarray(scan_img.dataobj, dtype=np.float32)
-    labels = np.asarray(labels_img.dataobj).astype(np.uint8)
+    labels = None if labels_img is None else np.asarray(labels_img.dataobj).astype(np.uint8)
+    head = labels > 0 if labels is not None else scan > 0.1 * float(np.percentile(scan[scan > 0], 99))
     orientation, voxel_units = PROTOCOLS.get(site, PROTOCOLS["site-A"])
     voxel = tuple(round(v * RAW_VOXEL * grid.resolution, 4) for v in voxel_units)
-    lower, upper = _field_of_view(truth, labels, grid, rng)
+    lower, upper = _field_of_view(truth, head, grid, rng)
     raw_aff, raw_shape = raw_affine(orientation, voxel, lower, upper)
 
     src = _template_voxels(truth, raw_aff, raw_shape, grid)
-    head = _head(scan, labels, grid.resolution)
-    image = ndimage.map_coordinates(head, src, order=1, mode="constant", cval=0.0)
-    raw_labels = ndimage.map_coordinates(labels, src, order=0, mode="constant", cval=0)
+    source = _head(scan, labels, grid.resolution) if labels is not None else scan
+    image = ndimage.map_coordinates(source, src, order=1, mode="constant", cval=0.0)
     bias = (1.0 + BIAS * _smooth(rng, raw_shape, 3, order=1)).astype(np.float32)   # trilinear: 4× cheaper
     image *= bias
-    return {"image": nib.Nifti1Image(np.rint(image).clip(0, 32767).astype(np.int16), raw_aff),
-            "labels": nib.Nifti1Image(raw_labels.astype(np.uint8), raw_aff),
+    made = {"image": nib.Nifti1Image(np.rint(image).clip(0, 32767).astype(np.int16), raw_aff),
             "bias": nib.Nifti1Image(bias, raw_aff), "truth": truth,
             "params": {**params, "orientation": orientation, "voxel_mm": [round(v, 4) for v in voxel],
                        "shape": list(raw_shape)}}
+    if labels is not None:
+        raw_labels = ndimage.map_coordinates(labels, src, order=0, mode="constant", cval=0)
+        made["labels"] = nib.Nifti1Image(raw_labels.astype(np.uint8), raw_aff)
+    return made
+
+
+def write_raw(made: dict, out: Path, scan_id: str, template_space_scan: str) -> dict:
+    """Write one raw scan and its truth under ``out`` (``scans/``, ``truth/``); relative paths written."""
+    made["image"].header.set_xyzt_units("mm")
+    made["image"].header["descrip"] = b"relevance-atlas synthetic raw scan"
+    written = {"path": str(Path("scans") / f"{scan_id}_T1w.nii.gz")}
+    atomic.write_nifti(out / written["path"], made["image"])
+    if "labels" in made:
+        written["labels"] = str(Path("truth") / f"{scan_id}_labels.nii.gz")
+        atomic.write_nifti(out / written["labels"], made["labels"])
+    bias = made["bias"]
+    bias.set_data_dtype(np.int16)   # nibabel picks the scale: 1e-5 precision, half the bytes
+    atomic.write_nifti(out / "truth" / f"{scan_id}_bias.nii.gz", bias)
+    atomic.write_nifti(out / "truth" / f"{scan_id}_warp.nii.gz", made["truth"].warp)
+    atomic.write_json(out / "truth" / f"{scan_id}_affine.json", {
+        "convention": "scanner = A @ (template + warp(template)), world mm (RAS); warp in "
+                      f"{scan_id}_warp.nii.gz on the template grid",
+        "template_to_scanner": made["truth"].affine.round(8).tolist(),
+        "scanner_to_template_linear": np.linalg.inv(made["truth"].affine).round(8).tolist(),
+        "template_space_scan": template_space_scan, **made["params"]})
+    return written
+
+
+def colin27_raw(out: str | os.PathLike, resolution: float = 2.0, seed: int = 0, site: str = "site-A") -> Path:
+    """Colin27 (``ch2.nii.gz``: a real T1 with skull, in MNI space) on the template grid, moved into scanner
+    space by a known transform like the demo's; the raw scan's path (truth in ``out/truth/``, the template-grid
+    original in ``out/colin27_template_grid.nii.gz``)."""
+    from nilearn.image import resample_img
+
+    if not COLIN27.exists():
+        raise FileNotFoundError(f"{COLIN27} is missing: install Debian's mricron-data")
+    out = Path(out)
+    grid = Grid(float(resolution))
+    src = nib.load(COLIN27)
+    on_grid = resample_img(nib.Nifti1Image(np.asarray(src.dataobj, dtype=np.float32), src.affine),
+                           target_affine=grid.affine, target_shape=grid.shape, interpolation="continuous",
+                           force_resample=True, copy_header=True)
+    original = nib.Nifti1Image(np.clip(on_grid.get_fdata(dtype=np.float32), 0, None) * 4, grid.affine)
+    atomic.write_nifti(out / "colin27_template_grid.nii.gz", original)
+    made = make_raw_scan(original, None, site, seed, "colin27")
+    return out / write_raw(made, out, "colin27", "colin27_template_grid.nii.gz")["path"]
 
 
 # --------------------------------------------------------------------------- reading the truth back
@@ -284,22 +338,9 @@ def _write_scan(task: tuple[Path, Path, dict, int]) -> dict:
     labels_path = ws_root / "ground_truth" / "labels" / f"{scan_id}_labels.nii.gz"
     made = make_raw_scan(nib.load(ws_root / row["path"]), nib.load(labels_path), row.get("site", ""),
                          seed, scan_id)
-    made["image"].header.set_xyzt_units("mm")
-    made["image"].header["descrip"] = b"relevance-atlas synthetic raw demo scan"
-    scan_rel = Path("scans") / f"{scan_id}_T1w.nii.gz"
-    atomic.write_nifti(out / scan_rel, made["image"])
-    atomic.write_nifti(out / "truth" / f"{scan_id}_labels.nii.gz", made["labels"])
-    bias = made["bias"]
-    bias.set_data_dtype(np.int16)   # nibabel picks the scale: 1e-5 precision, half the bytes
-    atomic.write_nifti(out / "truth" / f"{scan_id}_bias.nii.gz", bias)
-    atomic.write_nifti(out / "truth" / f"{scan_id}_warp.nii.gz", made["truth"].warp)
-    atomic.write_json(out / "truth" / f"{scan_id}_affine.json", {
-        "convention": "scanner = A @ (template + warp(template)), world mm (RAS); warp in "
-                      f"{scan_id}_warp.nii.gz on the template grid",
-        "template_to_scanner": made["truth"].affine.round(8).tolist(),
-        "scanner_to_template_linear": np.linalg.inv(made["truth"].affine).round(8).tolist(),
-        "template_space_scan": str(Path("..") / row["path"]), **made["params"]})
-    return {**row, "path": str(scan_rel)}
+    # ``labels``: the scan's own segmentation in its space, which the preprocessing QC scores its
+    # hippocampus Dice with
+    return {**row, **write_raw(made, out, scan_id, str(Path("..") / row["path"]))}
 
 
 def generate_raw(ws: Workspace, seed: int = 0, workers: int = 1, progress: Progress | None = None) -> Path:
