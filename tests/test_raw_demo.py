@@ -9,6 +9,7 @@ import pytest
 from nilearn.image import resample_to_img
 
 from lib.cli import main
+from lib.core import atomic
 from lib.data import raw_demo
 from lib.data.templates import Grid
 from lib.data.workspace import Workspace
@@ -114,3 +115,37 @@ def test_colin27_moved_by_a_known_transform_comes_back(tmp_path):
     head = original > 0.1 * np.percentile(original, 99)
     assert np.corrcoef(back[head], original[head])[0, 1] >= 0.95
     assert not (tmp_path / "truth" / "colin27_labels.nii.gz").exists()
+
+
+def _ants_affine(path, affine: np.ndarray) -> None:
+    """``affine`` (template → scanner, RAS mm) as an ITK transform file (LPS), as ANTs writes a registration's."""
+    import ants
+
+    flip = np.diag([-1.0, -1.0, 1.0])
+    transform = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                           matrix=flip @ affine[:3, :3] @ flip, offset=flip @ affine[:3, 3])
+    ants.write_transform(transform, str(path))
+
+
+def test_registration_accuracy_scores_a_pipelines_transforms_against_the_truth(raw_ws, tmp_path):
+    """A stand-in pipeline output whose forward transform is the true affine (the warp left out) scores far
+    above one whose transform is the identity; the ceiling is the true transform's own."""
+    raw = pd.read_csv(raw_ws.root / "raw" / "participants.csv")
+    scores = {}
+    for name in ("true_affine", "identity"):
+        out = tmp_path / name
+        for scan_id in raw["scan_id"]:
+            folder = out / "preprocessed" / scan_id
+            folder.mkdir(parents=True)
+            truth = raw_demo.load_truth(raw_ws.root / "raw", scan_id)
+            _ants_affine(folder / "fwd_affine.mat", truth.affine if name == "true_affine" else np.eye(4))
+            template_space = nib.load(raw_ws.root / "scans" / f"{scan_id}_T1w.nii.gz")
+            nib.save(template_space, folder / "t1.nii.gz")
+            atomic.write_json(folder / "qc.json", {"scan_id": scan_id, "status": "ok", "forward": ["fwd_affine.mat"],
+                                                   "settings": {"registration": "linear"}})
+        scores[name] = raw_demo.registration_accuracy(raw_ws, out)
+    good, bad = scores["true_affine"], scores["identity"]
+    assert len(good) == len(raw) and (good["registration"] == "linear").all()
+    assert (good["dice_ceiling"] >= 0.95).all()
+    assert (good["dice_truth"] >= 0.70).all() and (bad["dice_truth"] < 0.3).all()
+    assert (good["corr_truth"] > 0.99).all()   # the stand-in's registered scan is the template-space scan

@@ -367,3 +367,65 @@ def generate_raw(ws: Workspace, seed: int = 0, workers: int = 1, progress: Progr
     atomic.write_csv(table, pd.DataFrame(rows))
     atomic.write_json(out / "raw.json", {"version": RAW_VERSION, "seed": seed, "n_scans": len(rows)})
     return table
+
+
+# --------------------------------------------------------------------------- scoring a registration
+def registration_accuracy(demo: Workspace, preprocessed: str | os.PathLike) -> pd.DataFrame:
+    """Per raw demo scan registered by the preprocessing pipeline (``preprocessed``: its output workspace), the
+    hippocampus Dice of the raw-space labels brought to the template by the pipeline's forward transforms
+
+    * ``dice_truth``: against the scan's labels on the template grid before it was moved into scanner space
+      (what undoing the scanner transform exactly gives; a non-linear registration also moves anatomy towards
+      the template, which this counts as error),
+    * ``dice_atlas``: against the template atlas's hippocampus (what a registration to the template aims at;
+      the pipeline's QC measure),
+    * ``dice_ceiling``: the true transform's own ``dice_truth`` (interpolation loss only),
+
+    and ``corr_truth``, the correlation of the registered scan with the template-space scan in the brain."""
+    import ants
+
+    from lib.data.atlases import DEFAULT_ATLAS
+    from lib.data.templates import atlas
+
+    raw_dir = raw_root(demo)
+    cohort = pd.read_csv(demo.cohort_csv).set_index("scan_id")
+    hippocampus = hippocampus_labels()
+    rows = []
+    for qc_file in sorted((Path(preprocessed) / "preprocessed").glob("*/qc.json")):
+        record = atomic.read_json(qc_file)
+        scan_id, forward = record.get("scan_id"), record.get("forward")
+        if not forward or scan_id not in cohort.index:
+            continue
+        t1 = nib.load(qc_file.parent / "t1.nii.gz")
+        grid = Grid(float(abs(t1.affine[0, 0])))
+        truth_labels = np.asarray(nib.load(demo.ground_truth_dir / "labels" / f"{scan_id}_labels.nii.gz").dataobj)
+        raw_labels = nib.load(raw_dir / "truth" / f"{scan_id}_labels.nii.gz")
+        fixed = _to_ants(nib.Nifti1Image(np.zeros(grid.shape, np.float32), grid.affine))
+        warped = ants.apply_transforms(fixed, _to_ants(raw_labels), [str(qc_file.parent / t) for t in forward],
+                                       interpolator="nearestNeighbor").numpy()
+        ideal = np.asarray(to_template(raw_labels, load_truth(raw_dir, scan_id), grid, order=0).dataobj)
+        template_space = nib.load(demo.root / cohort.loc[scan_id, "path"]).get_fdata()
+        brain = truth_labels > 0
+        atlas_labels = np.asarray(atlas(DEFAULT_ATLAS, grid.resolution)[0].dataobj)
+        rows.append({"scan_id": scan_id, "registration": record.get("settings", {}).get("registration"),
+                     "status": record.get("status"),
+                     "dice_truth": dice(np.rint(warped), truth_labels, hippocampus),
+                     "dice_atlas": dice(np.rint(warped), atlas_labels, hippocampus),
+                     "dice_ceiling": dice(ideal, truth_labels, hippocampus),
+                     "corr_truth": float(np.corrcoef(t1.get_fdata()[brain], template_space[brain])[0, 1])})
+    return pd.DataFrame(rows)
+
+
+def _lps(affine: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """ITK origin and direction (LPS) of a RAS voxel-to-world affine."""
+    flip = np.diag([-1.0, -1.0, 1.0])
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    return tuple(flip @ affine[:3, 3]), flip @ affine[:3, :3] / zooms
+
+
+def _to_ants(img: nib.Nifti1Image):
+    import ants
+
+    origin, direction = _lps(img.affine)
+    return ants.from_numpy(np.asarray(img.dataobj, dtype=np.float32), origin=origin,
+                           spacing=tuple(float(z) for z in img.header.get_zooms()[:3]), direction=direction)
