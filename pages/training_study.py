@@ -17,6 +17,7 @@ def panel(ws) -> None:
     with st.expander("Registration study (Eitel, study 4) on the raw demo", expanded=True):
         st.dataframe(table, hide_index=True, width="stretch")
         st.caption(
-            f"Demo: test balanced accuracy, mean ± sd over seeds {settings.get('seeds', '?')}, model "
+            f"Demo: test balanced accuracy (gain: points over none), mean ± sd over seeds "
+            f"{', '.join(str(x) for x in settings.get('seeds', [])) or '?'}, model "
             f"{settings.get('model', '?')} on the {settings.get('resolution', '?')} mm grid, the same split for every "
             f"registration type. Thesis: {THESIS_SOURCE}. Rerun: `python -m lib study4`.")

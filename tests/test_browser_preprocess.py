@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from lib import jobs
+from lib.core import atomic
 from lib.data.workspace import Workspace
 from preprocess_fakes import fake_preprocessed
 from test_browser import _no_exception, _page, _settle, _shot, _start_app, _stop_app, browser  # noqa: F401
@@ -90,4 +91,28 @@ def test_preprocess_form_names_a_missing_table_and_submits_a_real_one(browser, p
     else:
         main.get_by_text("Preprocessing is not installed on this server").wait_for()
     _shot(page, "preprocess_form")
+    page.close()
+
+
+def test_training_page_shows_the_registration_study_beside_the_thesis(browser, preprocessed):
+    from lib.learn import registration_study as study
+
+    ws, url = preprocessed
+    rows = [{"registration": r, "runs": 3, "balanced_accuracy": b, "balanced_accuracy_sd": 2.0, "auc": a,
+             "auc_sd": 0.02, **{f"thesis_{k}": v for k, v in study.THESIS[r].items()}}
+            for r, b, a in (("none", 61.0, 0.66), ("linear", 78.5, 0.85), ("nonlinear", 80.0, 0.87))]
+    atomic.write_csv(study.results_csv(ws), pd.DataFrame(rows))
+    atomic.write_json(study.study_dir(ws) / "results.json", {"settings": {"seeds": [0, 1, 2], "resolution": 3,
+                                                                          "model": "boehle2019"}})
+    page = _page(browser, height=1200)
+    page.goto(f"{url}/training")
+    page.get_by_role("heading", name="Training").wait_for()
+    _settle(page)
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("Registration study (Eitel, study 4) on the raw demo").wait_for()
+    main.get_by_text("mean ± standard error over 10 splits × 5 trainings").wait_for()
+    frame = main.locator('[data-testid="stDataFrame"]').first
+    frame.wait_for()
+    _no_exception(page)
+    _shot(page, "training_registration_study")
     page.close()

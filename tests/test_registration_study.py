@@ -71,8 +71,8 @@ def test_study_table_has_three_rows_and_the_thesis_columns(raw_ws):
         assert atomic.read_json(run)["train"]["resolution"] == 3.0
     shown = view.study_table(table)
     assert list(shown["registration"]) == ["none (pad/crop)", "linear (affine)", "non-linear (affine + SyN)"]
-    assert shown["balanced accuracy % (thesis)"][1] == "82.6 ± 0.9" and shown["gain over none (thesis)"][2] == "7.1"
-    assert " ± " in shown["balanced accuracy % (demo)"][0]
+    assert shown["thesis: bal. acc. %"][1] == "82.6 ± 0.9" and shown["thesis: gain"][2] == "7.1"
+    assert " ± " in shown["demo: bal. acc. %"][0]
 
 
 def test_a_rerun_reuses_finished_trainings(raw_ws):

@@ -19,7 +19,8 @@ def _pm(mean: float, spread: float, digits: int) -> str:
 
 def study_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per registration type: the demo's balanced accuracy and AUC (mean ± sd over seeds), the
-    gain over no registration, and the thesis's numbers (mean ± standard error) beside them."""
+    gain in balanced accuracy over no registration (points), and the thesis's numbers (mean ± standard
+    error) beside them."""
     base = frame.set_index("registration")["balanced_accuracy"].get("none", np.nan)
     thesis_base = study.THESIS["none"]["balanced_accuracy"]
     rows = []
@@ -27,14 +28,14 @@ def study_table(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "registration": LABELS.get(r["registration"], r["registration"]),
             "runs": int(r["runs"]),
-            "balanced accuracy % (demo)": _pm(r["balanced_accuracy"], r["balanced_accuracy_sd"], 1),
-            "gain over none (demo)": _pm(r["balanced_accuracy"] - base, np.nan, 1)
+            "demo: bal. acc. %": _pm(r["balanced_accuracy"], r["balanced_accuracy_sd"], 1),
+            "demo: gain": _pm(r["balanced_accuracy"] - base, np.nan, 1)
             if r["registration"] != "none" else "",
-            "AUC (demo)": _pm(r["auc"], r["auc_sd"], 3),
-            "balanced accuracy % (thesis)": _pm(r["thesis_balanced_accuracy"], r["thesis_balanced_accuracy_se"], 1),
-            "gain over none (thesis)": f"{r['thesis_balanced_accuracy'] - thesis_base:.1f}"
+            "demo: AUC": _pm(r["auc"], r["auc_sd"], 3),
+            "thesis: bal. acc. %": _pm(r["thesis_balanced_accuracy"], r["thesis_balanced_accuracy_se"], 1),
+            "thesis: gain": f"{r['thesis_balanced_accuracy'] - thesis_base:.1f}"
             if r["registration"] != "none" else "",
-            "AUC (thesis)": _pm(r["thesis_auc"], r["thesis_auc_se"], 3),
+            "thesis: AUC": _pm(r["thesis_auc"], r["thesis_auc_se"], 3),
         })
     return pd.DataFrame(rows)
 
