@@ -149,3 +149,15 @@ def test_registration_accuracy_scores_a_pipelines_transforms_against_the_truth(r
     assert (good["dice_ceiling"] >= 0.95).all()
     assert (good["dice_truth"] >= 0.70).all() and (bad["dice_truth"] < 0.3).all()
     assert (good["corr_truth"] > 0.99).all()   # the stand-in's registered scan is the template-space scan
+
+
+def test_the_template_moved_keeps_its_atlas_labels_as_truth(tmp_path):
+    raw_path = raw_demo.template_raw(tmp_path, resolution=3.0, seed=1)
+    raw = nib.load(raw_path)
+    assert "".join(nib.aff2axcodes(raw.affine)) == "PSR"
+    labels = nib.load(tmp_path / "truth" / "icbm152_labels.nii.gz")
+    back = raw_demo.to_template(labels, raw_demo.load_truth(tmp_path, "icbm152"), Grid(3.0), order=0)
+    from lib.data.atlases import DEFAULT_ATLAS
+    from lib.data.templates import atlas
+    reference = np.asarray(atlas(DEFAULT_ATLAS, 3.0)[0].dataobj)
+    assert raw_demo.dice(np.asarray(back.dataobj), reference, raw_demo.hippocampus_labels()) >= 0.8

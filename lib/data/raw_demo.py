@@ -33,7 +33,8 @@ Layout, inside the demo workspace::
     raw/truth/<scan>_bias.nii.gz   the multiplicative bias field in raw space
 
 Colin27 (Debian's ``ch2.nii.gz``, a real T1 with skull) moved the same way is a second, real test case
-(:func:`colin27_raw`).
+(:func:`colin27_raw`); the template itself moved, with its atlas labels, measures registration free of
+anatomy (:func:`template_raw`).
 
 Deterministic for the demo's seed: each scan draws from a generator seeded by
 ``(seed, CRC-32 of its scan id)``.
@@ -269,16 +270,33 @@ def colin27_raw(out: str | os.PathLike, resolution: float = 2.0, seed: int = 0, 
 
     if not COLIN27.exists():
         raise FileNotFoundError(f"{COLIN27} is missing: install Debian's mricron-data")
-    out = Path(out)
     grid = Grid(float(resolution))
     src = nib.load(COLIN27)
     on_grid = resample_img(nib.Nifti1Image(np.asarray(src.dataobj, dtype=np.float32), src.affine),
                            target_affine=grid.affine, target_shape=grid.shape, interpolation="continuous",
                            force_resample=True, copy_header=True)
     original = nib.Nifti1Image(np.clip(on_grid.get_fdata(dtype=np.float32), 0, None) * 4, grid.affine)
-    atomic.write_nifti(out / "colin27_template_grid.nii.gz", original)
-    made = make_raw_scan(original, None, site, seed, "colin27")
-    return out / write_raw(made, out, "colin27", "colin27_template_grid.nii.gz")["path"]
+    return _moved_reference(original, None, Path(out), "colin27", seed, site)
+
+
+def template_raw(out: str | os.PathLike, resolution: float = 2.0, seed: int = 0, site: str = "site-B") -> Path:
+    """The ICBM152 template itself (with a skull-like rim) moved into scanner space, its Neuromorphometrics
+    labels beside it: no atrophy and no individual anatomy, so after registration the hippocampus Dice against
+    the atlas measures the registration alone. The raw scan's path; labels in ``out/truth/``."""
+    from lib.data.atlases import DEFAULT_ATLAS
+    from lib.data.templates import atlas, template
+
+    grid = Grid(float(resolution))
+    image = nib.Nifti1Image(np.asarray(template(resolution).dataobj, dtype=np.float32) * 1000, grid.affine)
+    labels = nib.Nifti1Image(np.asarray(atlas(DEFAULT_ATLAS, resolution)[0].dataobj).astype(np.uint8), grid.affine)
+    return _moved_reference(image, labels, Path(out), "icbm152", seed, site)
+
+
+def _moved_reference(original: nib.Nifti1Image, labels: nib.Nifti1Image | None, out: Path, name: str, seed: int,
+                     site: str) -> Path:
+    atomic.write_nifti(out / f"{name}_template_grid.nii.gz", original)
+    made = make_raw_scan(original, labels, site, seed, name)
+    return out / write_raw(made, out, name, f"{name}_template_grid.nii.gz")["path"]
 
 
 # --------------------------------------------------------------------------- reading the truth back
