@@ -9,6 +9,7 @@ the hippocampus, Jacobian statistics, seconds) and ``preprocessed/<scan_id>/t1.n
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -89,7 +90,10 @@ def needs_attention(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def registered_path(ws: Workspace, scan_id: str) -> Path:
-    return preprocessed_dir(ws) / scan_id / "t1.nii.gz"
+    """Where the pipeline writes a scan's registered image (its folder: the scan id with path separators and
+    odd characters as ``_``)."""
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", str(scan_id)).lstrip(".") or "scan"
+    return preprocessed_dir(ws) / folder / "t1.nii.gz"
 
 
 @functools.lru_cache(maxsize=4)
