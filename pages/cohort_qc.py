@@ -64,8 +64,10 @@ def preprocess_form(ws) -> None:
     st.markdown("Raw scans (any orientation, voxel size, field of view, with skull) → reoriented, bias-corrected, "
                 "registered to ICBM152 2009c with ANTs, brain-extracted and normalised, in a new workspace "
                 "whose table points at the registered scans.")
+    raw_demo = ws.root / "raw" / "participants.csv"   # the demo's raw copy (python -m lib demo --raw), if built
     with st.form("preprocess"):
-        table = st.text_input("Table of raw scans on the server", placeholder="/data/study/raw/participants.csv")
+        table = st.text_input("Table of raw scans on the server", placeholder="/data/study/raw/participants.csv",
+                              value=str(raw_demo) if raw_demo.is_file() else "")
         out = st.text_input("New workspace folder", placeholder="/data/study/preprocessed")
         c1, c2 = st.columns(2)
         registration = c1.selectbox("Registration", list(REGISTRATIONS), format_func=REGISTRATIONS.get)
