@@ -59,7 +59,7 @@ from lib.data.workspace import Workspace
 
 RAW_DIR = "raw"
 COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")   # Debian's mricron-data
-RAW_VERSION = 2
+RAW_VERSION = 3
 # site → (orientation code of the voxel axes, voxel size in units of RAW_VOXEL × the demo's resolution)
 PROTOCOLS = {
     "site-A": ("LPS", (1.0, 1.0, 1.2)),    # axial, DICOM-like
@@ -74,6 +74,7 @@ MAX_SHIFT_MM = 20.0
 MAX_SCALING = 0.10
 WARP_MM = 3.0          # peak displacement of the non-linear warp
 BIAS = 0.20            # peak relative amplitude of the bias field
+NOISE = 0.01           # Rician noise σ of the whole field of view, as a share of the head's 99th percentile
 # skull-like rim: (from, to) mm outside the brain surface → intensity relative to the brain's median
 RIM = (((3.0, 5.0), 0.08), ((5.0, 8.0), 0.55), ((8.0, 10.0), 0.08), ((10.0, 14.0), 0.8))
 
@@ -230,6 +231,9 @@ def make_raw_scan(scan_img: nib.Nifti1Image, labels_img: nib.Nifti1Image | None,
     image = ndimage.map_coordinates(source, src, order=1, mode="constant", cval=0.0)
     bias = (1.0 + BIAS * _smooth(rng, raw_shape, 3, order=1)).astype(np.float32)   # trilinear: 4× cheaper
     image *= bias
+    # the whole field of view is noisy, as a scanner's is (the template-space scan is noisy inside its grid only)
+    sigma = NOISE * float(np.percentile(image[image > 0], 99))
+    image = np.sqrt((image + rng.normal(0, sigma, raw_shape)) ** 2 + rng.normal(0, sigma, raw_shape) ** 2)
     made = {"image": nib.Nifti1Image(np.rint(image).clip(0, 32767).astype(np.int16), raw_aff),
             "bias": nib.Nifti1Image(bias, raw_aff), "truth": truth,
             "params": {**params, "orientation": orientation, "voxel_mm": [round(v, 4) for v in voxel],
