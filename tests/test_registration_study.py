@@ -89,3 +89,11 @@ def test_without_a_raw_demo_the_study_says_how_to_make_one(tmp_path):
     ws = Workspace.create(tmp_path / "plain")
     with pytest.raises(study.StudyError, match="demo --raw"):
         study.run_study(ws, preprocess=oracle_pipeline)
+
+
+def test_an_arm_the_pipeline_refuses_is_named(raw_ws):
+    def refusing(table, registration, *args):
+        raise ValueError(f"no scan of {table} reached the template")
+
+    with pytest.raises(study.StudyError, match="preprocessing with none registration: no scan of .* reached"):
+        study.run_study(raw_ws, study.StudySettings(seeds=(0,), epochs=1), preprocess=refusing)

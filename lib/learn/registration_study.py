@@ -143,8 +143,11 @@ def run_study(ws: Workspace, settings: StudySettings = StudySettings(), progress
         def step(done, total, msg, _at=base):
             progress(int(1000 * (_at + done / max(total, 1))), 1000 * steps, f"{registration}: {msg}")
 
-        out = Path(preprocess(table, registration, settings.resolution, study_dir(ws) / registration, step,
-                              settings.workers))
+        try:
+            out = Path(preprocess(table, registration, settings.resolution, study_dir(ws) / registration, step,
+                                  settings.workers))
+        except ValueError as exc:   # the pipeline's refusals (no usable scan, bad table) name the arm that failed
+            raise StudyError(f"preprocessing with {registration} registration: {exc}") from exc
         target = Workspace.open(out)
         if not target.cohort_csv.exists() or pd.read_csv(target.cohort_csv).empty:
             raise StudyError(f"preprocessing with {registration} registration left no usable scan in {out} "
