@@ -69,10 +69,11 @@ class HeatmapView(StoreSelection):
     def readout(self, volume, unit: str = "") -> str:
         return hv.readout(viewer.crosshair(self.grid, self.ijk, volume, self.atlas), unit)
 
-    def ortho(self, volume, ov, *, height=HEIGHT, labels_=None, bg=None, rng=None, outline_color=(60, 190, 255)):
+    def ortho(self, volume, ov, *, height=HEIGHT, labels_=None, bg=None, rng=None, outline_color=(60, 190, 255),
+              **outline):
         return ortho_image(self.background if bg is None else bg, self.ijk, overlay=ov,
                            labels=self.outline_labels if labels_ is None else labels_, height=height,
-                           bg_range=self.bg_range if rng is None else rng, outline_color=outline_color)
+                           bg_range=self.bg_range if rng is None else rng, outline_color=outline_color, **outline)
 
     def viewer3d(self, ov, map_key: tuple, key: str, *, bg=None, rng=None, anat_key: tuple | None = None,
                  height: int = 560) -> None:

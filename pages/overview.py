@@ -167,7 +167,7 @@ def scan_viewer_tab(ws, cohort, hippocampus) -> None:
         _scan_picture(ws, row, data, (i, j, k), outlines, overlay, gt, use3d, atlas, atlas_table)
         _scan_facts(ws, row, data, (i, j, k), gt, atlas, atlas_table)
     review_panel(ws, {"kind": "scan", "scan_id": row["scan_id"]},
-                 {"page": "pages/overview.py", "slices": [i, j, k], "outlines": outlines,
+                 {"page": "pages/overview.py", "tab": "Scan viewer", "slices": [i, j, k], "outlines": outlines,
                   "ground_truth": bool(show_gt)})
 
 
@@ -220,7 +220,8 @@ def main() -> None:
         st.caption("Synthetic demo cohort: the ICBM152 2009c template deformed per subject, with known "
                    + ("white-matter lesions and atrophy in MS" if ws.config.get("disease") == "ms"
                       else f"temporal-lobe atrophy in {P}") + " (see the ground truth in the scan viewer).")
-    tabs = st.tabs(["Counts", "Demographics", "Quality control", "Scan viewer", f"Mean {P} − {N}"])
+    names = ["Counts", "Demographics", "Quality control", "Scan viewer", f"Mean {P} − {N}"]
+    tabs = st.tabs(names, default=view_param("tab") if view_param("tab") in names else None)   # a review's link
     with tabs[0]:
         counts_tab(cohort, ws.classes)
     with tabs[1]:

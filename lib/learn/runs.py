@@ -365,9 +365,13 @@ def run_cohort(ws: Workspace, run: Run) -> pd.DataFrame:
 
 
 # --- the shipped demo model ----------------------------------------------------------------------------------
+MODELS_ENV = "RELEVANCE_ATLAS_MODELS"
+
+
 def shipped_models() -> list[Path]:
-    """Run folders shipped in ``models/`` (each a finished run: config, best.pt, metrics, summary)."""
-    root = REPO_ROOT / "models"
+    """Run folders shipped in ``models/`` (each a finished run: config, best.pt, metrics, summary), or in the
+    folder ``$RELEVANCE_ATLAS_MODELS`` names (a lab's own models for its demo, a test's small one)."""
+    root = Path(os.environ[MODELS_ENV]) if os.environ.get(MODELS_ENV) else REPO_ROOT / "models"
     return sorted(d for d in root.iterdir() if (d / "best.pt").exists() and (d / "config.json").exists()) \
         if root.exists() else []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -9,8 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.core import atomic
+from lib.core.progress import stages
 from lib.data.workspace import Workspace, default_workspace_path
 from lib.jobs.request import Request, RequestError, Task, option, register
+
+# seconds per scan of the raw copy (2 mm demo, 2 processes), weighing its part of the progress bar
+RAW_SECONDS_PER_SCAN = 2.5
+DEMO_ENV = "RELEVANCE_ATLAS_DEMO"
 
 
 def save_report(ws: Workspace, report) -> None:
@@ -34,7 +40,8 @@ def task_classes(request):
 class BuildDemo(Request):
     kind = "demo"
     action = "change_workspace"
-    summary = "build a synthetic demo cohort (AD vs HC, or MS vs HC with --disease ms)"
+    summary = ("build a synthetic demo cohort (AD vs HC, or MS vs HC with --disease ms); for AD then install and "
+               "apply the shipped model with its default heatmaps and region metrics (what is there is kept)")
 
     subjects: int = option(80, "subjects")
     resolution: float = option(2.0, "voxel size in mm (1 = the paper's grid)")
@@ -42,9 +49,28 @@ class BuildDemo(Request):
     seed: int = option(0)
     workers: int = option(0, "processes (default: up to 2)")
     force: bool = option(False, "rebuild even if complete")
+    results: bool = option(True, "the cohort only (default: also install and apply the shipped model and compute "
+                                 "its LRP β = 0 and guided-backprop heatmaps, group means and region metrics)",
+                           flag="no-results")
     raw: bool = option(False, "also write every scan in scanner space with its true transform (raw/)")
     disease: str = option("ad", "ad: Alzheimer's atrophy (the paper's task); ms: multiple sclerosis lesions and "
                                 "atrophy, in its own workspace (default data/demo-ms)", choices=("ad", "ms"))
+
+    @classmethod
+    def configured(cls, **fixed) -> BuildDemo:
+        """The demo the dashboard builds on first open: the defaults, or the fields given as ``NAME=VALUE`` in
+        ``$RELEVANCE_ATLAS_DEMO`` (``subjects=16 resolution=3``: a small demo for a quick look or a test);
+        ``fixed`` fields win (a demo is rebuilt as its own disease)."""
+        given = {}
+        for pair in os.environ.get(DEMO_ENV, "").split():
+            name, _, value = pair.partition("=")
+            default = next((f.default for f in dataclasses.fields(cls) if f.name == name), None)
+            if default is None or not value:
+                raise RequestError(f"${DEMO_ENV}: {pair!r} is not NAME=VALUE of a demo setting "
+                                   "(subjects, resolution, visits, seed, workers)")
+            given[name] = value == "true" if isinstance(default, bool) else value if isinstance(default, str) \
+                else type(default)(float(value))
+        return cls(**{**given, **fixed})
 
     def root(self, ws: Workspace) -> Path:
         """The folder built: the workspace's, except that the MS demo never replaces the default AD demo."""
@@ -53,7 +79,8 @@ class BuildDemo(Request):
 
     def required_action(self, ws: Workspace) -> str | None:
         """None for the default demo workspace: a system action any signed-in identity may start, since a
-        fresh server needs it before any page can be shown and its content is deterministic. A demo built in
+        fresh server needs it before any page can be shown and its content is deterministic (the shipped
+        model's results too: files shipped with the app, applied the same way for everyone). A demo built in
         another folder changes that folder, like ``init``."""
         return None if ws.root.resolve() == default_workspace_path() else self.action
 
@@ -66,39 +93,60 @@ class BuildDemo(Request):
                 raise RequestError("--raw is built for the Alzheimer's demo only (its labels are the ground truth)")
             return self._prepare_ms(Workspace.open(self.root(ws)))
         from lib.data import demo, raw_demo
+        from lib.jobs.kinds import demo_results
 
-        if demo.is_complete(ws) and not self.force:
-            if self.raw and not raw_demo.is_complete(ws):
-                return Task(lambda progress: self._raw(ws, progress))
-
-            def done(progress):
-                message = f"demo cohort already complete at {ws.root} ({ws.config.get('n_scans')} scans)"
-                print(f"{message}; --force rebuilds it")
-                return message
-            return Task(done)
+        build = self.force or not demo.is_complete(ws)
+        raw = self.raw and (build or not raw_demo.is_complete(ws))
         cfg = demo.DemoConfig(n_subjects=self.subjects, resolution=self.resolution, seed=self.seed,
                               max_visits=self.visits)
         if self.workers:
             cfg.workers = self.workers
 
         def work(progress):
-            from lib.data.validation import validate_table
-
-            if ws.cohort_csv.exists():
-                # an outdated or partial build: remove what the generator owns so no stale file survives
-                for owned in ("scans", "ground_truth", "cache", "raw"):
-                    shutil.rmtree(ws.root / owned, ignore_errors=True)
-            # one bar for both phases: generating n scans, then validating them (much faster)
-            built = demo.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
-            n = built.config["n_scans"]
-            report = validate_table(built.cohort_csv, built, check_images=True,
-                                    progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
-            if built.exists:
-                save_report(built, report)
-            raw = f"; {self._raw(built, progress)}" if self.raw else ""
-            return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects{raw}"
+            # one bar for the whole first start: the cohort (if missing), then the shipped model's results
+            n_scans = ws.config.get("n_scans") if not build else demo.expected_scans(cfg)
+            weights, labels = ([demo_results.SECONDS_PER_SCAN["cohort"] * n_scans], ["demo cohort"]) if build \
+                else ([], [])
+            if raw:
+                weights, labels = weights + [RAW_SECONDS_PER_SCAN * n_scans], labels + ["raw copy"]
+            if self.results:
+                models = 1 if build else len(demo_results.applicable_models(ws))   # before the build: the shipped one
+                more, more_labels = demo_results.weights(n_scans, models)
+                weights, labels = weights + more, labels + more_labels
+            parts = stages(progress, weights or [1], labels or ["demo cohort"])
+            if build:
+                message = self._build(ws, cfg, parts.pop(0))
+            else:
+                message = f"demo cohort already complete at {ws.root} ({ws.config.get('n_scans')} scans)"
+                print(f"{message}; --force rebuilds it")
+            if raw:
+                message += f"; {self._raw(Workspace.open(ws.root), parts.pop(0))}"
+            if self.results:
+                results = demo_results.compute(Workspace.open(ws.root), parts)
+                print(results)
+                message += f"; {results}"
+            return message
 
         return Task(work)
+
+    @staticmethod
+    def _build(ws: Workspace, cfg, progress) -> str:
+        from lib.data import demo
+        from lib.data.validation import validate_table
+
+        if ws.cohort_csv.exists():
+            # an outdated or partial build: remove what the generator owns so no stale file survives
+            for owned in ("scans", "ground_truth", "cache", "raw"):
+                shutil.rmtree(ws.root / owned, ignore_errors=True)
+        # one part for both phases: generating n scans, then validating them (much faster)
+        built = demo.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
+        n = built.config["n_scans"]
+        report = validate_table(built.cohort_csv, built, check_images=True,
+                                progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
+        if built.exists:
+            save_report(built, report)
+        return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
+
 
     def _raw(self, ws: Workspace, progress) -> str:
         """The scanner-space copy of a complete demo, with its ground-truth transforms."""
@@ -108,7 +156,6 @@ class BuildDemo(Request):
         table = raw_demo.generate_raw(ws, seed=int(ws.config.get("demo_config", {}).get("seed", self.seed)),
                                       workers=workers, progress=progress)
         return f"raw scans and true transforms in {table.parent}"
-
 
     def _prepare_ms(self, ws: Workspace) -> Task:
         from lib.data import demo_ms
