@@ -46,7 +46,7 @@ def main() -> None:
 
     root = Path(args.workspace or tempfile.mkdtemp(prefix="raw_demo_"))
     assert cli(["--workspace", str(root), "demo", "--subjects", str(args.subjects), "--resolution",
-                str(args.resolution), "--visits", "1", "--seed", "0", "--workers", "1", "--raw"]) == 0
+                str(args.resolution), "--visits", "1", "--seed", "0", "--workers", "1", "--raw", "--no-results"]) == 0
     demo = Workspace.open(root)
     rows = []
     for registration in args.registrations:

@@ -20,7 +20,7 @@ def raw_ws(tmp_path_factory) -> Workspace:
     """Two demo scans at 2 mm (the product's grid) with their raw copies, through ``python -m lib demo --raw``."""
     root = tmp_path_factory.mktemp("raw_ws")
     args = ["--workspace", str(root), "demo", "--subjects", "2", "--resolution", "2", "--visits", "1",
-            "--seed", "5", "--workers", "1", "--raw"]
+            "--seed", "5", "--workers", "1", "--raw", "--no-results"]
     assert main(args) == 0
     return Workspace.open(root)
 
@@ -99,7 +99,7 @@ def test_demo_raw_on_a_complete_demo_adds_only_the_raw_copy(raw_ws):
     table = raw_ws.root / "raw" / "participants.csv"
     table.unlink()
     assert main(["--workspace", str(raw_ws.root), "demo", "--subjects", "2", "--resolution", "2",
-                 "--visits", "1", "--seed", "5", "--workers", "1", "--raw"]) == 0
+                 "--visits", "1", "--seed", "5", "--workers", "1", "--raw", "--no-results"]) == 0
     assert table.exists()
     assert {p.name: p.stat().st_mtime_ns for p in sorted((raw_ws.root / "scans").iterdir())} == before
 

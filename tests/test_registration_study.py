@@ -49,7 +49,7 @@ def oracle_pipeline(table: Path, registration: str, resolution: int, out: Path, 
 def raw_ws(tmp_path_factory) -> Workspace:
     root = tmp_path_factory.mktemp("study_ws")
     assert main(["--workspace", str(root), "demo", "--subjects", "10", "--resolution", "3", "--visits", "1",
-                 "--seed", "2", "--workers", "1", "--raw"]) == 0
+                 "--seed", "2", "--workers", "1", "--raw", "--no-results"]) == 0
     return Workspace.open(root)
 
 
