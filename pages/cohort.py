@@ -8,6 +8,7 @@ import streamlit as st
 from lib import jobs
 from lib.data.classes import DEFAULT_CLASSES
 from lib.data.workspace import WorkspaceError
+from pages import cohort_qc
 from pages.job_widgets import job_progress, locked, submit_job
 from pages.workspace_sidebar import current_workspace, require_ready_workspace
 
@@ -112,9 +113,13 @@ def other_cohort(ws) -> None:
 def main() -> None:
     ws = current_workspace()
     st.title("Cohort & validation")
-    this_workspace(ws)
-    st.divider()
-    other_cohort(ws)
+    validation, preprocessing = st.tabs(["Validation", "Preprocessing QC"])
+    with validation:
+        this_workspace(ws)
+        st.divider()
+        other_cohort(ws)
+    with preprocessing:
+        cohort_qc.tab(ws)
 
 
 main()

@@ -13,6 +13,7 @@ from lib.learn.training import list_runs
 from pages.job_widgets import job_progress, locked, submit_job
 from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.report_button import report_button
+from pages.training_study import panel as registration_study_panel
 
 PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 
@@ -239,6 +240,7 @@ def main() -> None:
         st.stop()
     runs = list_runs(ws)
     start_form(ws, runs)
+    registration_study_panel(ws)
     active_jobs = [j for j in jobs.list_jobs(ws, jobs.Train.kind) if j.active]
     for job in active_jobs:
         job_progress(job.id, ws, key="training", rerun_when_done=True)

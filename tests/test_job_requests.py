@@ -18,7 +18,7 @@ ADMIN = auth.Identity("tester", "admin")
 
 # one request of each kind with fields away from their defaults (tuples, dicts, optional bools included)
 SAMPLES = [
-    jobs.BuildDemo(subjects=12, resolution=3.0, visits=1, seed=4, force=True),
+    jobs.BuildDemo(subjects=12, resolution=3.0, visits=1, seed=4, force=True, raw=True),
     jobs.Validate(table="/data/t.csv", no_images=True, report="/tmp/r.json"),
     jobs.CreateWorkspace(table="/data/t.csv", directory="/data/ws", resolution=4.0, data_root=("/a", "/b")),
     jobs.CohortMeans(),
@@ -31,6 +31,7 @@ SAMPLES = [
     jobs.Biomarker(run_id="r1", betas=(0.0,), groups=("TP", "FP", "TN"), absolute=False, icv=True, permutations=99),
     jobs.EvaluateMaps(run_id="r1", methods=("lrp:beta=0", "gradcam"), checks=("aopc",), n_scans=2, sanity_threshold=0.3),
     jobs.Report(run_id="r1", pdf=True),
+    jobs.Study4(registrations=("none", "nonlinear"), seeds=(3, 4), epochs=2, resolution=2, workers=1),
 ]
 
 

@@ -14,6 +14,8 @@ from lib.core.progress import stages
 from lib.data.workspace import Workspace, default_workspace_path
 from lib.jobs.request import Request, RequestError, Task, option, register
 
+# seconds per scan of the raw copy (2 mm demo, 2 processes), weighing its part of the progress bar
+RAW_SECONDS_PER_SCAN = 2.5
 DEMO_ENV = "RELEVANCE_ATLAS_DEMO"
 
 
@@ -50,6 +52,7 @@ class BuildDemo(Request):
     results: bool = option(True, "the cohort only (default: also install and apply the shipped model and compute "
                                  "its LRP β = 0 and guided-backprop heatmaps, group means and region metrics)",
                            flag="no-results")
+    raw: bool = option(False, "also write every scan in scanner space with its true transform (raw/)")
     disease: str = option("ad", "ad: Alzheimer's atrophy (the paper's task); ms: multiple sclerosis lesions and "
                                 "atrophy, in its own workspace (default data/demo-ms)", choices=("ad", "ms"))
 
@@ -86,11 +89,14 @@ class BuildDemo(Request):
 
     def prepare(self, ws: Workspace) -> Task:
         if self.disease == "ms":
+            if self.raw:
+                raise RequestError("--raw is built for the Alzheimer's demo only (its labels are the ground truth)")
             return self._prepare_ms(Workspace.open(self.root(ws)))
-        from lib.data import demo
+        from lib.data import demo, raw_demo
         from lib.jobs.kinds import demo_results
 
         build = self.force or not demo.is_complete(ws)
+        raw = self.raw and (build or not raw_demo.is_complete(ws))
         cfg = demo.DemoConfig(n_subjects=self.subjects, resolution=self.resolution, seed=self.seed,
                               max_visits=self.visits)
         if self.workers:
@@ -101,6 +107,8 @@ class BuildDemo(Request):
             n_scans = ws.config.get("n_scans") if not build else demo.expected_scans(cfg)
             weights, labels = ([demo_results.SECONDS_PER_SCAN["cohort"] * n_scans], ["demo cohort"]) if build \
                 else ([], [])
+            if raw:
+                weights, labels = weights + [RAW_SECONDS_PER_SCAN * n_scans], labels + ["raw copy"]
             if self.results:
                 models = 1 if build else len(demo_results.applicable_models(ws))   # before the build: the shipped one
                 more, more_labels = demo_results.weights(n_scans, models)
@@ -111,6 +119,8 @@ class BuildDemo(Request):
             else:
                 message = f"demo cohort already complete at {ws.root} ({ws.config.get('n_scans')} scans)"
                 print(f"{message}; --force rebuilds it")
+            if raw:
+                message += f"; {self._raw(Workspace.open(ws.root), parts.pop(0))}"
             if self.results:
                 results = demo_results.compute(Workspace.open(ws.root), parts)
                 print(results)
@@ -126,7 +136,7 @@ class BuildDemo(Request):
 
         if ws.cohort_csv.exists():
             # an outdated or partial build: remove what the generator owns so no stale file survives
-            for owned in ("scans", "ground_truth", "cache"):
+            for owned in ("scans", "ground_truth", "cache", "raw"):
                 shutil.rmtree(ws.root / owned, ignore_errors=True)
         # one part for both phases: generating n scans, then validating them (much faster)
         built = demo.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
@@ -137,6 +147,15 @@ class BuildDemo(Request):
             save_report(built, report)
         return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
 
+
+    def _raw(self, ws: Workspace, progress) -> str:
+        """The scanner-space copy of a complete demo, with its ground-truth transforms."""
+        from lib.data import raw_demo
+
+        workers = self.workers or max(1, min(2, os.cpu_count() or 1))
+        table = raw_demo.generate_raw(ws, seed=int(ws.config.get("demo_config", {}).get("seed", self.seed)),
+                                      workers=workers, progress=progress)
+        return f"raw scans and true transforms in {table.parent}"
 
     def _prepare_ms(self, ws: Workspace) -> Task:
         from lib.data import demo_ms

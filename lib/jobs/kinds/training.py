@@ -112,3 +112,46 @@ class Predict(Request):
             return f"predictions for {run.id}"
 
         return Task(work)
+
+
+@register
+@dataclass(frozen=True)
+class Study4(Request):
+    """Eitel's study 4 on the raw demo: preprocess it without, with linear and with non-linear registration,
+    train the same model with the same split and seeds on each, tabulate balanced accuracy beside the thesis."""
+
+    kind = "study4"
+    action = "train"
+    summary = "registration study (Eitel study 4) on the raw demo: none / linear / nonlinear"
+
+    registrations: tuple[str, ...] = option(("none", "linear", "nonlinear"), "registration types",
+                                            choices=("none", "linear", "nonlinear"))
+    seeds: tuple[int, ...] = option((0, 1, 2), "one training per seed and registration type")
+    epochs: int = option(80, "maximum epochs per training (the demo model's)")
+    resolution: int = option(3, "grid in mm", choices=(1, 2, 3))
+    workers: int = option(2, "preprocessing processes")
+
+    def key(self, ws: Workspace) -> str:
+        return "study4"   # one study per workspace at a time; every step is cached, so a re-run resumes
+
+    def settings(self):
+        from lib.learn.registration_study import StudySettings
+
+        return StudySettings(registrations=tuple(self.registrations), seeds=tuple(self.seeds),
+                             resolution=self.resolution, epochs=self.epochs, workers=self.workers)
+
+    def prepare(self, ws: Workspace) -> Task:
+        from lib.learn import registration_study as study
+
+        if not (ws.root / "raw" / "participants.csv").exists():
+            raise RequestError(f"{ws.root / 'raw'} holds no raw demo: build it with "
+                               f"python -m lib --workspace {ws.root} demo --raw")
+
+        def work(progress):
+            try:
+                path = study.run_study(ws, self.settings(), progress)
+            except study.StudyError as exc:
+                raise RequestError(str(exc)) from exc
+            return f"wrote {path}"
+
+        return Task(work)

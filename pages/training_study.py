@@ -1,0 +1,23 @@
+"""Training page panel: Eitel's study 4 (registration none / linear / non-linear) on the raw demo."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lib.learn.registration_study import THESIS_SOURCE
+from lib.views import registration_study
+
+
+def panel(ws) -> None:
+    found = registration_study.load(ws)
+    if found is None:
+        return
+    table, meta = found
+    settings = meta.get("settings", {})
+    with st.expander("Registration study (Eitel, study 4) on the raw demo", expanded=True):
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.caption(
+            f"Demo: test balanced accuracy (gain: points over none), mean ± sd over seeds "
+            f"{', '.join(str(x) for x in settings.get('seeds', [])) or '?'}, model "
+            f"{settings.get('model', '?')} on the {settings.get('resolution', '?')} mm grid, the same split for every "
+            f"registration type. Thesis: {THESIS_SOURCE}. Rerun: `python -m lib study4`.")
