@@ -20,4 +20,4 @@ def panel(ws) -> None:
             f"Demo: test balanced accuracy (gain: points over none), mean ± sd over seeds "
             f"{', '.join(str(x) for x in settings.get('seeds', [])) or '?'}, model "
             f"{settings.get('model', '?')} on the {settings.get('resolution', '?')} mm grid, the same split for every "
-            f"registration type. Thesis: {THESIS_SOURCE}. Rerun: `python -m lib study4`.")
+            f"registration type. Thesis: {THESIS_SOURCE}. Rerun: `python -m lib registration-study`.")

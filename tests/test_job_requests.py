@@ -31,7 +31,7 @@ SAMPLES = [
     jobs.Biomarker(run_id="r1", betas=(0.0,), groups=("TP", "FP", "TN"), absolute=False, icv=True, permutations=99),
     jobs.EvaluateMaps(run_id="r1", methods=("lrp:beta=0", "gradcam"), checks=("aopc",), n_scans=2, sanity_threshold=0.3),
     jobs.Report(run_id="r1", pdf=True),
-    jobs.Study4(registrations=("none", "nonlinear"), seeds=(3, 4), epochs=2, resolution=2, workers=1),
+    jobs.RegistrationStudy(registrations=("none", "nonlinear"), seeds=(3, 4), epochs=2, resolution=2, workers=1),
 ]
 
 

@@ -67,7 +67,7 @@ def test_study_table_has_three_rows_and_the_thesis_columns(raw_ws):
     for registration in study.REGISTRATIONS:
         target = Workspace.open(study.study_dir(raw_ws) / registration)
         assert atomic.read_json(target.splits_json)["parts"] == demo_parts
-        run = target.runs_dir / f"study4-{registration}-s1" / "config.json"
+        run = target.runs_dir / f"regstudy-{registration}-s1" / "config.json"
         assert atomic.read_json(run)["train"]["resolution"] == 3.0
     shown = view.study_table(table)
     assert list(shown["registration"]) == ["none (pad/crop)", "linear (affine)", "non-linear (affine + SyN)"]
@@ -76,7 +76,7 @@ def test_study_table_has_three_rows_and_the_thesis_columns(raw_ws):
 
 
 def test_a_rerun_reuses_finished_trainings(raw_ws):
-    runs = sorted(Workspace.open(study.study_dir(raw_ws) / "linear").runs_dir.glob("study4-*/summary.json"))
+    runs = sorted(Workspace.open(study.study_dir(raw_ws) / "linear").runs_dir.glob("regstudy-*/summary.json"))
     assert runs
     before = [p.stat().st_mtime_ns for p in runs]
     study.run_study(raw_ws, study.StudySettings(registrations=("linear",), seeds=(0, 1), epochs=1, batch_size=4,

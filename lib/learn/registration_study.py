@@ -8,9 +8,9 @@ balanced accuracy and AUC, mean ± sd over seeds, beside the thesis's numbers.
 
 Layout, inside the demo workspace::
 
-    study4/<registration>/      the preprocessed workspace (its runs: study4-<registration>-s<seed>)
-    study4/results.csv          one row per registration type
-    study4/results.json         the settings the table was made with
+    registration_study/<registration>/      the preprocessed workspace (its runs: regstudy-<registration>-s<seed>)
+    registration_study/results.csv          one row per registration type
+    registration_study/results.json         the settings the table was made with
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class StudySettings:
 
 
 def study_dir(ws: Workspace) -> Path:
-    return ws.root / "study4"
+    return ws.root / "registration_study"
 
 
 def results_csv(ws: Workspace) -> Path:
@@ -97,7 +97,7 @@ def _train(ws: Workspace, registration: str, seed: int, settings: StudySettings,
     from lib.learn.runs import TrainConfig, create_run, load_run
     from lib.learn.training import train_run
 
-    run_id = f"study4-{registration}-s{seed}"
+    run_id = f"regstudy-{registration}-s{seed}"
     if (ws.runs_dir / run_id / "config.json").exists():
         run = load_run(ws, run_id)
         if run.status == "done" and run.summary():
@@ -105,7 +105,7 @@ def _train(ws: Workspace, registration: str, seed: int, settings: StudySettings,
     else:
         cfg = TrainConfig(model=settings.model, resolution=float(settings.resolution), max_epochs=settings.epochs,
                           batch_size=settings.batch_size, lr=settings.lr, patience=settings.patience, seed=seed)
-        run = create_run(ws, cfg, run_id=run_id, group="study4")
+        run = create_run(ws, cfg, run_id=run_id, group="registration-study")
     return train_run(ws, run, progress, label=f"{registration} · seed {seed} · ")
 
 
@@ -123,7 +123,7 @@ def _row(registration: str, summaries: list[dict]) -> dict:
 
 def run_study(ws: Workspace, settings: StudySettings = StudySettings(), progress: Progress | None = None,
               preprocess: Callable | None = None) -> Path:
-    """Preprocess the raw demo each way, train every seed on each, write ``study4/results.csv``.
+    """Preprocess the raw demo each way, train every seed on each, write ``registration_study/results.csv``.
 
     ``preprocess`` stands in for the pipeline (same signature as :func:`_pipeline`'s function). Each step is
     cached (the pipeline per scan, each training as a run), so a re-run redoes only what is missing."""

@@ -116,11 +116,11 @@ class Predict(Request):
 
 @register
 @dataclass(frozen=True)
-class Study4(Request):
+class RegistrationStudy(Request):
     """Eitel's study 4 on the raw demo: preprocess it without, with linear and with non-linear registration,
     train the same model with the same split and seeds on each, tabulate balanced accuracy beside the thesis."""
 
-    kind = "study4"
+    kind = "registration-study"
     action = "train"
     summary = "registration study (Eitel study 4) on the raw demo: none / linear / nonlinear"
 
@@ -132,7 +132,7 @@ class Study4(Request):
     workers: int = option(2, "preprocessing processes")
 
     def key(self, ws: Workspace) -> str:
-        return "study4"   # one study per workspace at a time; every step is cached, so a re-run resumes
+        return "registration-study"   # one study per workspace at a time; every step is cached, so a re-run resumes
 
     def settings(self):
         from lib.learn.registration_study import StudySettings
