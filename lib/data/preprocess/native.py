@@ -34,7 +34,7 @@ def warp_to_native(volume_on_template: np.ndarray, template_affine: np.ndarray,
     volume = np.asarray(volume_on_template, dtype=np.float32)
     moving = antsio.from_nib(nib.Nifti1Image(volume, np.asarray(template_affine, float)))
     out = ants.apply_transforms(fixed, moving, [str(scan_dir / t) for t in record["inverse"]],
-                                interpolator="linear")
+                                interpolator="linear", whichtoinvert=[False] * len(record["inverse"]))
     img = nib.Nifti1Image(out.numpy().astype(np.float32), native.affine)
     img.header.set_xyzt_units("mm")
     return img

@@ -231,7 +231,8 @@ def _register(src: Path, settings: Settings, out: Path, labels: Path | None) -> 
         forward, inverse = _centre(moving, fixed, out, identity=passed)
     else:
         forward, inverse = _ants_register(moving, fixed, tmask, settings, out)
-    warped = ants.apply_transforms(fixed, moving, [str(out / t) for t in forward], interpolator="linear")
+    warped = ants.apply_transforms(fixed, moving, [str(out / t) for t in forward], interpolator="linear",
+                                   whichtoinvert=[False] * len(forward))
     head = warped.numpy()
     measures = _measures(head, tmask, r, settings, out, forward, labels, fixed)
     t1 = np.where(tmask, head, 0) if settings.brain_extraction else head
@@ -240,7 +241,8 @@ def _register(src: Path, settings: Settings, out: Path, labels: Path | None) -> 
     t1 = np.clip(t1 / scale, 0, 1) if scale > 0 else np.zeros_like(t1)
     nib.save(nib.Nifti1Image(t1.astype(np.float32), grid.affine), out / "t1.nii.gz")
     native_mask = ants.apply_transforms(moving, antsio.from_nib(template(r), tmask.astype(np.float32)),
-                                        [str(out / t) for t in inverse], interpolator="nearestNeighbor")
+                                        [str(out / t) for t in inverse], interpolator="nearestNeighbor",
+                                        whichtoinvert=[False] * len(inverse))
     nib.save(antsio.to_nib(native_mask, dtype=np.uint8), out / "mask.nii.gz")
     status, message = qc.verdict(measures)
     if passed:
@@ -272,16 +274,23 @@ def _ants_register(moving, fixed, tmask: np.ndarray, settings: Settings, out: Pa
     import ants
 
     prefix = str(out / "ants_")
-    aff = ants.registration(fixed, moving, outprefix=prefix + "aff_", **AFFINE, **affine_params(fixed.spacing[0]))
+    params = affine_params(fixed.spacing[0])
+    head = ants.registration(fixed, moving, outprefix=prefix + "head_", **AFFINE, **params)
+    brain = moving
+    if settings.brain_extraction:
+        mask = ants.apply_transforms(moving, fixed.new_image_like(tmask.astype(np.float32)), head["invtransforms"],
+                                     interpolator="nearestNeighbor", whichtoinvert=[True])
+        brain = moving * ants.iMath(mask, "MD", 2)   # a margin for the first affine's error
+    # the affine refined on the extracted brain: the template has no skull, so the head alone leaves
+    # the scaling loose (Colin27 moved by a known affine comes back markedly closer)
+    aff = ants.registration(fixed, brain, initial_transform=head["fwdtransforms"][0], outprefix=prefix + "aff_",
+                            **AFFINE, **{**params, "aff_iterations": params["aff_iterations"][1:],
+                                         "aff_shrink_factors": params["aff_shrink_factors"][1:],
+                                         "aff_smoothing_sigmas": params["aff_smoothing_sigmas"][1:]})
     shutil.move(aff["fwdtransforms"][0], out / "fwd_affine.mat")
     antsio.write_inverse_affine(out / "fwd_affine.mat", out / "inv_affine.mat")
     if settings.registration == "linear":
         return ["fwd_affine.mat"], ["inv_affine.mat"]
-    brain = moving
-    if settings.brain_extraction:
-        mask = ants.apply_transforms(moving, fixed.new_image_like(tmask.astype(np.float32)),
-                                     [str(out / "inv_affine.mat")], interpolator="nearestNeighbor")
-        brain = moving * ants.iMath(mask, "MD", 2)   # a margin for the affine's error
     syn = ants.registration(fixed, brain, initial_transform=str(out / "fwd_affine.mat"), outprefix=prefix + "syn_",
                             **SYN)
     warp = [t for t in syn["fwdtransforms"] if t.endswith("Warp.nii.gz")][0]
@@ -303,7 +312,8 @@ def _measures(head: np.ndarray, tmask: np.ndarray, r: float, settings: Settings,
                 "dice_brain": qc.dice(qc.tissue_mask(head, tmask), tmask)}
     if labels is not None:
         warped = ants.apply_transforms(fixed, antsio.from_nib(nib.load(str(labels))),
-                                       [str(out / t) for t in forward], interpolator="nearestNeighbor")
+                                       [str(out / t) for t in forward], interpolator="nearestNeighbor",
+                                       whichtoinvert=[False] * len(forward))
         reference = np.isin(np.asarray(atlas("neuromorphometrics", r)[0].dataobj), HIPPOCAMPUS)
         measures["dice_hippocampus"] = qc.dice(np.isin(np.rint(warped.numpy()), HIPPOCAMPUS), reference)
     if "fwd_warp.nii.gz" in forward:
