@@ -31,6 +31,8 @@ SAMPLES = [
     jobs.Biomarker(run_id="r1", betas=(0.0,), groups=("TP", "FP", "TN"), absolute=False, icv=True, permutations=99),
     jobs.EvaluateMaps(run_id="r1", methods=("lrp:beta=0", "gradcam"), checks=("aopc",), n_scans=2, sanity_threshold=0.3),
     jobs.Report(run_id="r1", pdf=True),
+    jobs.Preprocess(table="/data/raw.csv", out="/data/ws", registration="linear", resolution=3,
+                    brain_extraction=False, workers=1, threads=2),
 ]
 
 

@@ -31,7 +31,7 @@ from lib.data.workspace import Workspace
 from lib.jobs import Request, RequestError
 
 # the order of the commands in --help; a kind not listed comes after them
-ORDER = ("demo", "validate", "init", "train", "predict", "explain", "evaluate-maps", "regions", "means",
+ORDER = ("demo", "validate", "init", "preprocess", "train", "predict", "explain", "evaluate-maps", "regions", "means",
          "group-means", "biomarker", "report")
 
 

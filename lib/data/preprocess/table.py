@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -88,6 +89,10 @@ def run_scans(tasks: list[tuple], workers: int, threads: int, progress: Progress
             for f in finished:
                 done[futures[f]] = f.result()
                 report(done[futures[f]])
+    except BaseException:   # cancelled (SIGTERM, Ctrl-C): stop the running scans too, their folders stay whole
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [done[i] for i in range(len(tasks))]
@@ -105,6 +110,8 @@ def preprocess_table(table: str | os.PathLike, settings: Settings, out: str | os
     cohort = _read(table)
     root = out / "preprocessed"
     root.mkdir(parents=True, exist_ok=True)
+    for leftover in [*root.glob(".*.tmp-*"), *root.glob(".*.old-*")]:   # of a run that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
     has_labels = "labels" in cohort.columns
     tasks = []
     for _, row in cohort.iterrows():
