@@ -178,3 +178,41 @@ def test_table_becomes_a_workspace_without_the_failed_scans(tmp_path, bad_scans)
     preprocess_table(table, Settings("linear", 3), tmp_path / "ws", progress=lambda d, t, m: again.append(m),
                      workers=1)
     assert all("cached" in m for m in again)
+
+
+def test_native_export_of_a_preprocessed_scan_goes_through_its_inverse(colin):
+    """``explain --export SCAN --native`` writes through :func:`lib.explain.heatmaps.to_native_space`: for a
+    workspace scan that is a preprocessing result, that is the raw scan's grid, not the registered file's."""
+    from lib.explain.heatmaps import to_native_space
+
+    result = colin["moved"]["linear"]
+    volume = _t1(result)
+    img = to_native_space(volume, Grid(3), result.t1)
+    raw = nib.load(colin["root"] / "moved.nii.gz")
+    assert img.shape == raw.shape and np.allclose(img.affine, raw.affine)
+    assert np.allclose(np.asarray(img.dataobj), np.asarray(warp_to_native(volume, Grid(3).affine,
+                                                                          result.folder).dataobj))
+
+
+def test_preprocess_command(tmp_path, capsys):
+    from lib.cli import main
+
+    src, bad = tmp_path / "mni.nii.gz", tmp_path / "slice.nii.gz"
+    nib.save(template(2), src)
+    _save(bad, np.ones((50, 50, 1), np.float32))
+    table = tmp_path / "raw.csv"
+    pd.DataFrame({"subject_id": ["a", "b", "c"], "scan_id": ["a1", "b1", "c1"], "path": [src, bad, src],
+                  "diagnosis": ["AD", "HC", "HC"], "mmse": [22, 29, 30]}).to_csv(table, index=False)
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(tmp_path / "jobs"), "preprocess", "--table", str(table), "--registration", "none",
+                 "--resolution", "3", "--out", str(ws), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"workspace ready at {ws}" in out and "1 failed, 2 passed through" in out
+    cohort = pd.read_csv(ws / "cohort.csv")
+    assert list(cohort["mmse"]) == [22, 30] and (ws / "splits.json").is_file()
+    with pytest.raises(SystemExit):   # the resolutions offered are 1, 2 and 3 mm
+        main(["--workspace", str(tmp_path / "jobs"), "preprocess", "--table", str(table), "--resolution", "4",
+              "--out", str(ws)])
+    assert main(["--workspace", str(tmp_path / "jobs"), "preprocess", "--table", str(tmp_path / "none.csv"),
+                 "--out", str(ws)]) == 1
+    assert "none.csv: no such table" in capsys.readouterr().err

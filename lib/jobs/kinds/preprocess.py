@@ -66,9 +66,14 @@ class Preprocess(Request):
                 out = preprocess_table(table, settings, self.target(), progress=progress, workers=self.workers)
             except PreprocessError as exc:
                 raise RequestError(str(exc)) from None
-            counts = Counter(pd.read_csv(out / "preprocessed" / "qc.csv")["status"])
+            report = pd.read_csv(out / "preprocessed" / "qc.csv", keep_default_na=False)
+            for message in report.loc[report["status"].isin(("flagged", "failed")), "message"]:
+                print(message)   # each left-out scan, one line saying why
+            counts = Counter(report["status"])
             result["workspace"] = out
             parts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()))
-            return f"workspace ready at {out} ({parts}; QC in {out / 'preprocessed' / 'qc.csv'})"
+            message = f"workspace ready at {out} ({parts}; QC in {out / 'preprocessed' / 'qc.csv'})"
+            print(message)
+            return message
 
         return Task(work, result)
