@@ -73,6 +73,8 @@ def run_scans(tasks: list[tuple], workers: int, threads: int, progress: Progress
             note = "cached" if result.cached else f"{result.seconds:.0f} s"
             progress(len(done), len(tasks), f"{result.scan_id}: {result.status} ({note})")
 
+    if progress:
+        progress(0, len(tasks), f"{len(tasks)} scans, {min(workers, len(tasks))} at a time")
     if workers <= 1 or len(tasks) <= 1:
         set_threads(threads)
         for i, task in enumerate(tasks):
