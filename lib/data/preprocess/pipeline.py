@@ -14,8 +14,9 @@ Registration (ANTsPy 0.6, at the target resolution so that 2 mm stays near 30 s 
 - ``none``: Eitel's baseline, pad/crop: the scan (RAS, resampled to the target voxel size) is centred in the
   template's dimensions; one translation, written as an affine so every scan has the same kind of transforms.
 - ``linear``: ``type_of_transform="Affine"`` (12 parameters, initialised by the centres of mass), Mattes mutual
-  information (32 bins, 20 % random sampling), shrink factors 4/2/1 with smoothing 2/1/0 voxels and
-  1000/500/100 iterations at 2–3 mm; 6/4/2/1, 3/2/1/0, 1000/500/250/50 at 1 mm.
+  information (32 bins, 20 % random sampling), in two stages: the head at shrink factors 4/2 (smoothing 2/1
+  voxels, 500/250 iterations), then, from there, the brain extracted through it at 2/1 (1/0 voxels, 100/20);
+  at 1 mm 6/4/2 (3/2/1, 500/250/100), then 4/2/1 (2/1/0, 100/50/10).
 - ``nonlinear``: the affine above, then ``"SyNOnly"`` initialised by it on the brain-extracted scan, Mattes
   (32 bins), gradient step 0.2, update/total field smoothing 3/0 voxels, 40/20/0 iterations (ANTsPy's).
 
@@ -56,11 +57,13 @@ PASS_THROUGH_CORR = 0.8
 HIPPOCAMPUS = (47, 48)   # Neuromorphometrics right and left hippocampus (lib.data.atlases)
 
 
-def affine_params(resolution: float) -> dict:
+def affine_params(resolution: float) -> tuple[dict, dict]:
+    """Levels of the two affine stages: the head, coarse only; then the extracted brain, fine levels only."""
     if resolution <= 1:
-        return dict(aff_shrink_factors=(6, 4, 2, 1), aff_smoothing_sigmas=(3, 2, 1, 0),
-                    aff_iterations=(1000, 500, 250, 50))
-    return dict(aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0), aff_iterations=(1000, 500, 100))
+        return (dict(aff_shrink_factors=(6, 4, 2), aff_smoothing_sigmas=(3, 2, 1), aff_iterations=(500, 250, 100)),
+                dict(aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0), aff_iterations=(100, 50, 10)))
+    return (dict(aff_shrink_factors=(4, 2), aff_smoothing_sigmas=(2, 1), aff_iterations=(500, 250)),
+            dict(aff_shrink_factors=(2, 1), aff_smoothing_sigmas=(1, 0), aff_iterations=(100, 20)))
 
 
 AFFINE = dict(type_of_transform="Affine", aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=0.2)
@@ -275,8 +278,8 @@ def _ants_register(moving, fixed, tmask: np.ndarray, settings: Settings, out: Pa
     import ants
 
     prefix = str(out / "ants_")
-    params = affine_params(fixed.spacing[0])
-    head = ants.registration(fixed, moving, outprefix=prefix + "head_", **AFFINE, **params)
+    coarse, fine = affine_params(fixed.spacing[0])
+    head = ants.registration(fixed, moving, outprefix=prefix + "head_", **AFFINE, **coarse)
     brain = moving
     if settings.brain_extraction:
         mask = ants.apply_transforms(moving, fixed.new_image_like(tmask.astype(np.float32)), head["invtransforms"],
@@ -285,9 +288,7 @@ def _ants_register(moving, fixed, tmask: np.ndarray, settings: Settings, out: Pa
     # the affine refined on the extracted brain: the template has no skull, so the head alone leaves
     # the scaling loose (Colin27 moved by a known affine comes back markedly closer)
     aff = ants.registration(fixed, brain, initial_transform=head["fwdtransforms"][0], outprefix=prefix + "aff_",
-                            **AFFINE, **{**params, "aff_iterations": params["aff_iterations"][1:],
-                                         "aff_shrink_factors": params["aff_shrink_factors"][1:],
-                                         "aff_smoothing_sigmas": params["aff_smoothing_sigmas"][1:]})
+                            **AFFINE, **fine)
     shutil.move(aff["fwdtransforms"][0], out / "fwd_affine.mat")
     antsio.write_inverse_affine(out / "fwd_affine.mat", out / "inv_affine.mat")
     if settings.registration == "linear":
