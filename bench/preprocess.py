@@ -7,7 +7,8 @@ The scan is Colin27 (Debian's mricron-data ``ch2.nii.gz``, a real 1 mm T1 with s
 measurement runs in a fresh process with ITK's thread count set before ANTsPy is imported:
 
 * the pipeline: ``preprocess_scan`` end to end (checks, RAS, N4, registration, brain extraction, warping,
-  normalisation, QC, files), nothing cached;
+  normalisation, QC, files), nothing cached; ANTsPy imported and the template loaded before the clock starts,
+  as a worker process of a batch has them after its first scan;
 * the anchor: ``ants.registration(template, scan, type_of_transform="Affine" | "SyN")`` with ANTsPy's default
   parameters, the scan resampled to the same voxel size (registration alone, no N4, no QC).
 
@@ -56,8 +57,12 @@ def _measure(what: str, registration: str, resolution: int, threads: int, scan: 
     import resource
 
     if what == "pipeline":
-        from lib.data.preprocess import Settings, preprocess_scan
+        import ants  # noqa: F401  (imported once per worker process in a batch, like the template below)
 
+        from lib.data.preprocess import Settings, preprocess_scan
+        from lib.data.templates import template
+
+        template(resolution), template(3)   # the registration target and the pass-through check's
         start = time.perf_counter()
         result = preprocess_scan(scan, Settings(registration, resolution, threads=threads),
                                  Path(out) / f"{registration}_{resolution}")
