@@ -26,13 +26,9 @@ from pages.workspace_sidebar import current_workspace
 from pages.login import current_actor
 from pages.report_button import report_button
 from pages.review_panel import view_param
-from lib.data.classes import DEFAULT_CLASSES
 from lib.data.atlases import DEFAULT_ATLAS
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
-
-TAB_VIEWS = dict(zip(av.TABS, (top_regions_tab, fingerprints_tab, robustness_tab, methods_tab, tests_tab,
-                               table_tab)))
+TAB_VIEWS = (top_regions_tab, fingerprints_tab, robustness_tab, methods_tab, tests_tab, table_tab)
 
 
 def _mtime(path) -> int:
@@ -69,7 +65,7 @@ def first_heatmaps(ws, run) -> None:
 
 def selection(ws, run, sha: str, stores: list) -> AtlasView:
     """The row of pickers: heatmaps, atlas, scans, values, merging and the smallest region."""
-    labels = [viewer.store_label(s.params, s.meta.get("target", POSITIVE)) for s in stores]
+    labels = [viewer.label_of(s) for s in stores]
     atlases = rt.list_atlases(ws)
     wanted_store = view_param("store", "")
     c = st.columns([1.5, 1.5, 1.1, 1.2, 1.2])
@@ -92,7 +88,8 @@ def selection(ws, run, sha: str, stores: list) -> AtlasView:
                             index=list(av.VALUES).index(view_param("values", default_values))
                             if view_param("values", default_values) in av.VALUES else 0,
                             help="Gradient maps are read as absolute values (the paper's guided-backprop "
-                                 "'susceptibility'); LRP relevance keeps its sign (positive = evidence for AD).")
+                                 "'susceptibility'); LRP relevance keeps its sign (positive = evidence for "
+                                 f"{ws.classes.positive}).")
     with c[4]:
         merge = st.toggle("Merge left and right", value=view_param("merge", False, bool), key="at_merge")
         min_voxels = st.number_input("Smallest region (voxels)", 0, 10_000, view_param("min_voxels", 0, int), 5,
@@ -196,16 +193,17 @@ def main() -> None:
     if v.table.empty:
         st.warning(f"No scan of the {av.SPLIT_NAMES[v.split]} has both a heatmap and a prediction.")
         st.stop()
-    n_ad, n_hc = len(ra.group_scans(v.table, POSITIVE)), len(ra.group_scans(v.table, NEGATIVE))
+    P, N = ws.classes.positive, ws.classes.negative
+    n_ad, n_hc = len(ra.group_scans(v.table, P)), len(ra.group_scans(v.table, N))
     v.truth = ra.atrophied_regions(ws, merged=v.merge) if ws.is_demo and v.atlas_name == DEFAULT_ATLAS \
         else set()
     st.caption(f"**{v.method_label}** · {v.atlas.name}, {v.atlas.n_regions} regions on the {resolution:g} mm grid · "
-               f"{av.SPLIT_NAMES[v.split]}: {n_ad} AD, {n_hc} HC · {av.VALUES[v.values]}"
-               + (" · ★ = a region the demo generator shrank in AD" if v.truth else ""))
-    default_tab = view_param("tab", av.TABS[0])
-    tabs = st.tabs(av.TABS, key="at_tab", on_change="rerun",
-                   default=default_tab if default_tab in av.TABS else av.TABS[0])
-    for tab, draw in zip(tabs, TAB_VIEWS.values()):
+               f"{av.SPLIT_NAMES[v.split]}: {n_ad} {P}, {n_hc} {N} · {av.VALUES[v.values]}"
+               + (f" · ★ = a region the demo generator shrank in {P}" if v.truth else ""))
+    names = av.tabs(ws.classes)
+    default_tab = view_param("tab", names[0])
+    tabs = st.tabs(names, key="at_tab", on_change="rerun", default=default_tab if default_tab in names else names[0])
+    for tab, draw in zip(tabs, TAB_VIEWS):
         with tab:
             if tab.open:
                 draw(v)

@@ -1,4 +1,4 @@
-"""The Atlas metrics page's comparisons: Robustness (across β values and retrainings), Methods, AD vs HC
+"""The Atlas metrics page's comparisons: Robustness (across β values and retrainings), Methods, class
 tests, and the Table."""
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from lib.views import atlas as av, region_figures as rf
 from pages.atlas_tabs import AtlasView, active_job, figure, sha_of, submit
 from pages.job_widgets import job_progress, locked
 from pages.review_panel import view_param
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 def _missing_button(v: AtlasView, request: jobs.RegionTables, progress_key: str, label: str, button_key: str,
@@ -40,7 +37,7 @@ def robustness_tab(v: AtlasView) -> None:
     base = rt.store_params(v.store) if v.method == "lrp" else {}
     found, missing = {}, []
     for b in sorted(betas):
-        s = rt.matching_store(v.ws, v.sha, "lrp", {**base, "beta": float(b)}, v.store.meta.get("target", POSITIVE))
+        s = rt.matching_store(v.ws, v.sha, "lrp", {**base, "beta": float(b)}, v.store.meta.get("target"))
         path = rt.find_table(v.ws, s, v.atlas) if s is not None else None
         if path is None:
             missing.append(b)
@@ -53,7 +50,7 @@ def robustness_tab(v: AtlasView) -> None:
                         f"Missing: {', '.join(f'β = {b:g}' for b in missing)} (heatmaps of every scan with the "
                         "run's model, then their region metrics).")
     if len(found) >= 2:
-        figure(rf.overlap_figure(ra.overlap_matrices(found, k=int(k_top), min_voxels=v.min_voxels),
+        figure(rf.overlap_figure(ra.overlap_matrices(found, k=int(k_top), min_voxels=v.min_voxels, classes=v.classes),
                                  title=f"Overlap of the top {int(k_top)} regions between β values (%)"))
     else:
         st.info("The overlap needs at least two β values with region metrics.")
@@ -71,7 +68,7 @@ def _retrainings(v: AtlasView, k_top: int) -> None:
     params = rt.store_params(v.store)
     have, lacking = {}, []
     for r in members:
-        s = rt.matching_store(v.ws, sha_of(r), v.method, params, v.store.meta.get("target", POSITIVE))
+        s = rt.matching_store(v.ws, sha_of(r), v.method, params, v.store.meta.get("target"))
         path = rt.find_table(v.ws, s, v.atlas) if s is not None else None
         if path is None:
             lacking.append(r.id)
@@ -84,12 +81,12 @@ def _retrainings(v: AtlasView, k_top: int) -> None:
                         f"{len(lacking)} of the group's {len(members)} runs have no {v.method_label} region "
                         "metrics yet.")
     if len(have) >= 2:
-        mo = ra.mean_overlaps(have, k=k_top, min_voxels=v.min_voxels)
+        mo = ra.mean_overlaps(have, k=k_top, min_voxels=v.min_voxels, classes=v.classes)
         cols = st.columns(len(mo))
         for col, row in zip(cols, mo.itertuples()):
             col.metric(f"{ra.METRIC_NAMES[row.metric].split(' (')[0]}", f"{row.mean_overlap:.0f} %",
                        help=f"Mean over the {row.pairs} pairs of {row.tables} runs")
-        figure(rf.overlap_figure(ra.overlap_matrices(have, k=k_top, min_voxels=v.min_voxels),
+        figure(rf.overlap_figure(ra.overlap_matrices(have, k=k_top, min_voxels=v.min_voxels, classes=v.classes),
                                  title=f"Overlap of the top {k_top} regions between runs of group "
                                        f"{v.run.config.get('group')} (%)"))
 
@@ -111,8 +108,9 @@ def methods_tab(v: AtlasView) -> None:
         request = jobs.RegionTables(run_ids=(v.run.id,), stores=tuple(lacking), atlas=v.atlas_name, merge=v.merge)
         _missing_button(v, request, "methods", f"Compute region metrics of the other {len(lacking)} method(s)",
                         "at_methods_go")
-    long = ra.method_top_regions(have, k=k_m, min_voxels=v.min_voxels)
-    for g, name in ((POSITIVE, "AD patients"), (NEGATIVE, "healthy controls")):
+    k = v.classes
+    long = ra.method_top_regions(have, k=k_m, min_voxels=v.min_voxels, groups=k.names[::-1])
+    for g, name in ((k.positive, f"{k.positive} patients"), (k.negative, k.title(k.negative))):
         st.markdown(f"**Most relevant regions, averaged over {name}** (fraction of the scan's summed relevance)")
         wide_t = ra.method_table(long, g)
         if wide_t.empty:
@@ -131,19 +129,20 @@ def tests_tab(v: AtlasView) -> None:
     test = s2.radio("Test", ["mannwhitney", "welch"], horizontal=True, key="at_test",
                     format_func={"mannwhitney": "Mann–Whitney U", "welch": "Welch's t"}.get)
     alpha = s3.number_input("FDR level", 0.001, 0.5, 0.05, 0.01, key="at_alpha")
-    res = ra.region_tests(v.table, t_metric, test=test, alpha=alpha)
+    P, N = v.classes.positive, v.classes.negative
+    res = ra.region_tests(v.table, t_metric, test=test, alpha=alpha, classes=v.classes)
     n_sig = int(res["significant"].sum())
-    n_ad, n_hc = len(ra.group_scans(v.table, POSITIVE)), len(ra.group_scans(v.table, NEGATIVE))
-    st.markdown(f"**{n_sig} of {res['p'].notna().sum()} regions** differ between AD ({n_ad}) and HC ({n_hc}) "
+    n_ad, n_hc = len(ra.group_scans(v.table, P)), len(ra.group_scans(v.table, N))
+    st.markdown(f"**{n_sig} of {res['p'].notna().sum()} regions** differ between {P} ({n_ad}) and {N} ({n_hc}) "
                 f"at a false discovery rate of {alpha:g} (Benjamini–Hochberg over all regions).")
-    figure(rf.volcano_figure(res, alpha=alpha, marked=v.truth))
+    figure(rf.volcano_figure(res, alpha=alpha, marked=v.truth, positive=P))
     if v.method == "lrp" and t_metric != "fraction":
-        st.caption("LRP relevance adds up to the model's AD score, so scans the model calls AD carry more relevance "
-                   "in almost every region. Test the **fraction** to ask where AD relevance is concentrated "
+        st.caption(f"LRP relevance adds up to the model's {P} score, so scans the model calls {P} carry more "
+                   f"relevance in almost every region. Test the **fraction** to ask where {P} relevance is concentrated "
                    "beyond that.")
-    show = res[["region", "n_AD", "n_HC", "mean_AD", "mean_HC", "effect", "p", "p_fdr", "significant"]]
+    show = res[["region", f"n_{P}", f"n_{N}", f"mean_{P}", f"mean_{N}", "effect", "p", "p_fdr", "significant"]]
     st.dataframe(show, hide_index=True, width="stretch", column_config={
-        "mean_AD": st.column_config.NumberColumn(format="%.3e"), "mean_HC": st.column_config.NumberColumn(format="%.3e"),
+        f"mean_{P}": st.column_config.NumberColumn(format="%.3e"), f"mean_{N}": st.column_config.NumberColumn(format="%.3e"),
         "effect": st.column_config.NumberColumn(res["effect_name"].iat[0] if len(res) else "effect", format="%.2f"),
         "p": st.column_config.NumberColumn(format="%.2e"), "p_fdr": st.column_config.NumberColumn("p (FDR)", format="%.2e")})
 
@@ -152,7 +151,7 @@ def table_tab(v: AtlasView) -> None:
     table = v.table
     st.markdown(f"One row per scan and region ({table['scan_id'].nunique()} scans × {table['region'].nunique()} "
                 f"regions): `sum`, `density` (sum ÷ voxels), `fraction` (of the scan's whole-volume sum), `gain` "
-                "(÷ the mean HC sum of this selection), with the scan's diagnosis, prediction and score.")
+                f"(÷ the mean {v.classes.negative} sum of this selection), with the scan's diagnosis, prediction and score.")
     name = av.csv_name(v.run.id, v.method, v.atlas_name, v.merge, v.split, v.values)
     st.download_button("Download CSV", data=lambda: table.to_csv(index=False), file_name=name, mime="text/csv",
                        icon=":material/download:", type="primary", on_click="ignore")

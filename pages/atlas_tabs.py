@@ -18,23 +18,22 @@ from pages.loaders import checkpoint_sha
 from pages.review_panel import review_panel, view_param
 from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
-
 
 def _mtime(path) -> int:
     return Path(path).stat().st_mtime_ns
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _annotated(table: str, table_mtime: int, preds: str, preds_mtime: int, split: str, absolute: bool) -> pd.DataFrame:
+def _annotated(table: str, table_mtime: int, preds: str, preds_mtime: int, split: str, absolute: bool,
+               classes=DEFAULT_CLASSES) -> pd.DataFrame:
     return ra.annotate(rt.read_table(table), pd.read_csv(preds, dtype={"scan_id": str, "subject_id": str}),
-                       split=split, absolute=absolute)
+                       split=split, absolute=absolute, classes=classes)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _distributions(table: str, table_mtime: int, preds: str, preds_mtime: int, split_: str, absolute_: bool,
-                   metric: str, regions: tuple, groups: tuple) -> list[dict]:
-    t = _annotated(table, table_mtime, preds, preds_mtime, split_, absolute_)
+                   metric: str, regions: tuple, groups: tuple, classes=DEFAULT_CLASSES) -> list[dict]:
+    t = _annotated(table, table_mtime, preds, preds_mtime, split_, absolute_, classes)
     return ra.distributions(t, metric, list(regions), groups)
 
 
@@ -69,6 +68,10 @@ class AtlasView(StoreSelection):
         return self.store.params.get("method", "")
 
     @property
+    def classes(self):
+        return self.ws.classes
+
+    @property
     def absolute(self) -> bool:
         return self.values == "absolute"
 
@@ -79,13 +82,13 @@ class AtlasView(StoreSelection):
 
     def annotated(self, path: Path, of_run, absolute: bool) -> pd.DataFrame:
         preds = of_run.dir / "predictions.csv"
-        return _annotated(str(path), _mtime(path), str(preds), _mtime(preds), self.split, absolute)
+        return _annotated(str(path), _mtime(path), str(preds), _mtime(preds), self.split, absolute, self.classes)
 
     def distributions(self, metric: str, regions, groups) -> list[dict]:
         """Density estimates of the main table, cached by its file and the request (never by hashing data)."""
         preds = self.run.dir / "predictions.csv"
         return _distributions(str(self.table_file), _mtime(self.table_file), str(preds), _mtime(preds), self.split,
-                              self.absolute, metric, tuple(regions), tuple(groups))
+                              self.absolute, metric, tuple(regions), tuple(groups), self.classes)
 
     def truth_line(self, regions, what: str) -> None:
         if self.truth:
@@ -107,18 +110,19 @@ def top_regions_tab(v: AtlasView) -> None:
                                   in ra.METRICS else "density", format_func=str.capitalize,
                                   help="; ".join(f"**{m}**: {ra.METRIC_NAMES[m]}" for m in ra.METRICS))
     k = t2.slider("Regions shown", 5, 50, view_param("k", 25, int), key="at_k")
-    usable = av.usable_pairs(table)
+    usable = av.usable_pairs(table, v.classes)
     pair_name = t3.radio("Groups", usable, key=f"at_pair_{metric}_{len(usable)}", horizontal=True,
-                         index=usable.index(av.preferred_pair(metric, usable)),
+                         index=usable.index(av.preferred_pair(metric, usable, v.classes)),
                          help="Fig 6 shows gain for true positives and true negatives.")
-    groups = av.PAIRS[pair_name]
+    groups = av.pairs(v.classes)[pair_name]
     if "TP vs TN" not in usable:
         lacking = [g for g in ("TP", "TN") if not ra.group_scans(table, g)]
         t3.caption(f"No {' or '.join(lacking)} scans in the {av.SPLIT_NAMES[split]}.")
     top = ra.top_table(table, metric, k, groups=groups, rank_group=groups[0], min_voxels=v.min_voxels)
     regions = list(top["region"])
     if not regions:
-        st.info("No region has a value for this metric (a gain needs HC scans with relevance there).")
+        st.info(f"No region has a value for this metric (a gain needs {v.classes.negative} scans with relevance "
+                "there).")
         return
     dists = v.distributions(metric, regions, groups)
     figure(rf.region_figure(
@@ -127,7 +131,7 @@ def top_regions_tab(v: AtlasView) -> None:
               f" · {v.method_label}"))
     st.caption(f"Circles: the group means ({groups[0]} orange, {groups[1]} green); shaded: a density "
                "estimate of the scans' values in each region (above the line " + groups[0] + ", below it "
-               + groups[1] + "). " + ("Gain = the scan's relevance sum ÷ the mean HC sum in that region; "
+               + groups[1] + "). " + (f"Gain = the scan's relevance sum ÷ the mean {v.classes.negative} sum in that region; "
                                      "the dashed line is gain 1." if metric == "gain" else ""))
     v.truth_line(regions, f"regions by {metric}")
     with st.expander("The numbers"):
@@ -137,9 +141,9 @@ def top_regions_tab(v: AtlasView) -> None:
 
 
 def _one_region(v: AtlasView, top, regions: list, metric: str, groups, k: int) -> None:
-    """The group means, the AD vs HC test and the size of one of the top regions, and its reviews."""
+    """The group means, the test between the classes and the size of one of the top regions, and its reviews."""
     st.markdown("#### One region")
-    tests = ra.region_tests(v.table, metric if metric != "gain" else "sum").set_index("region")
+    tests = ra.region_tests(v.table, metric if metric != "gain" else "sum", classes=v.classes).set_index("region")
     wanted_region = view_param("region", regions[0])
     region = st.selectbox("Region", regions, key="at_region",
                           index=regions.index(wanted_region) if wanted_region in regions else 0)
@@ -149,7 +153,7 @@ def _one_region(v: AtlasView, top, regions: list, metric: str, groups, k: int) -
     m = st.columns(4)
     for col, g, value in zip(m, groups, means):
         col.metric(f"{g} mean", f"{value:.3e}" if small else f"{value:.4g}")
-    m[2].metric("AD vs HC p (FDR)", "—" if r is None or pd.isna(r["p_fdr"]) else f"{r['p_fdr']:.3g}",
+    m[2].metric(f"{v.classes.task} p (FDR)", "—" if r is None or pd.isna(r["p_fdr"]) else f"{r['p_fdr']:.3g}",
                 help="Mann–Whitney U over the region's values, corrected over all regions "
                      "(Benjamini–Hochberg); gain is tested on the sums it is made of.")
     m[3].metric("Voxels", f"{int(top.set_index('region').loc[region, 'voxels'])}")
@@ -164,52 +168,56 @@ def fingerprints_tab(v: AtlasView) -> None:
     fp_metric = f1.segmented_control("Metric", ["density", "sum", "gain", "fraction"], default="density",
                                      required=True, key="at_fp_metric")
     fp_k = f2.slider("Regions", 5, 50, 25, key="at_fp_k")
-    min_score = f3.slider("Confident AD patients: AD score above", 0.0, 1.0, 0.9, 0.01, key="at_fp_score")
-    regions = list(ra.ranking(table, fp_metric, POSITIVE, min_voxels=v.min_voxels).head(fp_k).index)
+    P = v.classes.positive
+    min_score = f3.slider(f"Confident {P} patients: {P} score above", 0.0, 1.0, 0.9, 0.01, key="at_fp_score")
+    regions = list(ra.ranking(table, fp_metric, P, min_voxels=v.min_voxels).head(fp_k).index)
     scans = table.drop_duplicates("scan_id").set_index("scan_id")
     order = av.patient_order(table)
     kept = st.session_state.get("at_fp_scans")
     if kept is None:   # first visit: the link's patients, else the paper's pair
         kept = [s for s in view_param("scans", "").split(",") if s]
         if not kept:
-            first = ra.most_different_patients(table, regions, metric=fp_metric, min_score=min_score)
+            first = ra.most_different_patients(table, regions, metric=fp_metric, min_score=min_score,
+                                               classes=v.classes)
             kept = list(first[:2]) if first else []
     st.session_state["at_fp_scans"] = [s for s in kept if s in order]   # scans of another split drop out
 
     def pick_pair():
-        pair = ra.most_different_patients(table, regions, metric=fp_metric, min_score=min_score)
+        pair = ra.most_different_patients(table, regions, metric=fp_metric, min_score=min_score, classes=v.classes)
         st.session_state["at_fp_pair"] = pair
         if pair is not None:
             st.session_state["at_fp_scans"] = [pair[0], pair[1]]
 
     b1, b2 = st.columns([1.3, 2])
-    b1.button("Two most different confident AD patients", on_click=pick_pair, type="primary", key="at_fp_pair_btn",
-              help=f"Among AD patients with an AD score above {min_score:.2f}, the two whose {fp_metric} over "
+    b1.button(f"Two most different confident {P} patients", on_click=pick_pair, type="primary", key="at_fp_pair_btn",
+              help=f"Among {P} patients with a {P} score above {min_score:.2f}, the two whose {fp_metric} over "
                    f"these {len(regions)} regions are furthest apart by cosine distance (Figs 5 and 8).")
     pair = st.session_state.get("at_fp_pair", "unset")
     if pair is None:
-        n_conf = len(ra.confident_patients(table, min_score))
-        b2.warning(f"{n_conf} AD patient(s) of the {av.SPLIT_NAMES[v.split]} have an AD score above "
+        n_conf = len(ra.confident_patients(table, min_score, classes=v.classes))
+        b2.warning(f"{n_conf} {P} patient(s) of the {av.SPLIT_NAMES[v.split]} have a {P} score above "
                    f"{min_score:.2f}; two are needed. Lower the threshold or pick patients below.")
     elif pair != "unset":
         b2.success(f"**{pair[0]}** and **{pair[1]}**: cosine distance {pair[2]:.3f}")
     chosen = st.multiselect("Patients shown", order, key="at_fp_scans", max_selections=8,
-                            format_func=lambda s: f"{s} · {scans.loc[s, 'diagnosis']} · AD score "
+                            format_func=lambda s: f"{s} · {scans.loc[s, 'diagnosis']} · {P} score "
                                                   f"{scans.loc[s, 'ad_score']:.2f}")
     if regions:
         fp = ra.fingerprints(table, chosen, regions, fp_metric) if chosen else None
-        figure(rf.region_figure(v.distributions(fp_metric, regions, (POSITIVE, NEGATIVE)), fp_metric,
+        figure(rf.region_figure(v.distributions(fp_metric, regions, v.classes.names[::-1]), fp_metric,
+                                v.classes.names[::-1],
                                 fingerprints=fp, marked=v.truth, identity=fp_metric == "gain",
-                                title=f"Individual fingerprints over the top {len(regions)} regions by AD mean "
+                                title=f"Individual fingerprints over the top {len(regions)} regions by {P} mean "
                                       f"{fp_metric}"))
     if chosen:
         _patient_links(v, chosen)
 
 
 def _patient_links(v: AtlasView, chosen: list[str]) -> None:
-    links = av.patient_links(v.table, chosen, v.run.id, v.store.folder.name, st.query_params.get("workspace"))
+    links = av.patient_links(v.table, chosen, v.run.id, v.store.folder.name, st.query_params.get("workspace"),
+                             v.classes)
     st.dataframe(links, hide_index=True, width="stretch", column_config={
-        "AD score": st.column_config.NumberColumn(format="%.3f"),
+        f"{v.classes.positive} score": st.column_config.NumberColumn(format="%.3f"),
         "heatmap": st.column_config.LinkColumn("Heatmap viewer", display_text="open the scan's map ↗")})
     st.markdown("Open in the heatmap viewer: " + " · ".join(
         f"[{s} ↗]({url})" for s, url in zip(links["scan"], links["heatmap"])))

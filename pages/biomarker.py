@@ -112,8 +112,11 @@ def main() -> None:
     ws = current_workspace()
     st.title("Biomarkers")
     st.caption("Do the heatmaps track biology? Böhle et al. 2019 (Fig 9) correlate the LRP relevance in the "
-               "hippocampus with hippocampal volume in correctly classified AD patients: r = −0.560 (permutation "
-               "p < 0.001), weaker as β grows, while guided backprop shows none (r = 0.096).")
+               "hippocampus with hippocampal volume in correctly classified Alzheimer's patients: r = −0.560 "
+               "(permutation p < 0.001), weaker as β grows, while guided backprop shows none (r = 0.096)."
+               + ("" if ws.biomarker_measure == "hippocampal_volume" else
+                  f" This workspace's measure is **{ws.biomarker_measure or 'a column you choose'}**: see the tab "
+                  "*Any region × any measure*."))
     run = require_ready_run(ws)
     report_button(ws, run)
     sha = checkpoint_sha(str(run.best_checkpoint), _mtime(run.best_checkpoint))
@@ -131,8 +134,12 @@ def main() -> None:
         biomarker.hippocampus_regions(atlas_obj.table, v.side)
     except KeyError as exc:
         v.hippo_error = str(exc.args[0])
-    tabs = st.tabs(["Hippocampus vs volume (Fig 9)", "r across β", "Any region × any measure"])
-    for tab, draw in zip(tabs, (fig9_tab, beta_tab, any_tab)):
+    names, draws = ["Hippocampus vs volume (Fig 9)", "r across β", "Any region × any measure"], [fig9_tab, beta_tab,
+                                                                                                any_tab]
+    if ws.biomarker_measure != "hippocampal_volume":   # the workspace's own measure first
+        names, draws = names[::-1], draws[::-1]
+    tabs = st.tabs(names)
+    for tab, draw in zip(tabs, draws):
         with tab:
             draw(v)
     review_panel(ws, {"kind": "region", "region": "Hippocampus"},

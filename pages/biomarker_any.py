@@ -54,8 +54,13 @@ def any_tab(v: BiomarkerView) -> None:
     si = c[0].selectbox("Heatmaps", range(len(stores)), format_func=lambda i: labels_[i],
                         index=bv.default_store(stores), key="bm_any_store")
     store = stores[si]
-    measure_name = c[1].selectbox("Measure (cohort column)", measures, key="bm_measure")
-    scans = c[2].selectbox("Scans", list(bv.SCAN_GROUPS), format_func=bv.SCAN_GROUP_NAMES.get, key="bm_any_groups",
+    default = v.ws.biomarker_measure
+    measure_name = c[1].selectbox("Measure (cohort column)", measures, key="bm_measure",
+                                  index=measures.index(default) if default in measures else 0,
+                                  help="The workspace's default measure is set with `python -m lib init "
+                                       "--biomarker-measure COLUMN` (lesion load on the MS demo).")
+    scans = c[2].selectbox("Scans", list(bv.SCAN_GROUPS), format_func=bv.scan_group_names(v.ws.classes).get,
+                           key="bm_any_groups",
                            help=f"Within the {bv.SPLIT_NAMES[v.split]} chosen above.")
     covariate_names = bv.covariate_choices(cohort, measure_name, v.has_icv)
     covs = c[3].multiselect("Controlling for", covariate_names, default=covariate_names, key="bm_covs",

@@ -90,7 +90,7 @@ def clicked_scan(run, event, store, points: pd.DataFrame, key: str) -> None:
         st.caption("Click a point to open that scan's heatmap in the viewer.")
         return
     row = points.set_index("scan_id").loc[pick["scan_id"]]
-    st.markdown(f"**{pick['scan_id']}** · {pick['outcome']} · AD score {pick['ad_score']:.2f} · "
+    st.markdown(f"**{pick['scan_id']}** · {pick['outcome']} · {run.classes.positive} score {pick['ad_score']:.2f} · "
                 f"{row.get('split', '')} split · x = {row['measure']:.4g}, y = {row['relevance']:.4g}")
     st.link_button("Open in the heatmap viewer", viewer_url(run, store, pick), icon=":material/open_in_new:",
                    help=f"The individual view of {pick['scan_id']} on the Heatmaps page, "
@@ -149,8 +149,9 @@ def fig9_tab(v: BiomarkerView) -> None:
             if st.button("Compute guided backprop", key="bm_do_gb", disabled=locked("compute")) and \
                     submit_explain(v.ws, v.run, "guided_backprop"):
                 st.rerun()
-    st.caption(f"True positives (AD classified AD) with a least-squares line; false positives (controls classified "
-               f"AD) drawn as well, as in the paper, to see whether they are outliers. Relevance is summed over "
+    P = v.ws.classes.positive
+    st.caption(f"True positives ({P} classified {P}) with a least-squares line; false positives (controls classified "
+               f"{P}) drawn as well, as in the paper, to see whether they are outliers. Relevance is summed over "
                f"the {v.atlas_name} hippocampus on the run's {v.run.grid.resolution:g} mm grid; p from "
                f"{bv.PERMUTATIONS:,} permutations (two-sided), CI from {bv.PERMUTATIONS:,} bootstrap resamples.")
 

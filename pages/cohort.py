@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from lib import jobs
+from lib.data.classes import DEFAULT_CLASSES
 from lib.data.workspace import WorkspaceError
 from pages.job_widgets import job_progress, locked, submit_job
 from pages.workspace_sidebar import current_workspace, require_ready_workspace
@@ -45,6 +46,21 @@ def this_workspace(ws) -> None:
         require_ready_workspace(ws)
 
 
+def task_form() -> dict:
+    """The task the new workspace's models learn: the two classes and the table labels of each."""
+    with st.expander("Task: the two classes the new workspace's models tell apart"):
+        c = st.columns(4)
+        pos, neg = DEFAULT_CLASSES.names[::-1]
+        task = {"positive": c[0].text_input("Positive class (detected)", placeholder=pos, key="task_pos"),
+                "negative": c[1].text_input("Negative class (controls)", placeholder=neg, key="task_neg"),
+                "positive_labels": c[2].text_input("Its table labels", placeholder="MS, RRMS", key="task_pos_l"),
+                "negative_labels": c[3].text_input("Its table labels ", placeholder="control, HC", key="task_neg_l")}
+        st.caption(f"Left empty: {DEFAULT_CLASSES.title(pos)} against healthy controls, with their usual spellings. "
+                   "Labels of other groups are kept but not trained on; a generic label such as \"patient\" must "
+                   "be listed for a class, it is never taken for a diagnosis.")
+    return {k: v.strip() for k, v in task.items() if v and v.strip()}
+
+
 def other_cohort(ws) -> None:
     """Validate another table or BIDS folder on the server, and create a workspace from it."""
     st.subheader("Check another cohort")
@@ -64,7 +80,10 @@ def other_cohort(ws) -> None:
         if table_path is not None:
             report_path = ws.cache_dir / "validation" / (hashlib.sha256(str(table_path).encode()).hexdigest()[:16]
                                                          + ".json")
-            validate = jobs.Validate(table=str(table_path), report=str(report_path))
+            task = task_form()
+            report_path = report_path.with_name(hashlib.sha256(
+                (str(table_path) + repr(sorted(task.items()))).encode()).hexdigest()[:16] + ".json")
+            validate = jobs.Validate(table=str(table_path), report=str(report_path), **task)
             c1, c2 = st.columns(2)
             if not table_path.exists():
                 st.error(f"{table_path} does not exist on the server.")
@@ -78,7 +97,7 @@ def other_cohort(ws) -> None:
                 elif report_path.exists():
                     show_report(report_path, key="other")
                     target = table_path if table_path.is_dir() else table_path.parent
-                    create = jobs.CreateWorkspace(table=str(table_path), directory=str(target))
+                    create = jobs.CreateWorkspace(table=str(table_path), directory=str(target), **task)
                     # the newest init of this folder stays shown, so its outcome is seen after any rerun
                     init = jobs.for_request(ws, create)
                     if (target / "workspace.json").exists() and init is None:

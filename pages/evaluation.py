@@ -40,7 +40,8 @@ def request_form():
                           format_func=evv.CHECK_NAMES.get)
         c = st.columns(4)
         split = c[0].selectbox("Scans from", ["test", "validation", "train", "all"],
-                               help="The run's part the scans are chosen from (AD and HC alternating).")
+                               help="The run's part the scans are chosen from (positive and negative class "
+                                    "alternating).")
         n_scans = c[1].number_input("Scans", 1, 500, DEFAULTS.n_scans,
                                     help="Scans for region perturbation; localisation takes as many scans "
                                          "with known atrophy.")
@@ -168,7 +169,9 @@ def localisation_tab(run, request, results, colour, settings) -> None:
         st.info("Localisation has not been computed for these settings.")
         return
     st.plotly_chart(evv.localisation_figure(loc, colour, ev.chance_levels(results)), width="stretch")
-    st.caption(f"Ground truth per scan: the voxels the demo generator atrophied ({evv.truth_text(settings)}), on the "
+    truth = ("the lesion mask the demo generator drew" if request.ws.config.get("disease") == "ms" else
+             f"the voxels the demo generator atrophied ({evv.truth_text(settings)})")
+    st.caption(f"Ground truth per scan: {truth}, on the "
                f"run's {run.grid.resolution:g} mm grid. Mass accuracy: positive relevance inside ÷ all positive "
                "relevance in the brain; AUC: voxel relevance against the mask; pointing game: the most relevant "
                f"voxel inside the mask ({loc.groupby('label').size().max()} scans). Dashed: chance.")
@@ -192,6 +195,7 @@ def main() -> None:
         st.info("Choose at least one method.")
         st.stop()
     request = ev.Evaluation(ws, run, [evv.LABELS[label] for label in chosen], settings)
+    settings = request.settings   # the explained class filled in: the run's positive class
     follow(ws, request, checks, submitted)
     results = request.results()
     labels = [m.label for m in request.methods]

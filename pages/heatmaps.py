@@ -28,9 +28,7 @@ from pages.heatmaps_panels import HeatmapView, groups_view
 from pages.heatmaps_scan import distances_view, individual_view
 from pages.report_button import report_button
 from pages.review_panel import view_param
-from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 VIEWS = {"Groups": groups_view, "Compare": compare_view, "Individual": individual_view,
          "Distances": distances_view}
@@ -86,14 +84,14 @@ def group_means(ws, run, split: str, table) -> Callable:
     else by a background job whose progress is shown (and the page stops until it is done)."""
     def means_of(s: heatmaps.HeatmapStore, by_name: str) -> viewer.CachedGroupMeans:
         by_column = viewer.SUBGROUPS.get(by_name)
-        folder = s.folder / "group_means" / viewer.grouping_key(s, table, by_column)
+        folder = s.folder / "group_means" / viewer.grouping_key(s, table, by_column, run.classes)
         if (folder / "index.json").exists():
             return viewer.CachedGroupMeans(folder)
         name = viewer.store_label(s.params)
         if viewer.is_small(s, table):
             bar = st.progress(0.0, text=f"Averaging the {name} heatmaps of {len(table)} scans")
             out = viewer.cached_group_means(s, table, by=by_column, progress=lambda d, t, m: bar.progress(
-                min(d / max(t, 1), 1.0), text=f"Averaging the {name} heatmaps: {d}/{t} scans"))
+                min(d / max(t, 1), 1.0), text=f"Averaging the {name} heatmaps: {d}/{t} scans"), classes=run.classes)
             bar.empty()
             return out
         request = jobs.GroupMeans(run_id=run.id, store=s.folder.name, split=split, by=by_column and by_name)
@@ -110,7 +108,7 @@ def group_means(ws, run, split: str, table) -> Callable:
 def selection(ws, run, sha: str, stores: list) -> HeatmapView:
     """The row of pickers: heatmap store, scans, subgroups, colour scale."""
     preds = predictions_csv(str(run.dir / "predictions.csv"), _mtime(run.dir / "predictions.csv"))
-    labels = [viewer.store_label(s.params, s.meta.get("target", POSITIVE)) for s in stores]
+    labels = [viewer.label_of(s) for s in stores]
     wanted = view_param("store", "")
     c = st.columns([1.6, 1.3, 1, 1.6])
     pick = c[0].selectbox("Method", range(len(stores)), format_func=lambda i: labels[i], key="hm_store",
@@ -182,7 +180,7 @@ def crosshair_panel(v: HeatmapView) -> str:
                        help="The ICBM152 2009c template, or the mean of the cohort's scans (from the Dataset "
                             "overview's mean images).")
     if v.style == "threshold":
-        q = st.select_slider(f"Hide below this percentile of the average {v.means.scale_from or 'AD'} map",
+        q = st.select_slider(f"Hide below this percentile of the average {v.means.scale_from or v.ws.classes.positive} map",
                              list(viewer.THRESHOLD_PERCENTILES), value=90, key="hm_thr")
         v.threshold = v.means.percentiles[q]
     return bg_kind
@@ -200,7 +198,8 @@ def anatomy(v: HeatmapView, bg_kind: str, left) -> None:
         v.bg_key = ("mean", str(means_file))
     if v.background is None:
         with left:
-            st.caption("The cohort's mean anatomy is computed on the **Dataset overview** page (tab *Mean AD − HC*); "
+            st.caption("The cohort's mean anatomy is computed on the **Dataset overview** page (tab *Mean "
+                       f"{ws.classes.positive} − {ws.classes.negative}*); "
                        "the template is shown meanwhile.")
         v.background, v.bg_range = _background("template", resolution, "", ws)
         v.bg_key = ("template",)

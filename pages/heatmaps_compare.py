@@ -43,7 +43,8 @@ def compare_view(v: HeatmapView) -> None:
     if mode == "two groups":
         target, volume, fname = _difference(v, ga, gb, panels)
     else:
-        st.caption("Each method on its own scale (the paper's rule applied to that method's average AD map). A "
+        st.caption("Each method on its own scale (the paper's rule applied to that method's average "
+                   f"{v.ws.classes.positive} map). A "
                    "voxel-wise difference of two methods' raw values is not meaningful; the *Distances* view "
                    "compares whole maps.")
         target, volume, fname = pairs[0][0], pairs[0][1][pairs[0][0]], f"{pairs[0][0]}_{labels[ia]}"

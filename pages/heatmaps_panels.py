@@ -19,9 +19,7 @@ from lib.views.render import colorbar, ortho_image, stack, titled, to_png
 from lib.views.selection import StoreSelection
 from pages import niivue_view
 from pages.review_panel import review_panel, view_param
-from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 HEIGHT = 300
 
@@ -128,10 +126,11 @@ def groups_view(v: HeatmapView) -> None:
     """One group's mean map large (Fig 2), then every group at the same crosshair (Fig 3)."""
     means = v.means
     names = [e.group for e in means.entries if e.subgroup is None]
-    default_group = view_param("group", POSITIVE).split(" · ")[0]
+    P, help_ = v.ws.classes.positive, hv.group_help(v.ws.classes)
+    default_group = view_param("group", P).split(" · ")[0]
     group = st.segmented_control("Group", names, key="hm_group", required=True, format_func=v.group_label,
-                                 default=default_group if default_group in names else POSITIVE,
-                                 help="; ".join(f"{g}: {h}" for g, h in hv.GROUP_HELP.items()))
+                                 default=default_group if default_group in names else P,
+                                 help="; ".join(f"{g}: {h}" for g, h in help_.items()))
     label, sub = group, "all"
     if v.by_col:
         subs = [e.subgroup for e in means.entries if e.group == group and e.subgroup is not None]
@@ -178,11 +177,12 @@ def _all_groups(v: HeatmapView, sub: str) -> None:
     means = v.means
     suffix = f" · {sub}" if sub != "all" else ""
     st.markdown(f"##### All groups at this crosshair{' · ' + hv.subgroup_name(sub, v.by) if suffix else ''}")
-    for pair in hv.GROUP_PAIRS:
+    help_ = hv.group_help(v.ws.classes)
+    for pair in hv.group_pairs(v.ws.classes):
         for col, g in zip(st.columns(2), pair):
             e = means.entry(g + suffix)
             with col:
-                st.markdown(f"**{g}** · n = {e.count} · {hv.GROUP_HELP[g]}")
+                st.markdown(f"**{g}** · n = {e.count} · {help_[g]}")
                 if e.count == 0:
                     st.caption(f"Empty: {e.reason}.")
                 else:

@@ -13,9 +13,7 @@ from lib.views.render import Overlay, colorbar, stack, to_png
 from pages.loaders import cohort_table
 from pages.heatmaps_panels import HeatmapView, scale_bar
 from pages.review_panel import review_panel, view_param
-from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 OUTLINE = (0, 230, 255)
 
@@ -42,11 +40,11 @@ def individual_view(v: HeatmapView) -> None:
     ws, preds = v.ws, v.preds
     cohort = cohort_table(str(ws.cohort_csv), _mtime(ws.cohort_csv))
     facts = viewer.scan_facts(preds, cohort, scan)
-    m = st.columns(5)
-    m[0].metric("AD score", f"{facts['ad_score']:.2f}", help="The model's probability of AD")
+    m, P = st.columns(5), ws.classes.positive
+    m[0].metric(f"{P} score", f"{facts['ad_score']:.2f}", help=f"The model's probability of {P}")
     m[1].metric("Predicted", facts["predicted"])
     m[2].metric("Diagnosis", facts["diagnosis"])
-    m[3].metric("Outcome", facts["outcome"], help=hv.GROUP_HELP.get(facts["outcome"]))
+    m[3].metric("Outcome", facts["outcome"], help=hv.group_help(ws.classes).get(facts["outcome"]))
     m[4].metric("Split", facts.get("split", "—"))
     st.dataframe(hv.facts_table(facts), hide_index=True, width="stretch")
 
@@ -65,12 +63,12 @@ def individual_view(v: HeatmapView) -> None:
     ov, images = _scan_maps(v, scan, volume, path, marks, gt)
     st.markdown(v.readout(volume))
     st.caption(f"Coloured from the 90th (**{v.means.individual.vmin:.3g}**) to the 99.5th percentile "
-               f"(**{v.means.individual.vmax:.3g}**) of the average {v.means.scale_from or 'AD'} map "
+               f"(**{v.means.individual.vmax:.3g}**) of the average {v.means.scale_from or P} map "
                f"({hv.SPLIT_NAMES[v.split]}); below transparent, above yellow. Over the scan itself"
                + ("; outlined: the regions listed below." if show_top else "."))
     _region_tables(top, rank_by, gt)
     v.downloads(stack(images, vertical=False), ov,
-                f"{v.method_label} · {scan} ({facts['diagnosis']}, {facts['outcome']}, AD score "
+                f"{v.method_label} · {scan} ({facts['diagnosis']}, {facts['outcome']}, {P} score "
                 f"{facts['ad_score']:.2f})", volume, f"{v.run.id}_{v.store.params.get('method')}_{scan}", "ind")
     review_panel(ws, {"kind": "scan", "scan_id": scan},
                  {**v.settings, "view": "Individual", "scan": scan, "scale": "fig8",
@@ -79,8 +77,9 @@ def individual_view(v: HeatmapView) -> None:
 
 def _pick_scan(v: HeatmapView) -> str | None:
     """The group and scan pickers with previous/next buttons; the scan shown (None: no scans)."""
-    mem = membership(v.table, v.by_col)
-    choices = hv.scan_choices(mem)
+    k = v.ws.classes
+    mem = membership(v.table, v.by_col, classes=k)
+    choices, help_ = hv.scan_choices(mem, k), hv.group_help(k)
     if not choices:
         st.info("No scans in this selection.")
         return None
@@ -88,13 +87,13 @@ def _pick_scan(v: HeatmapView) -> str | None:
     home = next((x for x in choices if linked in mem[(x, None)]), choices[0])
     s1, s2 = st.columns([1, 2])
     g = s1.selectbox("Scans of group", choices, key="hm_ind_group", index=choices.index(home),
-                     format_func=lambda x: f"{x} ({len(mem[(x, None)])}) · {hv.GROUP_HELP[x]}")
+                     format_func=lambda x: f"{x} ({len(mem[(x, None)])}) · {help_[x]}")
     order = hv.scan_order(v.preds, mem[(g, None)])
     ids = list(order.index)
     if st.session_state.get("hm_scan") not in ids:
         st.session_state["hm_scan"] = linked if linked in ids else ids[0]
-    s2.selectbox("Scan (highest AD score first)", ids, key="hm_scan",
-                 format_func=lambda s: f"{s} · AD score {order[s]:.2f}")
+    s2.selectbox(f"Scan (highest {k.positive} score first)", ids, key="hm_scan",
+                 format_func=lambda s: f"{s} · {k.positive} score {order[s]:.2f}")
     scan = st.session_state["hm_scan"]
     prev_id, next_id = viewer.neighbours(ids, scan)
     n1, n2, n3 = st.columns([1, 1, 2])
@@ -162,7 +161,7 @@ def _region_tables(top, rank_by: str, gt) -> None:
 
 
 def distances_view(v: HeatmapView) -> None:
-    """Euclidean distances between the methods' average AD and HC maps (Rieke et al. 2018, Table 2)."""
+    """Euclidean distances between the methods' average maps of the two classes (Rieke et al. 2018, Table 2)."""
     norm_name = st.radio("Maps compared", list(hv.NORMALISE), horizontal=True, key="hm_dist_norm")
     if len(v.stores) < 2:
         st.info("The table compares the average maps of several methods: compute heatmaps with a second method "
@@ -171,10 +170,10 @@ def distances_view(v: HeatmapView) -> None:
     maps = {}
     for s, lab in zip(v.stores, v.labels):
         m = v.means_of(s, "none")
-        maps[lab] = {g: m[g] for g in (POSITIVE, NEGATIVE) if g in m}
-    tables = viewer.method_distances(maps, normalise=hv.NORMALISE[norm_name])
+        maps[lab] = {g: m[g] for g in v.ws.classes.names[::-1] if g in m}
+    tables = viewer.method_distances(maps, v.ws.classes.names[::-1], normalise=hv.NORMALISE[norm_name])
     if not tables:
-        st.info("Neither AD nor HC has scans in this selection.")
+        st.info(f"Neither {v.ws.classes.positive} nor {v.ws.classes.negative} has scans in this selection.")
         return
     st.markdown(f"**Euclidean distance between the methods' average maps, {' / '.join(tables)}** · "
                 f"{hv.SPLIT_NAMES[v.split]}")

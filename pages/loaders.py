@@ -27,11 +27,12 @@ def volume(ws: Workspace, path: str) -> np.ndarray:
 
 
 @st.cache_data(max_entries=2, show_spinner=False)
-def group_means(path: str) -> dict[str, np.ndarray]:
-    """Group means by file path (the name carries the cohort's content key, so it never goes stale)."""
+def group_means(path: str, positive: str = "", negative: str = "") -> dict[str, np.ndarray]:
+    """Group means by file path (the name carries the cohort's content key, so it never goes stale), keyed by
+    the task's class names."""
     from lib.data.cohort_means import read_group_means
 
-    return read_group_means(path)
+    return read_group_means(path, *((positive, negative) if positive else ()))
 
 
 @st.cache_resource(show_spinner=False)

@@ -14,17 +14,14 @@ from pages.loaders import atlas_labels, group_means, volume
 from pages.workspace_sidebar import current_workspace, require_ready_workspace
 from pages.review_panel import review_panel, view_param
 from pages import niivue_view
-from lib.data.classes import DEFAULT_CLASSES
 from lib.data.atlases import DEFAULT_ATLAS
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
-
-GROUP_COLORS = {POSITIVE: "#f28e2b", NEGATIVE: "#59a14f"}  # the paper's orange (AD) and green (HC)
+COLOURS = ("#f28e2b", "#59a14f")  # the paper's orange (positive class, AD) and green (negative, HC)
 
 HIPPOCAMPUS_MNI = (-26, -22, -14)   # slices open through the left hippocampus, where AD atrophy is expected first
 
 
-def counts_tab(cohort) -> None:
+def counts_tab(cohort, classes) -> None:
     tables = overview.counts(cohort)
     cols = st.columns(len(tables))
     for col, (name, table) in zip(cols, tables.items()):
@@ -33,10 +30,10 @@ def counts_tab(cohort) -> None:
             st.table(table)
     if "split" in cohort:
         st.caption("Splits are by subject (all visits of a subject stay in one part) and stratified by "
-                   "diagnosis; the test set holds equally many AD and HC subjects.")
+                   f"diagnosis; the test set holds equally many {classes.positive} and {classes.negative} subjects.")
 
 
-def demographics_tab(cohort) -> None:
+def demographics_tab(cohort, classes) -> None:
     st.table(overview.demographics(cohort))
     first = cohort.sort_values(["subject_id", "session"] if "session" in cohort else ["subject_id"]) \
         .groupby("subject_id").head(1)
@@ -44,7 +41,7 @@ def demographics_tab(cohort) -> None:
     cols = st.columns(max(len(plots), 1))
     for col, name in zip(cols, plots):
         fig = px.histogram(first, x=name, color="diagnosis", barmode="overlay", opacity=0.65,
-                           color_discrete_map=GROUP_COLORS, height=280,
+                           color_discrete_map=dict(zip((classes.positive, classes.negative), COLOURS)), height=280,
                            labels={"mmse": "MMSE", "age": "age (years)",
                                    "hippocampal_volume": "hippocampal volume (mm³)"})
         fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), legend_title_text="")
@@ -137,14 +134,15 @@ def _scan_facts(ws, row, data, ijk, gt, atlas, atlas_table) -> None:
     st.markdown(f"MNI **({mni[0]:.0f}, {mni[1]:.0f}, {mni[2]:.0f}) mm** · voxel ({i}, {j}, {k}) · "
                 f"intensity {data[i, j, k]:.0f} · region **{overview.region_at(atlas, atlas_table, (i, j, k))}**")
     facts = {k_: row[k_] for k_ in ("subject_id", "session", "diagnosis", "age", "sex", "mmse", "cdr", "site",
-                                    "hippocampal_volume", "split") if k_ in row and pd.notna(row[k_])}
+                                    "hippocampal_volume", "lesion_load", "edss", "split")
+             if k_ in row and pd.notna(row[k_])}
     st.dataframe(pd.DataFrame([facts]), hide_index=True, width="stretch")
     if gt is not None:
         units = pd.Series(gt["units_mm"])
         units = units[~units.index.str.contains("Vent")].sort_values(ascending=False)
         subtype = f" · subtype *{gt['subtype']}*" if gt["severity"] > 0 else ""
         st.markdown(f"**Ground truth**{subtype} · severity {gt['severity']:.2f}"
-                    + (" · atypical (mild AD or atrophic control)" if gt["atypical"] else ""))
+                    + (f" · atypical (mild {ws.classes.positive} or atrophic control)" if gt["atypical"] else ""))
         if units.max() > 0:
             fig = px.bar(units.head(12)[::-1], orientation="h", height=300,
                          labels={"value": "boundary displacement (mm)", "index": ""})
@@ -175,19 +173,20 @@ def scan_viewer_tab(ws, cohort, hippocampus) -> None:
 
 def mean_tab(ws, cohort, hippocampus) -> None:
     means_file = overview.group_means_path(ws, cohort)
-    means = group_means(str(means_file)) if cache.ok(means_file) else None   # a bad file counts as absent
+    P, N = ws.classes.positive, ws.classes.negative
+    means = group_means(str(means_file), P, N) if cache.ok(means_file) else None   # a bad file counts as absent
     if means is None:
         running = jobs.for_request(ws, jobs.CohortMeans(), active=True)
         if running is None:
-            st.info("The mean images of AD and HC scans are computed once in the background (one pass over "
+            st.info(f"The mean images of {P} and {N} scans are computed once in the background (one pass over "
                     "all scans) and then cached.")
-            if st.button("Compute mean AD and HC images", disabled=locked("compute")):
+            if st.button(f"Compute mean {P} and {N} images", disabled=locked("compute")):
                 running = submit_job(ws, jobs.CohortMeans())
         if running is not None:
             job_progress(running.id, ws, rerun_when_done=True, key="means")
     else:
-        diff = means[f"{POSITIVE} - {NEGATIVE}"]
-        lim = float(np.percentile(np.abs(diff[means[NEGATIVE] > 0.2]), 99.5))
+        diff = means[f"{P} - {N}"]
+        lim = float(np.percentile(np.abs(diff[means[N] > 0.2]), 99.5))
         cols = st.columns([1, 2.6])
         with cols[0]:
             mi = st.slider("x", 0, diff.shape[0] - 1, int(hippocampus[0]), key="mx")
@@ -195,11 +194,11 @@ def mean_tab(ws, cohort, hippocampus) -> None:
             mk = st.slider("z", 0, diff.shape[2] - 1, int(hippocampus[2]), key="mz")
             thr = st.slider("hide |difference| below", 0.0, lim, lim * 0.25, format="%.3f")
         with cols[1]:
-            st.image(ortho_image(means[NEGATIVE], (mi, mj, mk),
+            st.image(ortho_image(means[N], (mi, mj, mk),
                                  overlay=Overlay(diff, -lim, lim, cmap="RdBu_r", alpha=0.8, threshold=thr)),
                      width="stretch")
-            st.caption("Mean brain-normalised intensity, AD minus HC, over the mean HC image. Blue: darker in AD "
-                       "(tissue loss, larger CSF spaces); red: brighter in AD.")
+            st.caption(f"Mean brain-normalised intensity, {P} minus {N}, over the mean {N} image. Blue: darker in "
+                       f"{P} (tissue loss, larger CSF spaces, lesions); red: brighter in {P}.")
 
 
 def main() -> None:
@@ -209,21 +208,23 @@ def main() -> None:
         st.stop()
     cohort = overview.load_cohort(ws)
     hippocampus = ws.grid.mni_to_voxel(HIPPOCAMPUS_MNI)
-    n_ad, n_hc = (cohort["diagnosis"] == POSITIVE).sum(), (cohort["diagnosis"] == NEGATIVE).sum()
+    P, N = ws.classes.positive, ws.classes.negative
+    n_ad, n_hc = (cohort["diagnosis"] == P).sum(), (cohort["diagnosis"] == N).sum()
     c = st.columns(5)
     c[0].metric("Scans", len(cohort))
     c[1].metric("Subjects", cohort["subject_id"].nunique())
-    c[2].metric("AD scans", int(n_ad))
-    c[3].metric("HC scans", int(n_hc))
+    c[2].metric(f"{P} scans", int(n_ad))
+    c[3].metric(f"{N} scans", int(n_hc))
     c[4].metric("Grid", f"{ws.grid.resolution:g} mm", help=f"{ws.grid.shape} voxels, MNI (ICBM152 2009c)")
     if ws.is_demo:
         st.caption("Synthetic demo cohort: the ICBM152 2009c template deformed per subject, with known "
-                   "temporal-lobe atrophy in AD (see the ground truth in the scan viewer).")
-    tabs = st.tabs(["Counts", "Demographics", "Quality control", "Scan viewer", "Mean AD − HC"])
+                   + ("white-matter lesions and atrophy in MS" if ws.config.get("disease") == "ms"
+                      else f"temporal-lobe atrophy in {P}") + " (see the ground truth in the scan viewer).")
+    tabs = st.tabs(["Counts", "Demographics", "Quality control", "Scan viewer", f"Mean {P} − {N}"])
     with tabs[0]:
-        counts_tab(cohort)
+        counts_tab(cohort, ws.classes)
     with tabs[1]:
-        demographics_tab(cohort)
+        demographics_tab(cohort, ws.classes)
     with tabs[2]:
         qc_tab(cohort)
     with tabs[3]:

@@ -37,7 +37,14 @@ def start_form(ws, runs: list) -> None:
             batch = c3.number_input("Batch size", 1, 256, 8)
             shift = c4.number_input("Left–right shift (voxels)", 0, 10, max(1, round(2 / ws.grid.resolution)),
                                     help="Random translation range; the paper's 2 voxels at 1 mm = 2 mm.")
-            c1, c2 = st.columns(2)
+            c1, c2, c3, c4 = st.columns(4)
+            sources = ["", *monitor.transfer_sources(ws, runs)]
+            init_from = c3.selectbox("Start from (transfer learning)", sources, key="train_init_from",
+                                     format_func=lambda s: s or "nothing: train from scratch",
+                                     help="Copy the convolution weights of a finished run or a shipped model "
+                                          "(Eitel: ADNI → MS); the head is re-initialised when its classes differ.")
+            freeze = c4.number_input("Frozen blocks", 0, 4, 0, help="With a source: the first convolution blocks "
+                                                                   "keep the source's weights.")
             seeds_text = c1.text_input("Seeds", "0", help="One run per seed, e.g. `0 1 2` (repeated runs).")
             k = int((ws.config.get("k_folds") or 5))
             folds = c2.multiselect("Cross-validation folds", list(range(k)),
@@ -53,7 +60,8 @@ def start_form(ws, runs: list) -> None:
                 job = submit_job(ws, jobs.Train(
                     model=model, resolution=float(resolution), epochs=int(epochs), patience=int(patience),
                     lr=float(lr), weight_decay=float(wd), batch_size=int(batch), shift=int(shift),
-                    seeds=tuple(seeds), folds=tuple(int(f) for f in folds) or None))
+                    seeds=tuple(seeds), folds=tuple(int(f) for f in folds) or None, init_from=init_from or None,
+                    freeze=int(freeze) if init_from else 0))
                 if job is not None:
                     st.session_state["train_job"] = job.id
                     time.sleep(1.0)
@@ -160,6 +168,8 @@ def evaluation_section(ws, by_id: dict, chosen: list[str]):
     split = c2.radio("Split", ["test", "validation", "train"], horizontal=True)
     focus = by_id[focus_id]
     report_button(ws, focus)
+    if monitor.origin_text(focus):
+        st.caption(monitor.origin_text(focus))
     _scores(focus, split)
     return focus
 
@@ -172,16 +182,16 @@ def _scores(focus, split: str) -> None:
     elif ev["n"] == 0:
         st.info(f"The {split} split of this run has no scans.")
     else:
-        m = ev["metrics"]
+        m, (N, P) = ev["metrics"], focus.classes.names
         cols = st.columns(5)
         for col, (name, key) in zip(cols, [("Balanced accuracy", "balanced_accuracy"), ("Accuracy", "accuracy"),
-                                           ("AUC", "auc"), ("Sensitivity (AD)", "sensitivity"),
-                                           ("Specificity (HC)", "specificity")]):
+                                           ("AUC", "auc"), (f"Sensitivity ({P})", "sensitivity"),
+                                           (f"Specificity ({N})", "specificity")]):
             col.metric(name, f"{m[key]:.3f}" if m[key] == m[key] else "—")
         c1, c2 = st.columns(2)
         cm = ev["confusion"]
         labels = np.array([["TN", "FP"], ["FN", "TP"]])
-        fig = go.Figure(go.Heatmap(z=cm, x=["predicted HC", "predicted AD"], y=["true HC", "true AD"],
+        fig = go.Figure(go.Heatmap(z=cm, x=[f"predicted {N}", f"predicted {P}"], y=[f"true {N}", f"true {P}"],
                                    colorscale="Blues", showscale=False,
                                    text=[[f"{labels[i, j]}<br>{cm[i, j]}" for j in range(2)] for i in range(2)],
                                    texttemplate="%{text}", textfont=dict(size=18)))
@@ -193,7 +203,7 @@ def _scores(focus, split: str) -> None:
                                     name=f"AUC {m['auc']:.3f}"),
                          go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
                                     showlegend=False)])
-        fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"ROC · {split} (AD positive)",
+        fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"ROC · {split} ({P} positive)",
                           xaxis_title="false positive rate", yaxis_title="true positive rate",
                           legend=dict(x=0.6, y=0.1))
         c2.plotly_chart(fig, width="stretch")

@@ -126,7 +126,8 @@ def require_ready_workspace(ws: Workspace) -> bool:
     elif ws.exists and ws.cohort_csv.exists() and ws.config.get("complete", True):
         return True
     if is_default_demo(ws) or ws.is_demo:
-        job = jobs.for_request(ws, jobs.BuildDemo(), active=True) if ws.jobs_dir.exists() else None
+        build = jobs.BuildDemo(disease=ws.config.get("disease", "ad"))   # a demo is rebuilt as its own disease
+        job = jobs.for_request(ws, build, active=True) if ws.jobs_dir.exists() else None
         if job is None:
             previous = jobs.list_jobs(ws, jobs.BuildDemo.kind)
             if previous and previous[0].state in ("failed", "cancelled") and not st.session_state.get("retry_demo"):
@@ -149,7 +150,7 @@ def require_ready_workspace(ws: Workspace) -> bool:
                 return False
             # the default demo is a system action any signed-in identity may start; a demo elsewhere
             # changes that folder and needs an admin (BuildDemo.required_action)
-            job = submit_job(ws, jobs.BuildDemo())
+            job = submit_job(ws, build)
             if job is None:
                 return False
         if ws.cohort_csv.exists():

@@ -93,12 +93,14 @@ def test_each_alias(tmp_path, alias, canon):
 
 def test_diagnosis_mapping_all_labels():
     for label in ["AD", "ad", " Dementia ", "DEM", "Alzheimer", "Alzheimer's disease", "alzheimer’s disease",
-                  "ALZ", "1", 1, 1.0, "patient", "PATIENT"]:
+                  "ALZ"]:
         assert cohort.map_diagnosis(label) == "AD", label
-    for label in ["HC", "cn", "NC", "Control", "healthy", "Normal", "0", 0, "CTL", " ctl "]:
+    for label in ["HC", "cn", "NC", "Control", "healthy", "Normal", "CTL", " ctl "]:
         assert cohort.map_diagnosis(label) == "HC", label
-    for label in ["MCI", "Contrl", "", None, "2"]:
+    # generic words name no diagnosis: never mapped unless a task declares them
+    for label in ["MCI", "Contrl", "", None, "2", "1", 1, 1.0, "0", 0, "patient", "PATIENT"]:
         assert cohort.map_diagnosis(label) is None, label
+    assert cohort.is_ambiguous("patient") and cohort.is_ambiguous(1) and not cohort.is_ambiguous("MCI")
     assert cohort.is_other_group("EMCI") and cohort.is_other_group("lmci") and not cohort.is_other_group("AD")
 
 

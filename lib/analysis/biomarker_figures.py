@@ -73,7 +73,7 @@ def scatter_figure(points: pd.DataFrame, *, x: str = "measure", y: str = "releva
             marker=dict(color=style["color"], symbol=style["symbol"], size=10,
                         line=dict(width=1.5 if "open" in style["symbol"] else 0.5,
                                   color=style["color"] if "open" in style["symbol"] else "white")),
-            hovertemplate=("<b>%{customdata[0]}</b> (" + g + ")<br>AD score %{customdata[3]:.2f}<br>"
+            hovertemplate=("<b>%{customdata[0]}</b> (" + g + ")<br>score %{customdata[3]:.2f}<br>"
                            f"{x_title or x}: %{{x:.4g}}<br>{y_title or y}: %{{y:.4g}}<extra></extra>")))
         if g in fit and len(sub) >= 3 and sub[x].nunique() > 1:
             slope, intercept = np.polyfit(sub[x].to_numpy(float), sub[y].to_numpy(float), 1)

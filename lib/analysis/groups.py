@@ -1,8 +1,9 @@
 """Group-average heatmaps (AD, HC, TP, FP, TN, FN) streamed in one pass, and the paper's colour scales.
 
-Groups follow Böhle et al. 2019 §2.4 with {_POS} as the positive class: ``AD`` / ``HC`` by diagnosis;
-``TP`` (AD classified AD), ``FP`` (HC classified AD), ``TN`` (HC classified HC), ``FN`` (AD
-classified HC) by the table's ``outcome`` column (see :func:`lib.learn.metrics.outcome`). A scan is in
+Groups follow Böhle et al. 2019 §2.4 with the task's positive class (AD by default): the two classes
+(``AD`` / ``HC``, or ``MS`` / ``HC`` …) by diagnosis; ``TP`` (positive classified positive), ``FP``
+(negative classified positive), ``TN`` (negative classified negative), ``FN`` (positive classified
+negative) by the table's ``outcome`` column (see :func:`lib.learn.metrics.outcome`). A scan is in
 its diagnosis group and its outcome group, and with ``by=`` also in the matching subgroup
 (split, site, sex, session, …).
 
@@ -22,21 +23,34 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lib.data.classes import DEFAULT_CLASSES
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
-_POS, _NEG = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
-GROUPS = (_POS, _NEG, "TP", "FP", "TN", "FN")
-OUTCOME_DIAGNOSIS = {"TP": _POS, "FN": _POS, "TN": _NEG, "FP": _NEG}
+OUTCOMES = ("TP", "FP", "TN", "FN")
 MISSING = "(missing)"
 
-_EMPTY_REASON = {
-    _POS: f"no scan with diagnosis {_POS} among the selected scans",
-    _NEG: f"no scan with diagnosis {_NEG} among the selected scans",
-    "TP": f"no {_POS} scan was classified {_POS} (no true positives)",
-    "FP": f"no {_NEG} scan was classified {_POS} (no false positives)",
-    "TN": f"no {_NEG} scan was classified {_NEG} (no true negatives)",
-    "FN": f"no {_POS} scan was classified {_NEG} (no false negatives)",
-}
+
+def groups_of(classes: Classes = DEFAULT_CLASSES) -> tuple[str, ...]:
+    """``(positive, negative, "TP", "FP", "TN", "FN")``: every group of a task, in display order."""
+    return (classes.positive, classes.negative, *OUTCOMES)
+
+
+def outcome_diagnosis(classes: Classes = DEFAULT_CLASSES) -> dict[str, str]:
+    """The diagnosis each outcome implies: TP and FN are positive, TN and FP negative."""
+    return {"TP": classes.positive, "FN": classes.positive, "TN": classes.negative, "FP": classes.negative}
+
+
+GROUPS = groups_of()
+OUTCOME_DIAGNOSIS = outcome_diagnosis()
+
+
+def _empty_reason(g: str, k: Classes) -> str:
+    p, n = k.positive, k.negative
+    return {p: f"no scan with diagnosis {p} among the selected scans",
+            n: f"no scan with diagnosis {n} among the selected scans",
+            "TP": f"no {p} scan was classified {p} (no true positives)",
+            "FP": f"no {n} scan was classified {p} (no false positives)",
+            "TN": f"no {n} scan was classified {n} (no true negatives)",
+            "FN": f"no {p} scan was classified {n} (no false negatives)"}[g]
 
 
 @dataclass
@@ -118,18 +132,19 @@ def _as_array(volume) -> np.ndarray:
     return np.asarray(volume)
 
 
-def membership(table: pd.DataFrame, by: str | None = None, groups: Iterable[str] = GROUPS
-               ) -> dict[tuple[str, object], list[str]]:
+def membership(table: pd.DataFrame, by: str | None = None, groups: Iterable[str] | None = None, *,
+               classes: Classes = DEFAULT_CLASSES) -> dict[tuple[str, object], list[str]]:
     """Scan ids per ``(group, subgroup)`` key (subgroup None = the whole group), empty groups included.
 
     ``table`` needs ``scan_id`` and ``diagnosis``; ``outcome`` (TP/FP/TN/FN) for the outcome
     groups, and the ``by`` column for subgroups. Raises ValueError for an outcome that contradicts
-    the diagnosis (a TP or FN must be AD, a TN or FP must be HC) or an unknown outcome.
+    the diagnosis (a TP or FN must be positive, a TN or FP negative) or an unknown outcome.
     """
-    groups = list(groups)
-    unknown = [g for g in groups if g not in GROUPS]
+    every = groups_of(classes)
+    groups = list(every if groups is None else groups)
+    unknown = [g for g in groups if g not in every]
     if unknown:
-        raise ValueError(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
+        raise ValueError(f"unknown group(s) {unknown}; choose from {list(every)}")
     for col in ("scan_id", "diagnosis"):
         if col not in table:
             raise ValueError(f"the table needs a {col!r} column")
@@ -140,22 +155,22 @@ def membership(table: pd.DataFrame, by: str | None = None, groups: Iterable[str]
     has_outcome = "outcome" in table
     outcome = table["outcome"].where(table["outcome"].notna(), "").astype(str) if has_outcome \
         else pd.Series("", index=table.index)
-    bad = ~outcome.isin(["", *OUTCOME_DIAGNOSIS])
+    bad = ~outcome.isin(["", *OUTCOMES])
     if bad.any():
         raise ValueError(f"unknown outcome(s) {sorted(outcome[bad].unique())[:5]} for scan(s) "
                          f"{ids[bad].head(5).tolist()}; expected TP, FP, TN or FN")
-    expected = outcome.map(OUTCOME_DIAGNOSIS)
+    expected = outcome.map(outcome_diagnosis(classes))
     clash = expected.notna() & (expected != dx)
     if clash.any():
         shown = [f"{i} ({o}, diagnosis {d})" for i, o, d in zip(ids[clash], outcome[clash], dx[clash])][:5]
-        raise ValueError(f"outcome contradicts diagnosis with {_POS} as the positive class: {', '.join(shown)}")
+        raise ValueError(f"outcome contradicts diagnosis with {classes.positive} as the positive class: {', '.join(shown)}")
     sub = None
     if by is not None:
         sub = table[by].where(table[by].notna(), MISSING).astype(str)
     values = sorted(sub.unique()) if sub is not None else []
     out: dict[tuple[str, object], list[str]] = {}
     for g in groups:
-        sel = (dx == g) if g in DEFAULT_CLASSES.names else (outcome == g)
+        sel = (outcome == g) if g in OUTCOMES else (dx == g)
         out[(g, None)] = ids[sel].tolist()
         for v in values:
             out[(g, v)] = ids[sel & (sub == v)].tolist()
@@ -163,7 +178,8 @@ def membership(table: pd.DataFrame, by: str | None = None, groups: Iterable[str]
 
 
 def group_means(volumes: Iterable, table: pd.DataFrame, *, by: str | None = None,
-                groups: Iterable[str] = GROUPS, progress=None) -> GroupMeans:
+                groups: Iterable[str] | None = None, progress=None, classes: Classes = DEFAULT_CLASSES
+                ) -> GroupMeans:
     """Average volume of every group, streamed over ``(scan_id, volume)`` pairs in one pass.
 
     Parameters
@@ -184,10 +200,10 @@ def group_means(volumes: Iterable, table: pd.DataFrame, *, by: str | None = None
         ``mean`` None and a ``reason``. Memory: one float64 accumulator per non-empty group and
         subgroup plus one volume, whatever the number of scans.
     """
-    members = membership(table, by, groups)
+    members = membership(table, by, groups, classes=classes)
     acc, n, seen, ignored = _accumulate(volumes, table, members, by, progress)
     seen_set = set(seen)
-    items = _means(members, acc, n, seen_set, table, by)
+    items = _means(members, acc, n, seen_set, table, by, classes)
     missing = [s for s in table["scan_id"].astype(str) if s not in seen_set]
     return GroupMeans(items, by, missing, ignored)
 
@@ -238,7 +254,8 @@ def _accumulate(volumes: Iterable, table: pd.DataFrame, members: dict[tuple, lis
 
 
 def _means(members: dict[tuple, list[str]], acc: dict[tuple, np.ndarray], n: dict[tuple, int],
-           seen_set: set[str], table: pd.DataFrame, by: str | None) -> dict[tuple, GroupMean]:
+           seen_set: set[str], table: pd.DataFrame, by: str | None,
+           classes: Classes = DEFAULT_CLASSES) -> dict[tuple, GroupMean]:
     """Every group's mean, count and, when empty, why.
 
     Accumulators become float32 means one by one and are freed as they go, so the peak stays at the
@@ -269,10 +286,10 @@ def _means(members: dict[tuple, list[str]], acc: dict[tuple, np.ndarray], n: dic
         if count == 0:
             if scans:
                 reason = f"its {len(scans)} scan(s) have no volume"
-            elif g in OUTCOME_DIAGNOSIS and "outcome" not in table:
+            elif g in OUTCOMES and "outcome" not in table:
                 reason = "no predictions: the table has no 'outcome' column"
             else:
-                reason = _EMPTY_REASON[g] + (f" with {by} = {v}" if v is not None else "")
+                reason = _empty_reason(g, classes) + (f" with {by} = {v}" if v is not None else "")
         items[key] = GroupMean(g, v, count, mean, present, reason)
     return items
 
@@ -280,7 +297,7 @@ def _means(members: dict[tuple, list[str]], acc: dict[tuple, np.ndarray], n: dic
 # --- colour scales ---------------------------------------------------------------------------------------------
 def _brain_values(ad_mean, mask) -> np.ndarray:
     if ad_mean is None:
-        raise ValueError("no average AD map (the AD group is empty): there is nothing to scale by")
+        raise ValueError("no average map of the positive class (its group is empty): there is nothing to scale by")
     data = np.asarray(ad_mean, dtype=np.float64)
     if mask is not None:
         mask = np.asarray(mask, bool)
@@ -291,7 +308,7 @@ def _brain_values(ad_mean, mask) -> np.ndarray:
         vals = data[data != 0]
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
-        raise ValueError("the average AD map has no non-zero finite voxel in the brain")
+        raise ValueError("the positive class's average map has no non-zero finite voxel in the brain")
     return vals
 
 

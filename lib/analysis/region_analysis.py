@@ -26,24 +26,29 @@ import pandas as pd
 from lib.analysis.regions import add_gain, diverse_pair, wide
 from lib.analysis.similarity import mean_pairwise_overlap, overlap_matrix
 from lib.analysis.stats import compare_groups, kde, kde_grid
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
 METRICS = ("sum", "density", "gain", "fraction")
 METRIC_NAMES = {"sum": "Sum of relevance", "density": "Relevance density (mean per voxel)",
-                "gain": "Gain (sum ÷ mean HC sum)", "fraction": "Fraction of the scan's relevance"}
+                "gain": "Gain (sum ÷ mean sum of the negative class)", "fraction": "Fraction of the scan's relevance"}
 ROBUSTNESS_METRICS = ("sum", "density", "gain")
 """The three metrics of Fig 7."""
-GROUP_COLOURS = {POSITIVE: "#ff7f0e", NEGATIVE: "#2ca02c", "TP": "#ff7f0e", "TN": "#2ca02c", "FP": "#d62728",
-                 "FN": "#9467bd"}
-"""The paper's colours: AD (and true positives) orange, HC (and true negatives) green."""
+OUTCOME_COLOURS = {"TP": "#ff7f0e", "TN": "#2ca02c", "FP": "#d62728", "FN": "#9467bd"}
+
+
+def group_colours(classes: Classes = DEFAULT_CLASSES) -> dict[str, str]:
+    """The paper's colours: the positive class (AD; and true positives) orange, the negative (HC; and true
+    negatives) green."""
+    return {classes.positive: "#ff7f0e", classes.negative: "#2ca02c", **OUTCOME_COLOURS}
+
+
+GROUP_COLOURS = group_colours()
 SCAN_COLUMNS = ("subject_id", "diagnosis", "predicted", "outcome", "ad_score", "split")
 
 
 # --- the table every view reads ------------------------------------------------------------------------------
 def annotate(metrics: pd.DataFrame, predictions: pd.DataFrame, *, split: str = "test",
-             absolute: bool = False) -> pd.DataFrame:
+             absolute: bool = False, classes: Classes = DEFAULT_CLASSES) -> pd.DataFrame:
     """The scans of ``split`` ("test", "validation", "train" or "all") with their predictions and ``gain``.
 
     Parameters
@@ -72,7 +77,7 @@ def annotate(metrics: pd.DataFrame, predictions: pd.DataFrame, *, split: str = "
         columns={v: k for k, v in src.items()})
     t = t[t["scan_id"].astype(str).isin(set(preds["scan_id"]))].copy()
     t["scan_id"] = t["scan_id"].astype(str)
-    hc = preds.loc[preds["diagnosis"] == NEGATIVE, "scan_id"]
+    hc = preds.loc[preds["diagnosis"] == classes.negative, "scan_id"]
     t = add_gain(t, hc)
     cols = [c for c in SCAN_COLUMNS if c in preds]
     out = t.merge(preds[["scan_id", *cols]], on="scan_id", how="left")
@@ -81,14 +86,17 @@ def annotate(metrics: pd.DataFrame, predictions: pd.DataFrame, *, split: str = "
 
 
 def group_scans(table: pd.DataFrame, group: str) -> list[str]:
-    """Scan ids of a group: AD/HC by diagnosis, TP/FP/TN/FN by outcome."""
-    col = "diagnosis" if group in (POSITIVE, NEGATIVE) else "outcome"
+    """Scan ids of a group: TP/FP/TN/FN by outcome, a class name (AD, HC, MS …) by diagnosis."""
+    col = "outcome" if group in OUTCOME_COLOURS else "diagnosis"
     scans = table.drop_duplicates("scan_id")
     return list(scans.loc[scans[col] == group, "scan_id"])
 
 
-def ranking(table: pd.DataFrame, metric: str, group: str = POSITIVE, *, min_voxels: int = 0) -> pd.Series:
-    """Region → mean ``metric`` over ``group``'s scans, highest first (NaN left out)."""
+def ranking(table: pd.DataFrame, metric: str, group: str | None = None, *, min_voxels: int = 0,
+            classes: Classes = DEFAULT_CLASSES) -> pd.Series:
+    """Region → mean ``metric`` over ``group``'s scans (default the positive class), highest first (NaN left
+    out)."""
+    group = group or classes.positive
     if metric not in METRICS:
         raise KeyError(f"metric must be one of {METRICS}, not {metric!r}")
     t = table[table["scan_id"].isin(group_scans(table, group)) & (table["voxels"] >= min_voxels)]
@@ -96,11 +104,13 @@ def ranking(table: pd.DataFrame, metric: str, group: str = POSITIVE, *, min_voxe
     return s.sort_values(ascending=False, kind="stable")
 
 
-def top_table(table: pd.DataFrame, metric: str, k: int = 25, *, groups: Sequence[str] = (POSITIVE, NEGATIVE),
-              rank_group: str = POSITIVE, min_voxels: int = 0) -> pd.DataFrame:
+def top_table(table: pd.DataFrame, metric: str, k: int = 25, *, groups: Sequence[str] | None = None,
+              rank_group: str | None = None, min_voxels: int = 0, classes: Classes = DEFAULT_CLASSES
+              ) -> pd.DataFrame:
     """The ``k`` best regions by ``rank_group``'s mean: ``rank, region, voxels`` and ``mean_<g>``, ``n_<g>``
     for each group (means over the group's scans; for ``gain`` the group gain)."""
-    order = ranking(table, metric, rank_group, min_voxels=min_voxels).head(k)
+    groups = groups or (classes.positive, classes.negative)
+    order = ranking(table, metric, rank_group, min_voxels=min_voxels, classes=classes).head(k)
     out = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "region": order.index})
     vox = table.drop_duplicates("region").set_index("region")["voxels"]
     out["voxels"] = out["region"].map(vox).astype("Int64")
@@ -112,7 +122,7 @@ def top_table(table: pd.DataFrame, metric: str, k: int = 25, *, groups: Sequence
 
 
 def distributions(table: pd.DataFrame, metric: str, regions: Sequence[str],
-                  groups: Sequence[str] = (POSITIVE, NEGATIVE),
+                  groups: Sequence[str] = DEFAULT_CLASSES.names[::-1],
                   *, n_points: int = 96, cut: float = 0.0) -> list[dict]:
     """Per region (in ``regions`` order) and group: the values, their mean and a Gaussian density estimate.
 
@@ -156,19 +166,21 @@ def fingerprints(table: pd.DataFrame, scans: Sequence[str], regions: Sequence[st
     return w.reindex(index=[s for s in scans if s in w.index], columns=list(regions))
 
 
-def confident_patients(table: pd.DataFrame, min_score: float = 0.9) -> pd.Series:
-    """AD patients whose AD score exceeds ``min_score``: scan id → score, highest first."""
+def confident_patients(table: pd.DataFrame, min_score: float = 0.9, *, classes: Classes = DEFAULT_CLASSES
+                       ) -> pd.Series:
+    """Patients (positive class) whose score exceeds ``min_score``: scan id → score, highest first."""
     scans = table.drop_duplicates("scan_id").set_index("scan_id")
-    s = scans.loc[(scans["diagnosis"] == POSITIVE) & (scans["ad_score"] > min_score), "ad_score"]
+    s = scans.loc[(scans["diagnosis"] == classes.positive) & (scans["ad_score"] > min_score), "ad_score"]
     return s.sort_values(ascending=False, kind="stable")
 
 
 def most_different_patients(table: pd.DataFrame, regions: Sequence[str], *, metric: str = "density",
-                            min_score: float = 0.9) -> tuple[str, str, float] | None:
-    """The two AD patients with AD score > ``min_score`` whose ``metric`` vectors over ``regions`` are
+                            min_score: float = 0.9, classes: Classes = DEFAULT_CLASSES
+                            ) -> tuple[str, str, float] | None:
+    """The two patients (positive class) with a score > ``min_score`` whose ``metric`` vectors over ``regions`` are
     furthest apart by cosine distance (Fig 5, Fig 8): ``(scan_a, scan_b, distance)``, or None with fewer
     than two such patients."""
-    confident = confident_patients(table, min_score)
+    confident = confident_patients(table, min_score, classes=classes)
     if len(confident) < 2:
         return None
     scores = table.drop_duplicates("scan_id").set_index("scan_id")["ad_score"]
@@ -185,35 +197,37 @@ def viewer_link(run_id: str, store: str, scan_id: str, workspace: str | None = N
 
 
 # --- robustness ----------------------------------------------------------------------------------------------
-def top_rankings(tables: Mapping[str, pd.DataFrame], metric: str, *, k: int = 10, group: str = POSITIVE,
-                 min_voxels: int = 0) -> dict[str, list[str]]:
+def top_rankings(tables: Mapping[str, pd.DataFrame], metric: str, *, k: int = 10, group: str | None = None,
+                 min_voxels: int = 0, classes: Classes = DEFAULT_CLASSES) -> dict[str, list[str]]:
     """The top ``k`` regions of each named table (e.g. one per β value or per run) under ``metric``."""
-    return {name: list(ranking(t, metric, group, min_voxels=min_voxels).head(k).index)
+    return {name: list(ranking(t, metric, group, min_voxels=min_voxels, classes=classes).head(k).index)
             for name, t in tables.items()}
 
 
 def overlap_matrices(tables: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ROBUSTNESS_METRICS, *,
-                     k: int = 10, group: str = POSITIVE, min_voxels: int = 0) -> dict[str, pd.DataFrame]:
+                     k: int = 10, group: str | None = None, min_voxels: int = 0, classes: Classes = DEFAULT_CLASSES
+                     ) -> dict[str, pd.DataFrame]:
     """Per metric, the % overlap of the top ``k`` regions between every pair of named tables (Fig 7)."""
-    return {m: overlap_matrix(top_rankings(tables, m, k=k, group=group, min_voxels=min_voxels), k)
+    return {m: overlap_matrix(top_rankings(tables, m, k=k, group=group, min_voxels=min_voxels, classes=classes), k)
             for m in metrics}
 
 
 def mean_overlaps(tables: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ROBUSTNESS_METRICS, *,
-                  k: int = 10, group: str = POSITIVE, min_voxels: int = 0) -> pd.DataFrame:
+                  k: int = 10, group: str | None = None, min_voxels: int = 0, classes: Classes = DEFAULT_CLASSES
+                  ) -> pd.DataFrame:
     """Per metric, the mean pairwise % overlap of the top ``k`` regions across the tables (e.g. the
     retrainings of one model; Eitel, study 3): ``metric, mean_overlap, tables, pairs``."""
     n = len(tables)
     rows = [{"metric": m,
              "mean_overlap": mean_pairwise_overlap(list(top_rankings(tables, m, k=k, group=group,
-                                                                     min_voxels=min_voxels).values()), k),
+                                                                     min_voxels=min_voxels, classes=classes).values()), k),
              "tables": n, "pairs": n * (n - 1) // 2} for m in metrics]
     return pd.DataFrame(rows)
 
 
 # --- methods -------------------------------------------------------------------------------------------------
-def method_top_regions(tables: Mapping[str, pd.DataFrame], *, k: int = 4, groups: Sequence[str] = (POSITIVE, NEGATIVE),
-                       min_voxels: int = 0) -> pd.DataFrame:
+def method_top_regions(tables: Mapping[str, pd.DataFrame], *, k: int = 4,
+                       groups: Sequence[str] = DEFAULT_CLASSES.names[::-1], min_voxels: int = 0) -> pd.DataFrame:
     """Each method's ``k`` regions with the largest mean fraction of the scan's relevance, per group
     (Rieke et al. 2018 Table 1): ``method, group, rank, region, fraction, n``."""
     rows = []
@@ -239,15 +253,17 @@ def method_table(long: pd.DataFrame, group: str) -> pd.DataFrame:
 
 # --- tests ---------------------------------------------------------------------------------------------------
 def region_tests(table: pd.DataFrame, metric: str = "density", *, test: str = "mannwhitney", alpha: float = 0.05,
-                 fdr_method: str = "bh") -> pd.DataFrame:
-    """Per region, AD against HC (Mann–Whitney U or Welch's t), p-values corrected for the false discovery
-    rate over all regions: ``region, n_AD, n_HC, mean_AD, mean_HC, statistic, p, p_fdr, effect,
-    effect_name, significant`` sorted by p. ``effect`` > 0 means more in AD."""
+                 fdr_method: str = "bh", classes: Classes = DEFAULT_CLASSES) -> pd.DataFrame:
+    """Per region, the positive against the negative class (Mann–Whitney U or Welch's t), p-values corrected
+    for the false discovery rate over all regions: ``region, n_AD, n_HC, mean_AD, mean_HC, statistic, p,
+    p_fdr, effect, effect_name, significant`` (the task's class names in the columns) sorted by p.
+    ``effect`` > 0 means more in the positive class."""
+    p, n = classes.positive, classes.negative
     values = wide(table, metric)
     labels = table.drop_duplicates("scan_id").set_index("scan_id")["diagnosis"]
-    res = compare_groups(values, labels, POSITIVE, NEGATIVE, test=test, method=fdr_method)
-    res = res.rename(columns={"feature": "region", "n_a": "n_AD", "n_b": "n_HC", "mean_a": "mean_AD",
-                              "mean_b": "mean_HC", "median_a": "median_AD", "median_b": "median_HC"})
+    res = compare_groups(values, labels, p, n, test=test, method=fdr_method)
+    res = res.rename(columns={"feature": "region", "n_a": f"n_{p}", "n_b": f"n_{n}", "mean_a": f"mean_{p}",
+                              "mean_b": f"mean_{n}", "median_a": f"median_{p}", "median_b": f"median_{n}"})
     res["significant"] = res["p_fdr"] < alpha
     return res
 
@@ -263,7 +279,7 @@ def atrophied_regions(ws, *, merged: bool = False) -> set[str]:
         return set()
     gt = pd.read_csv(path, dtype={"scan_id": str})
     cohort = pd.read_csv(ws.cohort_csv, dtype={"scan_id": str})
-    ad = set(cohort.loc[cohort["diagnosis"] == POSITIVE, "scan_id"])
+    ad = set(cohort.loc[cohort["diagnosis"] == ws.classes.positive, "scan_id"])
     gt = gt[gt["scan_id"].isin(ad)]
     out = set()
     for col in gt.columns:

@@ -199,8 +199,9 @@ def store_params(store) -> dict:
 
 
 def matching_store(ws: Workspace, checkpoint_sha: str, method: str, params: dict | None = None,
-                   target: str = POSITIVE):
+                   target: str | None = None):
     """The finished store of a checkpoint with ``method`` and ``params`` (defaults filled in), or None.
+    ``target``: the explained class, by default the workspace's positive class.
 
     Matched on the stores' recorded checkpoint hash and canonical parameters, so nothing is loaded or
     built (unlike :func:`lib.explain.heatmaps.find_store`, which needs the run's scan store).
@@ -214,6 +215,7 @@ def matching_store(ws: Workspace, checkpoint_sha: str, method: str, params: dict
         return None
     if params and "atlas" in params:
         wanted["atlas"] = params["atlas"]
+    target = target or ws.classes.positive
     for s in list_stores(ws):
         if (s.meta.get("checkpoint_sha256") == checkpoint_sha and s.meta.get("target", POSITIVE) == target
                 and s.params == wanted):

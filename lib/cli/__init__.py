@@ -4,7 +4,7 @@
     python -m lib init --table T [DIR]    make a workspace from a cohort table, BIDS folder or ADNIMERGE file
     python -m lib validate [TABLE]        check a cohort table and its scans; exit 1 on any error
     python -m lib split                   recompute the subject-level split
-    python -m lib means                   mean AD / HC images for the dataset overview
+    python -m lib means                   mean images of the two classes (dataset overview)
     python -m lib group-means --run RUN --store KEY [--split test --by site]   group-average heatmaps, cached
     python -m lib biomarker --run RUN --method lrp --beta 0 0.5 1   hippocampal relevance vs volume (Fig 9)
     python -m lib train [--seeds 0 1 2 --folds 0 1 2 3 4]   train the CNN (one run per fold × seed)

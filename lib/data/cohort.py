@@ -9,7 +9,8 @@ Canonical columns (one row per scan)::
     scan_id             str, required
     path                str, required; relative paths in a table file are made absolute
                         against the table's own folder, BIDS paths are always absolute
-    diagnosis           "AD" | "HC" | NA (unknown label; the original is in diagnosis_raw)
+    diagnosis           the task's class name ("AD" | "HC" by default) | NA (a label of another group,
+                        unknown or ambiguous; the original is in diagnosis_raw)
     diagnosis_raw       the label as written in the table
     session, site       str, optional
     age, mmse, cdr,     float, optional; a value that is not a number becomes NA and the
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import gzip
 import io
 import os
@@ -39,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.data.classes import DEFAULT_CLASSES
+from lib.data.classes import DEFAULT_CLASSES, GENERIC_LABELS, KNOWN_LABELS, Classes
 
 REQUIRED = ("subject_id", "scan_id", "path", "diagnosis")
 OPTIONAL = ("session", "age", "sex", "mmse", "cdr", "site", "hippocampal_volume")
@@ -62,15 +64,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "hippocampal_volume": ("hippocampal_volume", "hippocampus", "hippocampal_vol", "hippocampus_volume"),
 }
 
-# Diagnosis labels, compared lower-case with collapsed whitespace.
-AD_LABELS = ("AD", "Dementia", "DEM", "Alzheimer", "Alzheimer's disease", "ALZ", "1", "patient",
-             "Alzheimers", "Alzheimer's", "Alzheimer disease", "Alzheimers disease",
-             "Alzheimer's dementia")
-HC_LABELS = ("HC", "CN", "NC", "Control", "Healthy", "Normal", "0", "CTL",
-             "Controls", "Healthy control", "Cognitively normal")
-# Labels of other groups (mild cognitive impairment and friends): valid, but not part of AD vs HC.
+# Diagnosis labels of the default task, compared lower-case with collapsed whitespace (see lib.data.classes).
+AD_LABELS = KNOWN_LABELS["AD"]
+HC_LABELS = KNOWN_LABELS["HC"]
+# Labels of other groups (mild cognitive impairment and friends): valid, but not part of the task.
 OTHER_GROUP_LABELS = ("MCI", "EMCI", "LMCI", "SMC", "aMCI", "naMCI", "Mild cognitive impairment",
-                      "MCI to Dementia", "Dementia to MCI", "NL to MCI", "prodromal AD", "SCD")
+                      "MCI to Dementia", "Dementia to MCI", "NL to MCI", "prodromal AD", "SCD", "pMCI", "sMCI",
+                      "MS", "RRMS", "SPMS", "PPMS", "CIS")
 
 FEMALE_LABELS = ("F", "Female", "W", "woman", "women", "2")
 MALE_LABELS = ("M", "Male", "man", "men", "1")
@@ -103,32 +103,45 @@ def _norm_label(value) -> str | None:
     return text or None
 
 
-# the spellings above of each class, mapped to the workspace's class names
-_DX_MAP = {**{_norm_label(x): DEFAULT_CLASSES.positive for x in AD_LABELS},
-           **{_norm_label(x): DEFAULT_CLASSES.negative for x in HC_LABELS}}
-_DX_DISPLAY = {_norm_label(x): x for x in AD_LABELS + HC_LABELS}
-_OTHER = {_norm_label(x) for x in OTHER_GROUP_LABELS}
+@functools.lru_cache(maxsize=32)
+def _label_map(classes: Classes) -> dict[str, str]:
+    """Normalised table label → the task's class name."""
+    return {_norm_label(x): name for name in classes.names for x in classes.labels_of(name)}
+
+
+_GENERIC = {_norm_label(x) for x in GENERIC_LABELS}
+_KNOWN_DISPLAY = {_norm_label(x): x for labels in KNOWN_LABELS.values() for x in labels}
+_OTHER = {_norm_label(x) for x in OTHER_GROUP_LABELS} | set(_KNOWN_DISPLAY)
 _SEX_MAP = {**{_norm_label(x): "F" for x in FEMALE_LABELS}, **{_norm_label(x): "M" for x in MALE_LABELS}}
 
 
-def map_diagnosis(value) -> str | None:
-    """The positive or negative class name ("AD", "HC") or None (empty or unknown label)."""
-    return _DX_MAP.get(_norm_label(value))
+def map_diagnosis(value, classes: Classes = DEFAULT_CLASSES) -> str | None:
+    """The task's positive or negative class name ("AD", "HC") or None (empty, unknown, another group's or
+    ambiguous label)."""
+    return _label_map(classes).get(_norm_label(value))
 
 
-def is_other_group(value) -> bool:
-    """True for labels of groups outside the binary task (MCI, EMCI, LMCI, SMC, ...)."""
-    return _norm_label(value) in _OTHER
+def is_ambiguous(value, classes: Classes = DEFAULT_CLASSES) -> bool:
+    """True for a generic word ("patient", "1") the task does not declare: it names no diagnosis."""
+    label = _norm_label(value)
+    return label in _GENERIC and label not in _label_map(classes)
 
 
-def suggest_diagnosis(value) -> str | None:
-    """The closest known diagnosis label, e.g. ``'Contrl'`` → ``'Control'`` (None if nothing is close)."""
+def is_other_group(value, classes: Classes = DEFAULT_CLASSES) -> bool:
+    """True for labels of known groups outside the task (MCI, EMCI, ...; AD or HC when the task is another)."""
+    label = _norm_label(value)
+    return label in _OTHER and label not in _label_map(classes)
+
+
+def suggest_diagnosis(value, classes: Classes = DEFAULT_CLASSES) -> str | None:
+    """The closest label of the task, e.g. ``'Contrl'`` → ``'Control'`` (None if nothing is close)."""
     label = _norm_label(value)
     if label is None:
         return None
-    words = [k for k in _DX_MAP if not k.isdigit()]
+    display = {_norm_label(x): x for name in classes.names for x in classes.labels_of(name)}
+    words = [k for k in display if not k.isdigit()]
     match = difflib.get_close_matches(label, words, n=1, cutoff=0.6)
-    return _DX_DISPLAY[match[0]] if match else None
+    return display[match[0]] if match else None
 
 
 def map_sex(value) -> str | None:
@@ -231,11 +244,11 @@ def _mapped_label(df: pd.DataFrame, col: str, mapper) -> tuple[pd.Series, pd.Ser
 
 
 # --- canonical form ---------------------------------------------------------------------------------
-def canonicalize(df: pd.DataFrame, *, source: str = "the table", base_dir: str | os.PathLike | None = None
-                 ) -> pd.DataFrame:
+def canonicalize(df: pd.DataFrame, *, source: str = "the table", base_dir: str | os.PathLike | None = None,
+                 classes: Classes = DEFAULT_CLASSES) -> pd.DataFrame:
     """Bring a DataFrame to the canonical columns (idempotent).
 
-    Renames aliases, maps diagnosis and sex labels (keeping the originals in
+    Renames aliases, maps diagnosis labels to the ``classes`` and sex labels (keeping the originals in
     ``diagnosis_raw``/``sex_raw``), converts numeric columns, adds ``row``
     (line numbers as in a spreadsheet) if absent, and makes relative paths
     absolute against ``base_dir`` when given. Raises :class:`CohortError`
@@ -262,7 +275,8 @@ def canonicalize(df: pd.DataFrame, *, source: str = "the table", base_dir: str |
                       else str((base / p).resolve(strict=False)) for p in df["path"]]
         df["path"] = df["path"].astype(object)
 
-    df["diagnosis"], df["diagnosis_raw"] = _mapped_label(df, "diagnosis", map_diagnosis)
+    df["diagnosis"], df["diagnosis_raw"] = _mapped_label(df, "diagnosis",
+                                                         functools.partial(map_diagnosis, classes=classes))
     if "sex" in df.columns:
         df["sex"], df["sex_raw"] = _mapped_label(df, "sex", map_sex)
 
@@ -298,7 +312,7 @@ def canonicalize(df: pd.DataFrame, *, source: str = "the table", base_dir: str |
 
 
 # --- readers --------------------------------------------------------------------------------------------
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, classes: Classes = DEFAULT_CLASSES) -> pd.DataFrame:
     """Read a cohort table (CSV/TSV, ADNIMERGE export, or BIDS folder) into the canonical form.
 
     ``df.attrs["source"]`` holds the file, ``df.attrs["read_warnings"]`` any
@@ -308,13 +322,13 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if not p.exists():
         raise CohortError(f"Cohort table {p} does not exist.", code="table_not_found")
     if p.is_dir():
-        df = read_bids(p)
+        df = read_bids(p, classes)
     else:
         raw = _read_delimited(p)
         if _is_adnimerge(raw.columns):
-            df = _from_adnimerge(raw, p)
+            df = _from_adnimerge(raw, p, classes)
         else:
-            df = canonicalize(raw, source=f"Cohort table {p}", base_dir=p.parent.resolve())
+            df = canonicalize(raw, source=f"Cohort table {p}", base_dir=p.parent.resolve(), classes=classes)
     df.attrs["source"] = str(p)
     return df
 
@@ -380,7 +394,7 @@ def _is_adnimerge(columns) -> bool:
     return {"PTID", "VISCODE"} <= upper
 
 
-def _from_adnimerge(raw: pd.DataFrame, p: Path) -> pd.DataFrame:
+def _from_adnimerge(raw: pd.DataFrame, p: Path, classes: Classes = DEFAULT_CLASSES) -> pd.DataFrame:
     cols = {str(c).strip().upper(): c for c in raw.columns}
     exact = {str(c).strip(): c for c in raw.columns}
     where = f"ADNIMERGE table {p}"
@@ -418,7 +432,7 @@ def _from_adnimerge(raw: pd.DataFrame, p: Path) -> pd.DataFrame:
     else:
         scan = fallback
     df.insert(1, "scan_id", scan)
-    return canonicalize(df, source=where, base_dir=p.parent.resolve())
+    return canonicalize(df, source=where, base_dir=p.parent.resolve(), classes=classes)
 
 
 # --- BIDS ---------------------------------------------------------------------------------------------------------
@@ -429,7 +443,7 @@ def _nifti_stem(name: str) -> str:
     return name
 
 
-def read_bids(root: str | os.PathLike) -> pd.DataFrame:
+def read_bids(root: str | os.PathLike, classes: Classes = DEFAULT_CLASSES) -> pd.DataFrame:
     """One row per T1w scan at ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]`` with participants.tsv joined in.
 
     Paths are absolute (so the table can be saved anywhere); ``scan_id`` is the
@@ -479,7 +493,7 @@ def read_bids(root: str | os.PathLike) -> pd.DataFrame:
 
     extra = [c for c in parts.columns if c not in ("session", "scan_id", "path")]
     df = scans_df.merge(parts[extra], on="subject_id", how="left")
-    df = canonicalize(df, source=f"BIDS folder {root}")
+    df = canonicalize(df, source=f"BIDS folder {root}", classes=classes)
     df.attrs[READ_WARNINGS] = warnings
     df.attrs["source"] = str(root)
     return df

@@ -1,4 +1,4 @@
-"""Mean AD and HC images of the whole cohort (the Overview page's group means, ``python -m lib means``).
+"""Mean images of the two classes (AD and HC by default) of the whole cohort (the Overview page's group means, ``python -m lib means``).
 
 Each scan is brain-normalised (mean of its non-zero voxels = 1) and streamed one at a time; the result is
 cached under ``cache/overview/`` keyed by the scans' paths, sizes and modification times.
@@ -18,7 +18,6 @@ from lib.data.scans import load_cohort, load_scan
 from lib.data.workspace import Workspace
 from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 
 def brain_normalised(data: np.ndarray) -> np.ndarray:
@@ -41,9 +40,10 @@ def group_means_path(ws: Workspace, cohort: pd.DataFrame) -> Path:
 
 
 def compute_group_means(ws: Workspace, progress=None) -> Path:
-    """Mean brain-normalised image of AD and of HC scans, streamed one scan at a time.
+    """Mean brain-normalised image of the positive and of the negative class's scans (AD, HC), streamed one
+    scan at a time.
 
-    Saved as a 3-volume NIfTI (AD mean, HC mean, AD − HC) on the workspace grid,
+    Saved as a 3-volume NIfTI (positive mean, negative mean, positive − negative) on the workspace grid,
     keyed by the scans' paths, sizes and modification times.
     """
     cohort = load_cohort(ws)
@@ -51,8 +51,9 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
     if cache.ok(target):
         return target
     cache.discard(target)   # absent, corrupted or of an older version: recomputed
-    sums = {dx: np.zeros(ws.grid.shape, np.float64) for dx in (POSITIVE, NEGATIVE)}
-    n = {POSITIVE: 0, NEGATIVE: 0}
+    pos, neg = ws.classes.positive, ws.classes.negative
+    sums = {dx: np.zeros(ws.grid.shape, np.float64) for dx in (pos, neg)}
+    n = {pos: 0, neg: 0}
     total = len(cohort)
     for i, row in enumerate(cohort.itertuples(index=False)):
         if row.diagnosis in sums:
@@ -62,26 +63,27 @@ def compute_group_means(ws: Workspace, progress=None) -> Path:
         if progress:
             progress(i + 1, total, f"scan {row.scan_id}")
     means = {dx: (sums[dx] / max(n[dx], 1)).astype(np.float32) for dx in sums}
-    stack = np.stack([means[POSITIVE], means[NEGATIVE], means[POSITIVE] - means[NEGATIVE]], axis=-1)
+    stack = np.stack([means[pos], means[neg], means[pos] - means[neg]], axis=-1)
     img = nib.Nifti1Image(stack, ws.grid.affine)
-    img.header["descrip"] = (f"mean {POSITIVE} (n={n[POSITIVE]}), mean {NEGATIVE} (n={n[NEGATIVE]}), "
-                             f"{POSITIVE}-{NEGATIVE}").encode()[:79]
+    img.header["descrip"] = (f"mean {pos} (n={n[pos]}), mean {neg} (n={n[neg]}), "
+                             f"{pos}-{neg}").encode()[:79]
     atomic.write_nifti(target, img)
     cache.seal(target, kind="overview", **n)
     return target
 
 
-def read_group_means(path: str | Path) -> dict[str, np.ndarray]:
-    """The three volumes of a group-means file: AD, HC and AD − HC.
+def read_group_means(path: str | Path, positive: str = DEFAULT_CLASSES.positive,
+                     negative: str = DEFAULT_CLASSES.negative) -> dict[str, np.ndarray]:
+    """The three volumes of a group-means file keyed by the task's names: AD, HC and AD − HC by default.
 
     Raises :class:`lib.core.cache.CacheError` naming the file when it does not match its checksum marker.
     """
     cache.require(path, "cohort mean images", "python -m lib means")
     data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-    return {POSITIVE: data[..., 0], NEGATIVE: data[..., 1], f"{POSITIVE} - {NEGATIVE}": data[..., 2]}
+    return {positive: data[..., 0], negative: data[..., 1], f"{positive} - {negative}": data[..., 2]}
 
 
 def group_means(ws: Workspace, cohort: pd.DataFrame | None = None) -> dict[str, np.ndarray] | None:
     """The cached group means, or None if they have not been computed for the current cohort."""
     target = group_means_path(ws, load_cohort(ws) if cohort is None else cohort)
-    return read_group_means(target) if cache.ok(target) else None
+    return read_group_means(target, *ws.classes.names[::-1]) if cache.ok(target) else None

@@ -65,6 +65,8 @@ SUBTYPES = {
     "temporal": {"core": 1.0, "neo": 0.7, "frontal": 0.0, "parietal": 0.1},
     "frontal": {"core": 0.7, "neo": 0.5, "frontal": 0.9, "parietal": 0.1},
     "parietal": {"core": 0.7, "neo": 0.5, "frontal": 0.1, "parietal": 0.9},
+    # the MS demo (lib.data.demo_ms): diffuse, milder grey-matter loss; never drawn for AD
+    "ms": {"core": 0.4, "neo": 0.5, "frontal": 0.6, "parietal": 0.6},
 }
 SUBTYPE_P = {"temporal": 0.6, "frontal": 0.2, "parietal": 0.2}
 SITES = {  # contrast (gamma), gain, noise σ (fraction of max), bias-field strength
@@ -395,5 +397,10 @@ def generate(root: str | os.PathLike, cfg: DemoConfig | None = None,
 
 
 def is_complete(ws: Workspace) -> bool:
+    """The demo workspace is built by the current generator (of its disease: AD here, MS in demo_ms)."""
+    if ws.config.get("disease", "ad") != "ad":
+        from lib.data import demo_ms
+
+        return demo_ms.is_complete(ws)
     return (ws.exists and bool(ws.config.get("complete")) and ws.cohort_csv.exists()
             and ws.config.get("demo_version") == DEMO_VERSION)

@@ -23,7 +23,9 @@ class LeakageError(ValueError):
 
 
 def _subject_table(cohort: pd.DataFrame) -> pd.DataFrame:
-    subj = cohort.groupby("subject_id", sort=True)["diagnosis"].agg(lambda d: d.mode().iat[0]).reset_index()
+    # a subject of another group (no task diagnosis) forms its own stratum ""
+    subj = cohort.groupby("subject_id", sort=True)["diagnosis"].agg(
+        lambda d: d.mode().iat[0] if d.notna().any() else "").reset_index()
     return subj
 
 
@@ -38,14 +40,14 @@ def make_splits(cohort: pd.DataFrame, *, test_fraction: float = 0.2, validation_
     rng = np.random.default_rng(seed)
     subj = _subject_table(cohort)
     by_dx = {dx: list(rng.permutation(g["subject_id"].to_numpy())) for dx, g in subj.groupby("diagnosis")}
-    n_total = len(subj)
+    classes = [dx for dx in by_dx if dx != ""]
+    n_total = sum(len(by_dx[dx]) for dx in classes)
     parts: dict[str, str] = {}
-    if balanced_test and len(by_dx) == 2:
+    n_test = {dx: int(round(test_fraction * len(v))) for dx, v in by_dx.items()}
+    if balanced_test and len(classes) == 2:
         n_test_each = max(1, int(round(test_fraction * n_total / 2)))
-        n_test_each = min(n_test_each, min(len(v) for v in by_dx.values()) - 1)
-        n_test = {dx: max(n_test_each, 0) for dx in by_dx}
-    else:
-        n_test = {dx: int(round(test_fraction * len(v))) for dx, v in by_dx.items()}
+        n_test_each = min(n_test_each, min(len(by_dx[dx]) for dx in classes) - 1)
+        n_test.update({dx: max(n_test_each, 0) for dx in classes})
     for dx, subjects in by_dx.items():
         rest = subjects[n_test[dx]:]
         n_val = max(1, int(round(validation_fraction * len(subjects)))) if len(rest) > 2 else 0

@@ -9,8 +9,8 @@ summarised in a per-scan QC table.
 Issue codes
 -----------
 Table: ``table_not_found``, ``unparsable_table``, ``missing_columns``, ``empty_table``,
-``read_warning``, ``missing_value``, ``unknown_diagnosis``, ``not_in_task`` (warning: MCI and
-other groups outside AD/HC), ``unknown_sex`` (warning), ``non_numeric``, ``age_out_of_range``
+``read_warning``, ``missing_value``, ``unknown_diagnosis``, ``ambiguous_diagnosis`` (a generic word such as
+"patient" the task does not declare), ``not_in_task`` (warning: MCI and other groups outside the task), ``unknown_sex`` (warning), ``non_numeric``, ``age_out_of_range``
 (warning), ``mmse_out_of_range`` (warning), ``duplicate_scan_id``, ``duplicate_path``
 (warning), ``subject_sex_conflict``, ``subject_diagnosis_conflict``, ``path_outside_workspace``,
 ``missing_file``, ``not_a_file``.
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lib.data import cohort
+from lib.data.classes import DEFAULT_CLASSES
 from lib.data.cohort import CohortError
 from lib.data.images import ImageError, exc_text, inspect_image, load_on_grid  # noqa: F401  (where pages load scans)
 from lib.data.templates import Grid
@@ -121,9 +122,11 @@ def _join_rows(rows: list[int]) -> str:
 
 # --- the table ---------------------------------------------------------------------------------------------
 class _Collector:
-    def __init__(self, df: pd.DataFrame, workspace):
+    def __init__(self, df: pd.DataFrame, workspace, source: str = "the cohort table"):
         self.df = df
         self.workspace = workspace
+        self.classes = workspace.classes if workspace is not None else DEFAULT_CLASSES
+        self.source = source
         self.issues: list[Issue] = []
         self.by_pos: dict[int, list[Issue]] = {}
 
@@ -167,8 +170,8 @@ class _Collector:
         return issue
 
 
-def _known_labels_text() -> str:
-    return "AD: " + ", ".join(cohort.AD_LABELS[:8]) + "; HC: " + ", ".join(cohort.HC_LABELS[:8])
+def _known_labels_text(classes) -> str:
+    return "; ".join(f"{n}: " + ", ".join(classes.labels_of(n)[:8]) for n in (classes.positive, classes.negative))
 
 
 def _table_checks(c: _Collector) -> None:
@@ -191,15 +194,21 @@ def _row_checks(c: _Collector, i: int) -> None:
         c.add("error", "missing_value", f"{w}: required value missing in column(s) {', '.join(missing)}.", pos=i)
 
     raw = df["diagnosis_raw"].iat[i]
+    k = c.classes
     if not _na(raw) and _na(df["diagnosis"].iat[i]):
-        if cohort.is_other_group(raw):
+        if cohort.is_ambiguous(raw, k):
+            c.add("error", "ambiguous_diagnosis",
+                  f'{w} of {c.source}: diagnosis "{raw}" is ambiguous: it does not say which diagnosis. Write the class '
+                  f'({k.positive} or {k.negative}) or declare the label when creating the workspace '
+                  f'(python -m lib init --positive-labels {raw} ...).', pos=i)
+        elif cohort.is_other_group(raw, k):
             c.add("warning", "not_in_task",
-                  f'{w}: diagnosis "{raw}" is not part of the AD/HC task; this scan cannot be used as AD or HC.',
-                  pos=i)
+                  f'{w}: diagnosis "{raw}" is not part of the {k.positive}/{k.negative} task; this scan is kept but '
+                  f'not used as {k.positive} or {k.negative}.', pos=i)
         else:
-            guess = cohort.suggest_diagnosis(raw)
-            hint = (f' Did you mean "{guess}" ({cohort.map_diagnosis(guess)})?' if guess
-                    else f" Known labels: {_known_labels_text()}.")
+            guess = cohort.suggest_diagnosis(raw, k)
+            hint = (f' Did you mean "{guess}" ({cohort.map_diagnosis(guess, k)})?' if guess
+                    else f" Known labels: {_known_labels_text(k)}.")
             c.add("error", "unknown_diagnosis", f'{w}: unknown diagnosis label "{raw}".{hint}', pos=i)
 
     if "sex" in df.columns and "sex_raw" in df.columns:
@@ -289,12 +298,13 @@ def validate_table(source, workspace, *, check_images: bool = True, progress: Pr
             except Exception:
                 pass
 
+    classes = workspace.classes if workspace is not None else DEFAULT_CLASSES
     src_name = str(source) if not isinstance(source, pd.DataFrame) else source.attrs.get("source", "the cohort table")
     try:
         if isinstance(source, pd.DataFrame):
-            df = cohort.canonicalize(source, source=f"Cohort table {src_name}")
+            df = cohort.canonicalize(source, source=f"Cohort table {src_name}", classes=classes)
         else:
-            df = cohort.read_table(source)
+            df = cohort.read_table(source, classes)
     except CohortError as exc:
         return ValidationReport([Issue("error", exc.code, str(exc), None, None, src_name)])
     except Exception as exc:  # an unexpected parser failure is still a bad table, not a crash
@@ -303,7 +313,7 @@ def validate_table(source, workspace, *, check_images: bool = True, progress: Pr
                                        None, None, src_name)])
 
     grid = workspace.grid if workspace is not None else Grid(2.0)
-    c = _Collector(df, workspace)
+    c = _Collector(df, workspace, src_name)
     total = len(df)
     tick(0, total, "checking the table")
     if total == 0:

@@ -2,7 +2,8 @@
 
 ::
 
-    <root>/workspace.json      name, kind (demo|study), template resolution, allowed data roots
+    <root>/workspace.json      name, kind (demo|study), template resolution, allowed data roots, the task
+                               (positive and negative class and their table labels; AD vs HC if absent)
     <root>/cohort.csv          canonical cohort table (one row per scan; paths relative to <root>)
     <root>/splits.json         subject-level train/validation/test split and k folds
     <root>/qc.csv              per-scan quality control from the last validation
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.core import atomic
-from lib.data.classes import DEFAULT_CLASSES, Classes
+from lib.data.classes import DEFAULT_CLASSES, Classes, TaskError
 from lib.data.templates import Grid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -158,9 +159,14 @@ def _read_config(path: Path) -> dict:
     roots = config.get("data_roots", [])
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         problems.append("data_roots must be a list of folder names")
-    for key in ("name", "kind", "cohort_table", "reviews_db"):
+    for key in ("name", "kind", "cohort_table", "reviews_db", "biomarker_measure"):
         if key in config and not isinstance(config[key], str):
             problems.append(f"{key} must be a string")
+    if "task" in config:
+        try:
+            Classes.from_json(config["task"])
+        except TaskError as exc:
+            problems.append(str(exc))
     if problems:
         raise WorkspaceError(f"{path}: {'; '.join(problems)}")
     return config
@@ -214,8 +220,16 @@ class Workspace:
 
     @property
     def classes(self) -> Classes:
-        """The classes this workspace's models tell apart (AD against HC for every workspace today)."""
-        return DEFAULT_CLASSES
+        """The classes this workspace's models tell apart: its declared task, else AD against HC."""
+        task = self.config.get("task")
+        return DEFAULT_CLASSES if task is None else Classes.from_json(task)
+
+    @property
+    def biomarker_measure(self) -> str | None:
+        """The cohort column the Biomarkers page correlates relevance with by default: the workspace's
+        ``biomarker_measure``, else hippocampal volume for AD (Böhle et al. 2019, Fig 9), else None."""
+        own = self.config.get("biomarker_measure")
+        return own or ("hippocampal_volume" if self.classes.positive == DEFAULT_CLASSES.positive else None)
 
     @property
     def grid(self) -> Grid:

@@ -1,9 +1,9 @@
 """Explanation methods for the 3D CNNs, by name: one entry point, one catalogue.
 
-``explain(model, volumes, method="lrp", target="AD", **params)`` returns a map
+``explain(model, volumes, method="lrp", target=None, **params)`` returns a map
 shaped like ``volumes`` ``(N, 1, X, Y, Z)`` on the volumes' device; positive
-values are evidence for the target class (AD by default, as in Böhle et al.
-2019, so that maps of all scans are comparable). ``METHODS`` is the catalogue
+values are evidence for the target class (the positive class by default, AD in
+Böhle et al. 2019, so that maps of all scans are comparable). ``METHODS`` is the catalogue
 (:mod:`lib.explain.catalogue`): per name, the callable, its parameter defaults
 (a frozen dataclass), its label, the parameters a page may expose, how its maps
 are read and the paper to cite; each method registers itself from its own module
@@ -35,15 +35,14 @@ from lib.explain.catalogue import METHODS, Method, canonical_params, get
 from lib.explain.composites import COMPOSITES
 from lib.explain.engine import check_volumes, resolve_target
 from lib.explain.rules import RULES
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
 __all__ = ["explain", "METHODS", "Method", "canonical_params", "UnsupportedLayerError", "RULES",
            "COMPOSITES"]
 
 
-def explain(model: nn.Module, volumes: torch.Tensor, method: str = "lrp", target=POSITIVE, **params) -> torch.Tensor:
+def explain(model: nn.Module, volumes: torch.Tensor, method: str = "lrp", target=None, *,
+            classes: Classes = DEFAULT_CLASSES, **params) -> torch.Tensor:
     """Explain ``model``'s decision for ``volumes``.
 
     Parameters
@@ -56,7 +55,10 @@ def explain(model: nn.Module, volumes: torch.Tensor, method: str = "lrp", target
     method : str
         A name in ``METHODS``.
     target : str, int or sequence
-        The explained class: "AD"/"HC", a class index (AD = 1), or one of these per volume.
+        The explained class (default: the positive class): a name of ``classes`` ("AD"/"HC" by default), a class index (positive = 1), or
+        one of these per volume.
+    classes : Classes
+        The task whose names ``target`` uses (the run's, ``run.classes``).
     **params
         The method's parameters (see ``METHODS[method].params``).
 
@@ -69,6 +71,6 @@ def explain(model: nn.Module, volumes: torch.Tensor, method: str = "lrp", target
     check_volumes(volumes)
     p = spec.make_params(**params)
     p.canonical()  # validate before any work
-    t = resolve_target(target, volumes.shape[0], volumes.device)
+    t = resolve_target(classes.positive if target is None else target, volumes.shape[0], volumes.device, classes)
     with torch.no_grad():
         return spec.fn(model, volumes.detach(), t, p)

@@ -13,19 +13,16 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from lib.learn.models import CLASSES
+from lib.data.classes import DEFAULT_CLASSES, Classes
 from lib.explain.canonizers import AffineOp, FlattenOp, LinearOp, MaxPoolOp, PatchOp, Plan, ReLUOp
 from lib.explain.rules import Rule, stabilize
 
 
-def resolve_target(target, n: int, device: torch.device) -> torch.Tensor:
-    """Class index per volume, ``(N,)`` long. ``target``: "AD"/"HC", an index, or one of those per volume."""
+def resolve_target(target, n: int, device: torch.device, classes: Classes = DEFAULT_CLASSES) -> torch.Tensor:
+    """Class index per volume, ``(N,)`` long. ``target``: a class name of ``classes``, an index, or one of
+    those per volume."""
     def one(t) -> int:
-        if isinstance(t, str):
-            if t not in CLASSES:
-                raise ValueError(f"unknown target {t!r}; use one of {CLASSES} or a class index")
-            return CLASSES.index(t)
-        return int(t)
+        return classes.index(t) if isinstance(t, str) else int(t)
 
     if isinstance(target, (str, int)) or (isinstance(target, torch.Tensor) and target.dim() == 0):
         idx = [one(target if not isinstance(target, torch.Tensor) else target.item())] * n

@@ -44,7 +44,6 @@ from lib.data.workspace import Workspace
 from lib.core.progress import Progress
 from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 STORE_VERSION = 1
 
@@ -148,14 +147,18 @@ def _lookup(ws: Workspace, run: Run, method: str, params: dict, target: str):
     return cohort, volumes, call, canonical, ws.cache_dir / "heatmaps" / key
 
 
-def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str = POSITIVE, **params) -> HeatmapStore | None:
-    """The finished store for this request, or None (nothing is computed here)."""
+def find_store(ws: Workspace, run: Run, method: str = "lrp", target: str | None = None, **params
+               ) -> HeatmapStore | None:
+    """The finished store for this request, or None (nothing is computed here). ``target``: the explained
+    class, by default the run's positive class."""
+    target = target or run.classes.positive
     *_, folder = _lookup(ws, run, method, params, target)
     return HeatmapStore(folder) if cache.ok(folder) else None
 
 
-def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str = POSITIVE, **params) -> str:
+def job_key(ws: Workspace, run: Run, method: str = "lrp", target: str | None = None, **params) -> str:
     """The job-runner key of this request: equal requests share one job."""
+    target = target or run.classes.positive
     *_, folder = _lookup(ws, run, method, params, target)
     return f"explain:{folder.name}"
 
@@ -176,7 +179,7 @@ def _exclusive(path: Path, on_wait: Callable[[], None] | None = None):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str = POSITIVE, batch_size: int = 4,
+def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str | None = None, batch_size: int = 4,
                   device: torch.device | str | None = None, progress: Progress | None = None,
                   **params) -> HeatmapStore:
     """Explain every scan of ``run``'s cohort with ``method`` and store the maps (or return the stored ones)."""
@@ -186,6 +189,7 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
         if progress:
             progress(done, total, msg)
 
+    target = target or run.classes.positive
     cohort, volumes, call, canonical, folder = _lookup(ws, run, method, params, target)
     if cache.ok(folder):
         return HeatmapStore(folder)
@@ -221,7 +225,7 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
         for start in range(0, len(todo), batch_size):
             rows = todo[start:start + batch_size]
             x = torch.from_numpy(load_batch(volumes, rows, normaliser)).unsqueeze(1).to(dev)
-            r = explain(model, x, method=method, target=target, **call)[:, 0].float()
+            r = explain(model, x, method=method, target=target, classes=run.classes, **call)[:, 0].float()
             peak = r.abs().flatten(1).amax(1).clamp_min(1e-30)
             maps[rows] = (r / peak[:, None, None, None]).cpu().numpy().astype(np.float16)
             scale[rows] = peak.cpu().numpy()
@@ -236,7 +240,8 @@ def compute_store(ws: Workspace, run: Run, method: str = "lrp", *, target: str =
         del maps
         (partial / "index.json").write_text(json.dumps({
             "scan_ids": volumes.scan_ids, "resolution": run.grid.resolution, "params": canonical,
-            "target": target, "run": run.id, "checkpoint_sha256": run.checkpoint_hash(),
+            "target": target, "positive": run.classes.positive, "run": run.id,
+            "checkpoint_sha256": run.checkpoint_hash(),
             "version": STORE_VERSION}, indent=1))
         cache.seal(partial, kind="heatmaps", params=canonical, target=target, run=run.id)
         os.rename(partial, folder)

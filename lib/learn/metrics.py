@@ -1,7 +1,7 @@
-"""Classification metrics and outcomes with AD as the positive class.
+"""Classification metrics and outcomes of the workspace's positive class (AD in the paper).
 
-Outcomes follow Böhle et al. 2019 §2.4: TP = AD predicted AD, FP = HC
-predicted AD, TN = HC predicted HC, FN = AD predicted HC.
+Outcomes follow Böhle et al. 2019 §2.4: TP = a positive scan called positive (AD predicted AD), FP = a
+negative one called positive, TN = negative called negative, FN = positive called negative.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``boehle2019`` is the network of Böhle et al. 2019 §2.2: four blocks of
 Conv3d 3×3×3 (8/16/32/64 filters) → BatchNorm3d → ReLU → MaxPool3d (windows
 2/3/2/3), then dropout 0.4 → Linear 128 → ReLU → dropout 0.4 → Linear 2. The
-two outputs are HC then AD, as in the paper; the model returns logits (softmax
+two outputs are the negative then the positive class (HC then AD in the paper); the model returns logits (softmax
 is applied by the caller where probabilities are needed).
 
 ``pif2021`` is ``boehle2019`` with its last convolution block replaced by a
@@ -32,7 +32,8 @@ from torch import nn
 
 from lib.data.classes import DEFAULT_CLASSES
 
-CLASSES = DEFAULT_CLASSES.names  # logit order: (negative, positive)
+CLASSES = DEFAULT_CLASSES.names  # logit order: (negative, positive) of the default task
+POSITIVE_INDEX = 1                # the positive class's logit, whatever the workspace's task
 FILTERS = (8, 16, 32, 64)
 POOLS = (2, 3, 2, 3)
 

@@ -7,7 +7,7 @@ A run is one model trained on one split with one seed::
     runs/<run>/metrics.jsonl   one line per logged batch ("batch") and per epoch ("epoch", train + validation)
     runs/<run>/last.pt         model + optimiser after the last finished epoch (resume point)
     runs/<run>/best.pt         the model of the best validation epoch (what every analysis uses)
-    runs/<run>/predictions.csv every scan: AD score, predicted class, outcome TP/FP/TN/FN, split
+    runs/<run>/predictions.csv every scan: score of the positive class (column ad_score), predicted class, outcome TP/FP/TN/FN, split
     runs/<run>/summary.json    best epoch, validation and test metrics at the best epoch
 
 The training loop is :mod:`lib.learn.training`; predicting with a run's best checkpoint is
@@ -36,10 +36,8 @@ from lib.data.splits import load_splits
 from lib.data.templates import Grid
 from lib.data.volumes import Normaliser, cohort_fingerprint
 from lib.data.workspace import REPO_ROOT, Workspace
-from lib.learn.models import CLASSES, REGISTRY, build_model, default_device
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+from lib.learn.models import REGISTRY, build_model, default_device
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
 CHECKPOINT_FORMAT = "relevance-atlas-checkpoint-1"
 
@@ -65,6 +63,8 @@ class TrainConfig:
     fold: int | None = None              # None: the saved train/validation split; k: fold k validates
     log_every: int = 5                   # batches between loss records
     amp: bool = True                     # mixed precision, on CUDA only
+    init_from: str | None = None         # a run, run folder, shipped model or checkpoint to start from
+    freeze: int = 0                      # convolution blocks (from the input) not trained after --init-from
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -124,6 +124,18 @@ class Run:
     def grid(self) -> Grid:
         return Grid(float(self.config["resolution"]))
 
+    @property
+    def classes(self) -> Classes:
+        """The task the run was trained on (recorded at its creation; AD vs HC for older runs)."""
+        task = self.config.get("task")
+        return Classes.from_json(task) if task else DEFAULT_CLASSES
+
+    @property
+    def origin(self) -> dict | None:
+        """Where the run's first weights came from (``--init-from``): source run or checkpoint, its task and
+        the frozen blocks; None for a run trained from scratch."""
+        return self.config.get("init_from")
+
     def checkpoint_hash(self) -> str:
         return file_hash(self.best_checkpoint)
 
@@ -177,7 +189,8 @@ def predictions_problem(run_dir: str | os.PathLike) -> str | None:
         scans = {str(x) for part in (config.get("parts") or {}).values() for x in part}
         if scans and (set(df["scan_id"]) != scans or df["scan_id"].duplicated().any()):
             return "does not hold every scan of the run once (partial or altered)"
-        if not score.between(0, 1).all() or ((score >= 0.5) != (df["predicted"] == POSITIVE)).any():
+        positive = (Classes.from_json(config["task"]) if config.get("task") else DEFAULT_CLASSES).positive
+        if not score.between(0, 1).all() or ((score >= 0.5) != (df["predicted"] == positive)).any():
             return "scores or predicted classes are altered"
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         return f"unreadable ({type(exc).__name__})"
@@ -240,11 +253,12 @@ def read_metrics(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 # --- checkpoints ---------------------------------------------------------------------------------------------
 def save_checkpoint(path: Path, model: nn.Module, *, model_name: str, input_shape, resolution: float,
-                    normaliser: Normaliser, epoch: int, extra: dict | None = None) -> None:
+                    normaliser: Normaliser, epoch: int, extra: dict | None = None,
+                    classes: Classes = DEFAULT_CLASSES) -> None:
     """Write a self-contained checkpoint atomically (readable with ``torch.load(weights_only=True)``)."""
     payload = {
         "format": CHECKPOINT_FORMAT, "model": model_name, "input_shape": list(input_shape),
-        "resolution": float(resolution), "classes": list(CLASSES), "normaliser": normaliser.to_dict(),
+        "resolution": float(resolution), "classes": list(classes.names), "normaliser": normaliser.to_dict(),
         "epoch": int(epoch), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **(extra or {}),
     }
@@ -315,10 +329,21 @@ def create_run(ws: Workspace, cfg: TrainConfig, *, run_id: str | None = None, gr
     d = ws.runs_dir / run_id
     if (d / "config.json").exists():
         raise TrainingError(f"run {run_id} already exists")
+    origin = None
+    if cfg.init_from:
+        from lib.learn import transfer
+
+        try:
+            origin = transfer.origin(ws, cfg.init_from, model=cfg.model, input_shape=grid.shape,
+                                     classes=ws.classes, freeze=cfg.freeze)
+        except transfer.TransferError as exc:
+            raise TrainingError(str(exc)) from exc
+    elif cfg.freeze:
+        raise TrainingError("--freeze needs --init-from: freezing freshly initialised blocks trains nothing there")
     config = {"id": run_id, "group": group, "created": time.time(), "workspace": str(ws.root),
               "train": asdict(cfg), "resolution": grid.resolution, "input_shape": list(grid.shape),
               "cohort_fingerprint": cohort_fingerprint(cohort), "parts": parts,
-              "torch": torch.__version__}
+              "torch": torch.__version__, "task": ws.classes.to_json(), "init_from": origin}
     atomic.write_json(d / "config.json", config)
     atomic.write_json(d / "state.json", {"status": "created", "epoch": -1, "max_epochs": cfg.max_epochs})
     return Run(d, config)

@@ -31,17 +31,12 @@ from lib.core.progress import Cancelled, Progress
 from lib.data.volumes import Normaliser, batches, load_batch, volume_store
 from lib.data.workspace import Workspace
 from lib.learn.metrics import classification_metrics
-from lib.learn.models import CLASSES, build_model, default_device
+from lib.learn.models import POSITIVE_INDEX, build_model, default_device
 from lib.learn.prediction import evaluate, finish_run, predict_scores, predictions_table  # noqa: F401
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 from lib.learn.runs import (CHECKPOINT_FORMAT, Run, TrainConfig, TrainingError, create_run, export_run,  # noqa: F401
                             file_hash, install_shipped_run, list_runs, load_checkpoint, load_run, new_run_id,
                             predictions_problem, read_metrics, run_cohort, run_parts, runs_dir, save_checkpoint,
                             shipped_models)
-
-AD = CLASSES.index(POSITIVE)
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, flip_p: float, shift_voxels: int) -> np.ndarray:
@@ -148,14 +143,20 @@ class _Trainer:
         self.cohort = cohort = run_cohort(ws, run)
         self.grid = run.grid
         self.store = volume_store(ws, cohort, self.grid, progress=lambda d, t, m: self.tick(0, 1, f"{m} {d}/{t}"))
-        train = cohort[cohort["run_split"] == "train"]
-        val = cohort[cohort["run_split"] == "validation"]
+        # scans of other groups (labels outside the task) are kept in the cohort but never trained on
+        in_task = cohort["diagnosis"].isin(run.classes.names)
+        train = cohort[(cohort["run_split"] == "train") & in_task]
+        val = cohort[(cohort["run_split"] == "validation") & in_task]
         self.train_ids, self.val_ids = train["scan_id"].tolist(), val["scan_id"].tolist()
-        self.y_train = (train["diagnosis"] == POSITIVE).to_numpy()
-        self.y_val = (val["diagnosis"] == POSITIVE).to_numpy()
+        positive = run.classes.positive
+        self.y_train = (train["diagnosis"] == positive).to_numpy()
+        self.y_val = (val["diagnosis"] == positive).to_numpy()
 
         torch.manual_seed(_epoch_seed(cfg.seed, -1))
-        self.model = build_model(cfg.model, tuple(run.config["input_shape"])).to(device)
+        self.model = build_model(cfg.model, tuple(run.config["input_shape"]))
+        if run.origin and not run.last_checkpoint.exists():   # a resumed run has its weights in last.pt
+            self._start_from_source()
+        self.model.to(device)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.state = {"status": "running", "epoch": -1, "best_epoch": None, "best_score": None, "bad_epochs": 0,
@@ -167,6 +168,16 @@ class _Trainer:
         self.n_batches = max(1, math.ceil(len(self.train_rows) / cfg.batch_size))
         self.total = cfg.max_epochs * self.n_batches
         self.metrics_path = run.dir / "metrics.jsonl"
+
+    def _start_from_source(self) -> None:
+        """Transfer learning: the source's convolution weights (and head, for the same classes), frozen blocks."""
+        from lib.learn import transfer
+
+        payload = torch.load(self.run.origin["checkpoint"], map_location="cpu", weights_only=True)
+        try:
+            transfer.initialise(self.model, payload, self.run.classes, freeze=self.cfg.freeze)
+        except transfer.TransferError as exc:
+            raise TrainingError(f"run {self.run.id}: {exc}") from exc
 
     def tick(self, done, total, msg):
         if self.progress:
@@ -246,6 +257,10 @@ class _Trainer:
         order = self.train_rows[rng.permutation(len(self.train_rows))]
         y_of_row = dict(zip(self.train_rows.tolist(), self.y_train.tolist()))
         model.train()
+        if cfg.freeze:
+            from lib.learn.transfer import keep_frozen_statistics
+
+            keep_frozen_statistics(model, cfg.freeze)
         losses, scores, labels = [], [], []
         for b, rows in enumerate(batches(order, cfg.batch_size)):
             x = augment(load_batch(self.store, rows, self.normaliser), rng, cfg.flip_p, self.shift)
@@ -259,7 +274,7 @@ class _Trainer:
             self.scaler.step(self.optimiser)
             self.scaler.update()
             losses.append((float(loss.detach()), len(rows)))
-            scores.append(torch.softmax(logits.detach().float(), 1)[:, AD].cpu().numpy())
+            scores.append(torch.softmax(logits.detach().float(), 1)[:, POSITIVE_INDEX].cpu().numpy())
             labels.append(y.cpu().numpy().astype(bool))
             step = epoch * self.n_batches + b
             if b % cfg.log_every == 0 or b == self.n_batches - 1:
@@ -282,7 +297,8 @@ class _Trainer:
         if improved:
             save_checkpoint(run.best_checkpoint, self.model, model_name=cfg.model,
                             input_shape=run.config["input_shape"], resolution=self.grid.resolution,
-                            normaliser=self.normaliser, epoch=epoch, extra={"run": run.id})
+                            normaliser=self.normaliser, epoch=epoch, extra={"run": run.id},
+                            classes=run.classes)
         state["epoch"] = epoch
         state["elapsed"] = time.monotonic() - self.t_start
         _append(self.metrics_path, {"kind": "epoch", "epoch": epoch, "step": (epoch + 1) * self.n_batches - 1,

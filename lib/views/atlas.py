@@ -9,15 +9,23 @@ import pandas as pd
 from lib.analysis import region_analysis as ra, region_tables as rt
 from lib.data.atlases import ATLASES
 from lib.explain.catalogue import absolute_by_default
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
 VALUES = {"signed": "signed relevance", "absolute": "|relevance| (absolute)"}
-CLASS_PAIR = f"{POSITIVE} vs {NEGATIVE}"
-TABS = ["Top regions", "Fingerprints", "Robustness", "Methods", f"{CLASS_PAIR} tests", "Table"]
-PAIRS = {CLASS_PAIR: (POSITIVE, NEGATIVE), "TP vs TN": ("TP", "TN")}
+
+
+def tabs(classes: Classes = DEFAULT_CLASSES) -> list[str]:
+    """The page's tabs; the tests tab is named by the task ("AD vs HC tests")."""
+    return ["Top regions", "Fingerprints", "Robustness", "Methods", f"{classes.task} tests", "Table"]
+
+
+def pairs(classes: Classes = DEFAULT_CLASSES) -> dict[str, tuple[str, str]]:
+    """The group pairs the Top regions tab compares: the two classes, and TP vs TN."""
+    return {classes.task: (classes.positive, classes.negative), "TP vs TN": ("TP", "TN")}
+
+
+TABS = tabs()
 METHOD_VALUES = ("each method's usual", "all signed", "all absolute")
 
 
@@ -41,14 +49,14 @@ def default_values(method: str) -> str:
     return "absolute" if absolute_by_default(method) else "signed"
 
 
-def usable_pairs(table: pd.DataFrame) -> list[str]:
-    """The group pairs whose groups both have scans (AD vs HC always offered)."""
-    return [p for p, gs in PAIRS.items() if all(ra.group_scans(table, g) for g in gs)] or [CLASS_PAIR]
+def usable_pairs(table: pd.DataFrame, classes: Classes = DEFAULT_CLASSES) -> list[str]:
+    """The group pairs whose groups both have scans (the two classes always offered)."""
+    return [p for p, gs in pairs(classes).items() if all(ra.group_scans(table, g) for g in gs)] or [classes.task]
 
 
-def preferred_pair(metric: str, usable: list[str]) -> str:
+def preferred_pair(metric: str, usable: list[str], classes: Classes = DEFAULT_CLASSES) -> str:
     """Fig 6 shows gain for true positives and true negatives."""
-    return "TP vs TN" if metric == "gain" and "TP vs TN" in usable else CLASS_PAIR
+    return "TP vs TN" if metric == "gain" and "TP vs TN" in usable else classes.task
 
 
 def uses_absolute(mode: str, method: str) -> bool:
@@ -58,18 +66,19 @@ def uses_absolute(mode: str, method: str) -> bool:
 
 
 def patient_links(table: pd.DataFrame, chosen: list[str], run_id: str, store: str,
-                  workspace: str | None) -> pd.DataFrame:
-    """The chosen scans with their diagnosis, outcome, AD score and a link to their map in the heatmap viewer."""
+                  workspace: str | None, classes: Classes = DEFAULT_CLASSES) -> pd.DataFrame:
+    """The chosen scans with their diagnosis, outcome, score (of the positive class) and a link to their map in
+    the heatmap viewer."""
     scans = table.drop_duplicates("scan_id").set_index("scan_id")
     return pd.DataFrame({
         "scan": chosen, "diagnosis": [scans.loc[s, "diagnosis"] for s in chosen],
         "outcome": [scans.loc[s, "outcome"] for s in chosen],
-        "AD score": [scans.loc[s, "ad_score"] for s in chosen],
+        f"{classes.positive} score": [scans.loc[s, "ad_score"] for s in chosen],
         "heatmap": [ra.viewer_link(run_id, store, s, workspace) for s in chosen]})
 
 
 def patient_order(table: pd.DataFrame) -> list[str]:
-    """Scans by diagnosis, then highest AD score first."""
+    """Scans by diagnosis, then highest score first."""
     scans = table.drop_duplicates("scan_id").set_index("scan_id")
     return scans.sort_values(["diagnosis", "ad_score"], ascending=[True, False]).index.tolist()
 

@@ -6,16 +6,22 @@ from __future__ import annotations
 import pandas as pd
 
 from lib.analysis import biomarker
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
 PAPER_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split", "all": "all scans"}
 SOURCE_NAMES = {"cohort": "cohort table", "segmentation": "segmentations", "ground_truth": "ground truth (demo)"}
-SCAN_GROUPS = {"TP": ["TP"], "TP+FP": ["TP", "FP"], POSITIVE: ["TP", "FN"], "all": ["TP", "FP", "TN", "FN"]}
-SCAN_GROUP_NAMES = {"TP": "true positives", "TP+FP": "classified AD (TP+FP)", POSITIVE: "AD patients (TP+FN)",
-                    "all": "every scan"}
+SCAN_GROUPS = {"TP": ["TP"], "TP+FP": ["TP", "FP"], "TP+FN": ["TP", "FN"], "all": ["TP", "FP", "TN", "FN"]}
+
+
+def scan_group_names(classes: Classes = DEFAULT_CLASSES) -> dict[str, str]:
+    """What each of :data:`SCAN_GROUPS` holds, in the task's names."""
+    p = classes.positive
+    return {"TP": "true positives", "TP+FP": f"classified {p} (TP+FP)", "TP+FN": f"{p} patients (TP+FN)",
+            "all": "every scan"}
+
+
+SCAN_GROUP_NAMES = scan_group_names()
 SIDE_NAMES = {"both": "left + right", "left": "left", "right": "right"}
 COVARIATE_NAMES = {"age": "age", "icv": "intracranial volume"}
 INLINE_LIMIT = 2e8   # voxels read (scans × grid) up to which a region table is computed while the page waits

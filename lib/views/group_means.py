@@ -26,9 +26,7 @@ from lib.analysis import groups as gm
 from lib.analysis.groups import individual_scale, membership, paper_scale, percentile_scale
 from lib.core import atomic, cache
 from lib.data.templates import brain_mask
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
 THRESHOLD_PERCENTILES = (50, 75, 90, 95, 99)
 
@@ -122,9 +120,10 @@ class CachedGroupMeans:
 
 
 
-def grouping_key(store, table: pd.DataFrame, by: str | None) -> str:
-    """Content key of one grouping of one store: the store's own key and the members of every (sub)group."""
-    members = membership(table, by)
+def grouping_key(store, table: pd.DataFrame, by: str | None, classes: Classes = DEFAULT_CLASSES) -> str:
+    """Content key of one grouping of one store: the store's own key and the members of every (sub)group
+    (named by the task's classes)."""
+    members = membership(table, by, classes=classes)
     blob = json.dumps({"v": CACHE_VERSION, "store": Path(store.folder).name, "by": by,
                        "groups": [[g, v, sorted(ids)] for (g, v), ids in members.items()]},
                       sort_keys=True, default=str)
@@ -132,7 +131,8 @@ def grouping_key(store, table: pd.DataFrame, by: str | None) -> str:
 
 
 
-def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, progress=None) -> CachedGroupMeans:
+def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, progress=None,
+                       classes: Classes = DEFAULT_CLASSES) -> CachedGroupMeans:
     """Group means of ``store`` over the scans of ``table`` (e.g. :func:`selection`), cached on disk.
 
     Parameters
@@ -145,13 +145,13 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
     time) into a temporary folder, sealed (checksums, :mod:`lib.core.cache`) and renamed into place, so a reader
     never sees half a grouping and two users computing the same grouping at once both leave a whole one.
     """
-    folder = Path(store.folder) / "group_means" / grouping_key(store, table, by)
+    folder = Path(store.folder) / "group_means" / grouping_key(store, table, by, classes)
     if cache.ok(folder):
         return CachedGroupMeans(folder)
     if folder.exists():   # corrupted, unfinished or of an older version: recomputed
         cache.discard(folder)
     ids = [s for s in table["scan_id"].astype(str) if s in store]
-    result = gm.group_means(store.iter(ids), table, by=by, progress=progress)
+    result = gm.group_means(store.iter(ids), table, by=by, progress=progress, classes=classes)
     final, folder = folder, folder.with_name(f".{folder.name}.{os.getpid()}.{time.time_ns()}")
     try:
         entries = []
@@ -165,7 +165,7 @@ def cached_group_means(store, table: pd.DataFrame, *, by: str | None = None, pro
                     np.save(tmp, np.asarray(item.mean, dtype=np.float32))
             entries.append({"group": g, "subgroup": None if v is None else str(v), "count": int(item.count),
                             "reason": item.reason, "file": file})
-        source = next((g for g in (POSITIVE, *gm.GROUPS) if result.count(g) > 0), None)
+        source = next((g for g in gm.groups_of(classes) if result.count(g) > 0), None)
         scales = scales_from(result.mean(source) if source else None, store.grid.resolution)
         atomic.write_json(folder / "index.json", {
             "version": CACHE_VERSION, "store": Path(store.folder).name, "by": by, "entries": entries,

@@ -13,12 +13,22 @@ import pandas as pd
 
 from lib.data.atlases import DEFAULT_ATLAS
 from lib.views import viewer
-from lib.data.classes import DEFAULT_CLASSES
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
-GROUP_HELP = {POSITIVE: "all AD scans", NEGATIVE: "all healthy controls", "TP": "AD classified AD",
-              "FP": "HC classified AD", "TN": "HC classified HC", "FN": "AD classified HC"}
+def group_help(classes: Classes = DEFAULT_CLASSES) -> dict[str, str]:
+    """Every group of the task with what it holds, in the page's order (TP = correctly called positive)."""
+    p, n = classes.positive, classes.negative
+    return {p: f"all {p} scans", n: f"all {n} scans ({classes.title(n)})", "TP": f"{p} classified {p}",
+            "FP": f"{n} classified {p}", "TN": f"{n} classified {n}", "FN": f"{p} classified {n}"}
+
+
+def group_pairs(classes: Classes = DEFAULT_CLASSES) -> tuple[tuple[str, str], ...]:
+    """Rows of the all-groups panel: the two classes; TP/FP (the scans called positive), TN/FN (negative)."""
+    return (classes.positive, classes.negative), ("TP", "FP"), ("TN", "FN")
+
+
+GROUP_HELP = group_help()
 STYLE_NAMES = {"paper": "Paper (black → red → yellow → white)",
                "threshold": "Thresholded (hot, transparent below)", "diverging": "Diverging (blue − / red +)"}
 SPLIT_NAMES = {"test": "test split", "validation": "validation split", "train": "training split",
@@ -29,8 +39,7 @@ NORMALISE = {"raw (as in Rieke et al.)": None, "each map ÷ its total |relevance
 ATLAS = DEFAULT_ATLAS
 START_MNI = (-26, -22, -14)
 """The crosshair's first position: the left hippocampus, where AD atrophy starts."""
-GROUP_PAIRS = ((POSITIVE, NEGATIVE), ("TP", "FP"), ("TN", "FN"))
-"""Rows of the all-groups panel: TP/FP are the scans predicted AD, TN/FN those predicted HC."""
+GROUP_PAIRS = group_pairs()
 
 
 def split_choices(predictions: pd.DataFrame) -> list[str]:
@@ -93,17 +102,18 @@ def store_settings(run, sha: str, store, *, split: str, by: str, style: str, ijk
             "split": split, "by": by, "style": style, "slices": list(ijk), "outlines": outlines}
 
 
-def scan_choices(membership: Mapping) -> list[str]:
+def scan_choices(membership: Mapping, classes: Classes = DEFAULT_CLASSES) -> list[str]:
     """The whole groups that have scans, in the page's order."""
-    return [g for g in GROUP_HELP if membership[(g, None)]]
+    return [g for g in group_help(classes) if membership.get((g, None))]
 
 
 def scan_order(predictions: pd.DataFrame, scan_ids) -> pd.Series:
-    """AD score of the scans, highest first (stable for ties)."""
+    """Score of the positive class of the scans, highest first (stable for ties)."""
     return predictions.set_index("scan_id").loc[scan_ids, "ad_score"].sort_values(ascending=False, kind="stable")
 
 
-FACT_COLUMNS = ("subject_id", "session", "age", "sex", "site", "mmse", "cdr", "hippocampal_volume")
+FACT_COLUMNS = ("subject_id", "session", "age", "sex", "site", "mmse", "cdr", "hippocampal_volume", "lesion_load",
+                "edss")
 
 
 def facts_table(facts: Mapping) -> pd.DataFrame:

@@ -49,7 +49,7 @@ def run_row(run: Run) -> dict:
 
 
 def _rankings(ws: Workspace, runs: Sequence[Run], k: int, atlas_name: str) -> dict[str, dict[str, list[str]]]:
-    """Per run with a cached default-LRP region table: metric → its top ``k`` AD regions (test scans)."""
+    """Per run with a cached default-LRP region table: metric → its top ``k`` regions of the positive class (test scans)."""
     out = {}
     atlases = {}
     for r in runs:
@@ -65,8 +65,8 @@ def _rankings(ws: Workspace, runs: Sequence[Run], k: int, atlas_name: str) -> di
         path = region_tables.find_table(ws, store, atlases[res])
         if path is None:
             continue
-        table = annotate(region_tables.read_table(path), preds, split="test")
-        out[r.id] = {m: top_rankings({r.id: table}, m, k=k)[r.id] for m in ROBUSTNESS_METRICS}
+        table = annotate(region_tables.read_table(path), preds, split="test", classes=r.classes)
+        out[r.id] = {m: top_rankings({r.id: table}, m, k=k, classes=r.classes)[r.id] for m in ROBUSTNESS_METRICS}
     return out
 
 

@@ -12,9 +12,6 @@ import pandas as pd
 
 from lib.learn.metrics import classification_metrics, confusion_matrix, roc_curve
 from lib.learn.runs import Run
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 METRICS = ("loss", "balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity")
 X_AXES = {"epoch": "epoch", "step": "step", "wall time": "time"}
@@ -34,8 +31,31 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "model": cfg.get("model"), "grid mm": r.config.get("resolution"), "lr": cfg.get("lr"),
             "weight decay": cfg.get("weight_decay"), "batch": cfg.get("batch_size"), "seed": cfg.get("seed"),
             "fold": cfg.get("fold"), "patience": cfg.get("patience"), "group": r.config.get("group"),
+            "started from": origin_text(r, short=True),
         })
     return pd.DataFrame(rows)
+
+
+def transfer_sources(ws, runs: list[Run]) -> list[str]:
+    """What a new run may start from: the workspace's finished runs, then the models shipped in ``models/``."""
+    from lib.learn.runs import shipped_models
+
+    own = [r.id for r in runs if r.status == "done" and r.best_checkpoint.exists()]
+    return own + [d.name for d in shipped_models() if d.name not in own]
+
+
+def origin_text(run: Run, *, short: bool = False) -> str | None:
+    """Where a transferred run's first weights came from (None for a run trained from scratch)."""
+    o = run.origin
+    if not o:
+        return None
+    source = o.get("run") or o.get("source")
+    if short:
+        return source
+    task = " vs ".join(reversed(o.get("classes") or [])) or "unknown classes"
+    frozen = f", the first {o['freeze']} convolution block(s) frozen" if o.get("freeze") else ""
+    return (f"Started from **{source}** ({task}; checkpoint {str(o.get('checkpoint_sha256', ''))[:12]}…): "
+            f"convolution weights copied, the head {o.get('head', 're-initialised')}{frozen}.")
 
 
 def smooth(values: pd.Series | np.ndarray, weight: float) -> np.ndarray:
@@ -92,8 +112,9 @@ def evaluation(run: Run, split: str = "test") -> dict | None:
     sel = preds[preds["split"] == split]
     if sel.empty:
         return {"n": 0}
-    y = (sel["diagnosis"] == POSITIVE).to_numpy()
+    sel = sel[sel["diagnosis"].isin(run.classes.names)]   # scans of other groups have no outcome
+    y = (sel["diagnosis"] == run.classes.positive).to_numpy()
     fpr, tpr, thr = roc_curve(y, sel["ad_score"])
     return {"n": len(sel), "metrics": classification_metrics(y, sel["ad_score"]),
-            "confusion": confusion_matrix(y, sel["predicted"] == POSITIVE),
+            "confusion": confusion_matrix(y, sel["predicted"] == run.classes.positive),
             "roc": pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thr})}

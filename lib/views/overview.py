@@ -17,7 +17,7 @@ from lib.data.scans import ground_truth, load_cohort, load_scan  # noqa: F401
 
 
 def counts(cohort: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Scans and subjects by diagnosis, and scans by split, visit and site (columns AD/HC)."""
+    """Scans and subjects by diagnosis, and scans by split, visit and site (a column per class)."""
     out = {"diagnosis": pd.DataFrame({
         "scans": cohort.groupby("diagnosis").size(),
         "subjects": cohort.groupby("diagnosis")["subject_id"].nunique(),

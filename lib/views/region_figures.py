@@ -18,8 +18,6 @@ from plotly.subplots import make_subplots
 from lib.analysis.region_analysis import GROUP_COLOURS, METRIC_NAMES
 from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
-
 FINGERPRINT_COLOURS = ("#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 HALF_HEIGHT = 0.45   # a density's peak reaches this far from its row's baseline (rows are 1 apart)
 
@@ -54,7 +52,7 @@ def ridge_polygons(dists: Sequence[dict], group: str, side: int) -> tuple[list, 
     return xs, ys
 
 
-def region_figure(dists: Sequence[dict], metric: str, groups: Sequence[str] = (POSITIVE, NEGATIVE), *,
+def region_figure(dists: Sequence[dict], metric: str, groups: Sequence[str] = DEFAULT_CLASSES.names[::-1], *,
                   fingerprints: pd.DataFrame | None = None, marked: set[str] | None = None,
                   identity: bool = False, title: str = "", height: int | None = None) -> go.Figure:
     """Ridge plot of the regions in ``dists`` (:func:`lib.analysis.region_analysis.distributions`).
@@ -125,7 +123,8 @@ def overlap_figure(matrices: Mapping[str, pd.DataFrame], *, title: str = "", axi
     return fig
 
 
-def volcano_figure(tests: pd.DataFrame, *, alpha: float = 0.05, marked: set[str] | None = None) -> go.Figure:
+def volcano_figure(tests: pd.DataFrame, *, alpha: float = 0.05, marked: set[str] | None = None,
+                   positive: str = DEFAULT_CLASSES.positive) -> go.Figure:
     """Effect size against −log10(FDR-corrected p) per region; regions below ``alpha`` in orange."""
     t = tests.dropna(subset=["p_fdr"])
     y = -np.log10(np.clip(t["p_fdr"].to_numpy(dtype=float), 1e-300, 1))
@@ -133,7 +132,7 @@ def volcano_figure(tests: pd.DataFrame, *, alpha: float = 0.05, marked: set[str]
     marked = marked or set()
     fig = go.Figure()
     for flag, colour, name in ((False, "#9e9e9e", f"not significant (FDR ≥ {alpha:g})"),
-                               (True, GROUP_COLOURS[POSITIVE], f"significant (FDR < {alpha:g})")):
+                               (True, GROUP_COLOURS["TP"], f"significant (FDR < {alpha:g})")):
         sel = sig == flag
         fig.add_trace(go.Scatter(
             x=t["effect"].to_numpy()[sel], y=y[sel], mode="markers", name=name,
@@ -145,7 +144,7 @@ def volcano_figure(tests: pd.DataFrame, *, alpha: float = 0.05, marked: set[str]
                           "<extra></extra>"))
     fig.add_hline(y=-np.log10(alpha), line={"dash": "dot", "color": "#444"})
     effect = t["effect_name"].iat[0] if len(t) else "effect"
-    fig.update_xaxes(title_text=f"{effect} (> 0: more in AD)", zeroline=True, zerolinecolor="#bbb")
+    fig.update_xaxes(title_text=f"{effect} (> 0: more in {positive})", zeroline=True, zerolinecolor="#bbb")
     fig.update_yaxes(title_text="−log10 FDR-corrected p")
     fig.update_layout(height=440, margin={"l": 10, "r": 10, "t": 60, "b": 40}, plot_bgcolor="white", showlegend=True,
                       legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})

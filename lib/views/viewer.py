@@ -25,12 +25,9 @@ from lib.explain.heatmaps import list_stores, to_nifti
 from lib.views.group_means import (CACHE_VERSION, THRESHOLD_PERCENTILES, CachedGroupMeans, Entry,  # noqa: F401
                                    Scale, cached_group_means, grouping_key, scales_from, symmetric_limit)
 from lib.views.render import Overlay, ortho_image, to_png
-from lib.data.classes import DEFAULT_CLASSES
 from lib.explain import catalogue
 from lib.explain.catalogue import METHODS
 from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 SUBGROUPS = {"split": "split", "site": "site", "sex": "sex", "visit": "session"}
 """Subgroup choices of the page → the predictions column that defines them."""
@@ -179,14 +176,14 @@ def scan_facts(predictions: pd.DataFrame, cohort: pd.DataFrame | None, scan_id: 
     if cohort is not None:
         c = cohort.loc[cohort["scan_id"].astype(str) == str(scan_id)]
         if len(c):
-            for k in ("mmse", "cdr", "hippocampal_volume"):
+            for k in ("mmse", "cdr", "hippocampal_volume", "lesion_load", "edss"):
                 if k in c and pd.notna(c.iloc[0][k]):
                     facts[k] = c.iloc[0][k]
     return facts
 
 
 # --- distances between methods --------------------------------------------------------------------------------
-def method_distances(maps: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] = (POSITIVE, NEGATIVE), *,
+def method_distances(maps: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] = DEFAULT_CLASSES.names[::-1], *,
                      normalise: str | None = None) -> dict[str, pd.DataFrame]:
     """Euclidean distance tables between methods' mean maps, one per group (Rieke et al. 2018 Table 2).
 
@@ -221,12 +218,12 @@ def nifti_bytes(volume: np.ndarray, grid: Grid, description: str = "") -> bytes:
 
 
 def mean_anatomy(ws, grid: Grid) -> np.ndarray | None:
-    """The cohort's mean anatomy (mean of the AD and HC mean images of the overview) on ``grid``, or None
+    """The cohort's mean anatomy (mean of the two classes' mean images of the overview) on ``grid``, or None
     while the overview's group means have not been computed (``python -m lib means``)."""
     means = group_means(ws)
     if means is None:
         return None
-    mean = 0.5 * (means[POSITIVE] + means[NEGATIVE])
+    mean = 0.5 * (means[ws.classes.positive] + means[ws.classes.negative])
     if tuple(mean.shape) == tuple(grid.shape) and ws.grid.resolution == grid.resolution:
         return mean.astype(np.float32)
     import nibabel as nib
@@ -238,11 +235,16 @@ def mean_anatomy(ws, grid: Grid) -> np.ndarray | None:
 
 
 # --- stores of a run ----------------------------------------------------------------------------------------------
-def store_label(params: Mapping, target: str | None = None) -> str:
+def store_label(params: Mapping, target: str | None = None, positive: str = DEFAULT_CLASSES.positive) -> str:
     """How a store reads in a list: ``"LRP β=0"``, ``"Guided backprop"``, ``"Occlusion (patch_mm=20)"``;
     parameters at their defaults are left out (β always shown for LRP); a store that explains the
     negative class says so (``"…, HC explained"``)."""
-    return catalogue.store_label(params, target, DEFAULT_CLASSES.positive)
+    return catalogue.store_label(params, target, positive)
+
+
+def label_of(store) -> str:
+    """:func:`store_label` of a heatmap store, against the positive class of the run it explains."""
+    return store_label(store.params, store.meta.get("target"), store.meta.get("positive", DEFAULT_CLASSES.positive))
 
 
 def stores_of(ws, checkpoint_sha: str) -> list:
@@ -288,7 +290,7 @@ def run_group_means(ws, run, store, *, split: str = "test", by: str | None = Non
     if by is not None and by not in SUBGROUPS:
         raise ValueError(f"subgroups by one of {sorted(SUBGROUPS)}, not {by!r}")
     return cached_group_means(store, selection(preds, split), by=SUBGROUPS.get(by) if by else None,
-                              progress=progress)
+                              progress=progress, classes=run.classes)
 
 
 def store_by_key(ws, run, key: str):

@@ -17,16 +17,14 @@ import torch
 from lib.analysis.evaluation.settings import CACHE_VERSION, Settings
 from lib.core import atomic, cache
 from lib.learn.runs import run_cohort
-from lib.data.classes import DEFAULT_CLASSES
-
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
+from lib.data.classes import DEFAULT_CLASSES, Classes
 
 
-def _interleave(cohort: pd.DataFrame, seed: int) -> list[str]:
-    """Scan IDs shuffled within diagnosis, then AD, HC, AD, HC, … (AD first)."""
+def _interleave(cohort: pd.DataFrame, seed: int, classes: Classes = DEFAULT_CLASSES) -> list[str]:
+    """Scan IDs shuffled within diagnosis, then positive, negative, positive, … (AD, HC, AD, … by default)."""
     rng = np.random.default_rng(seed)
     groups = []
-    for dx in (POSITIVE, NEGATIVE):
+    for dx in (classes.positive, classes.negative):
         ids = sorted(cohort.loc[cohort["diagnosis"] == dx, "scan_id"].astype(str))
         groups.append([ids[i] for i in rng.permutation(len(ids))])
     out = []
@@ -53,15 +51,15 @@ def _atrophied(table: pd.DataFrame | None, settings: Settings) -> set[str]:
                          else (mm > 0).any(axis=1), "scan_id"])
 
 
-def select_scans(ws, run, settings: Settings) -> dict[str, list[str]]:
+def select_scans(ws, run, settings: Settings, classes: Classes = DEFAULT_CLASSES) -> dict[str, list[str]]:
     """``{"aopc": [...], "sanity": [...], "localisation": [...]}`` scan IDs from the run's ``settings.split``.
 
-    Region perturbation: ``n_scans`` scans, AD and HC alternating (seeded). Sanity check: the first
+    Region perturbation: ``n_scans`` scans, positive and negative alternating (seeded). Sanity check: the first
     ``sanity_scans`` of them. Localisation: up to ``n_scans`` scans with ground-truth atrophy (those already
     chosen first), none without a ground truth.
     """
     part = run_part(ws, run, settings.split)
-    order = _interleave(part, settings.seed)
+    order = _interleave(part, settings.seed, classes)
     chosen = order[:settings.n_scans]
     atrophied = _atrophied(truth_table(ws), settings)
     loc = [s for s in chosen if s in atrophied] + [s for s in order[settings.n_scans:] if s in atrophied]

@@ -3,7 +3,7 @@ loading a model or a scan, and the computation of whatever is missing, check by 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -21,7 +21,6 @@ from lib.analysis.evaluation.settings import (CHECKS, DEFAULT_METHODS, PERTURB_F
 from lib.core import cache
 from lib.core.progress import Progress
 from lib.data.templates import brain_mask
-from lib.learn.models import CLASSES
 
 
 class Evaluation:
@@ -31,10 +30,12 @@ class Evaluation:
         from lib.explain.heatmaps import resolve_params
         from lib.data.volumes import store_path
 
+        if settings.target is None:   # the run's positive class, named in every key
+            settings = replace(settings, target=run.classes.positive)
         self.ws, self.run, self.settings = ws, run, settings
         self.methods = [parse_method(m) if isinstance(m, str) else m for m in methods]
         self.grid = run.grid
-        self.scans = select_scans(ws, run, settings)
+        self.scans = select_scans(ws, run, settings, run.classes)
         part = run_part(ws, run, "all")
         self.diagnosis = dict(zip(part["scan_id"].astype(str), part["diagnosis"].astype(str)))
         self.volumes_key = store_path(ws, part.drop(columns=["run_split"]), self.grid).name
@@ -150,7 +151,7 @@ class Evaluation:
             call = self.calls[label]
             result, example = sanity_run(
                 work.model, work.inputs(ids),
-                lambda mod, x: explain_batches(mod, x, m.method, call, s.target, s.batch_size),
+                lambda mod, x: explain_batches(mod, x, m.method, call, work.target, s.batch_size),
                 work.brain, s, label, work.tick)
             write_result(self.folder("sanity", m), {**common, "kind": "sanity", "scan_ids": ids, **result,
                                                     "top_fraction": s.top_fraction, "example_scan": ids[0]},
@@ -172,7 +173,7 @@ class Evaluation:
         for j in range(0, len(ids), s.batch_size):
             chunk = ids[j:j + s.batch_size]
             for sid, r in zip(chunk, explain_batches(work.model, work.inputs(chunk), m.method, self.calls[label],
-                                                     s.target, s.batch_size)):
+                                                     work.target, s.batch_size)):
                 maps[sid] = r
             work.tick(len(chunk), f"{label}: maps {min(j + s.batch_size, len(ids))}/{len(ids)}")
         return maps
@@ -216,7 +217,8 @@ class _Work:
         total = sum(units[c] for c, label in todo if label != "random order") + \
             (len(ev.scans["aopc"]) if ("aopc", "random order") in todo else 0) + \
             sum(len(v) for v in need_maps.values())
-        work = cls(model=model, device=dev, target=CLASSES.index(s.target) if s.target in CLASSES else int(s.target),
+        work = cls(model=model, device=dev, target=ev.run.classes.index(s.target) if isinstance(s.target, str) and not s.target.isdigit()
+                   else int(s.target),
                    brain=brain_mask(ev.grid), inputs=inputs, need_maps=need_maps, total=total, progress=progress)
         work.tick(0, f"evaluating {len(ev.methods)} method(s) on {len(ev.scans['aopc'])} scans")
         return work

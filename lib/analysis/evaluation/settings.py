@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 from lib.data.atlases import DEFAULT_ATLAS
-from lib.data.classes import DEFAULT_CLASSES
 from lib.explain import catalogue
 
 CACHE_VERSION = 1
@@ -38,10 +37,10 @@ class Settings:
     """What is evaluated and how. Fields marked "not keyed" change nothing that is cached.
 
     split : "test", "validation", "train" or "all" — the run's part the scans come from.
-    n_scans : scans for region perturbation (AD and HC alternating, chosen with ``seed``); localisation
+    n_scans : scans for region perturbation (positive and negative class alternating, chosen with ``seed``); localisation
         takes up to as many scans with ground-truth atrophy from the same part.
     seed : scan choice, random orders, uniform noise and re-initialised weights.
-    target : the explained class.
+    target : the explained class (None: the run's positive class, AD by default).
     regions : "cubes" or "atlas". cube_mm : cube edge in mm. atlas : atlas name for ``regions="atlas"``.
     steps : L, regions perturbed (capped at the number of regions).
     replacement : "zero", "mean", "uniform" or "blur"; blur_mm : the blur's Gaussian σ in mm.
@@ -59,7 +58,7 @@ class Settings:
     split: str = "test"
     n_scans: int = 8
     seed: int = 0
-    target: str = DEFAULT_CLASSES.positive
+    target: str | None = None            # None: the run's positive class
     regions: str = "cubes"
     cube_mm: float = 15.0
     atlas: str = DEFAULT_ATLAS

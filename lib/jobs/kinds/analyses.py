@@ -115,7 +115,7 @@ class EvaluateMaps(Request):
     n_scans: int | None = _settings_field("scans", "scans for region perturbation and localisation (default 8)")
     sanity_scans: int | None = _settings_field(None, "scans for the randomisation check (default 2)")
     seed: int | None = _settings_field()
-    target: str | None = _settings_field(None, "explained class (default AD)")
+    target: str | None = _settings_field(None, "explained class (default: the run's positive class)")
     regions: str | None = _settings_field(None, "perturbed regions (default cubes)", ("cubes", "atlas"))
     cube_mm: float | None = _settings_field(None, "cube edge in mm (default 15)")
     atlas: str | None = _settings_field(None, f"atlas for --regions atlas (default {DEFAULT_ATLAS})")

@@ -18,12 +18,22 @@ def save_report(ws: Workspace, report) -> None:
     atomic.write_text(ws.validation_json, report.to_json())
 
 
+def task_classes(request):
+    """The task a request declares in its fields (TaskError for an unusable one); AD vs HC when none."""
+    from lib.data.classes import DEFAULT_CLASSES, Classes
+
+    given = {f: getattr(request, f, None) for f in ("positive", "negative", "positive_labels", "negative_labels",
+                                                    "positive_title", "negative_title")}
+    given = {k: v for k, v in given.items() if v}
+    return Classes(**{**DEFAULT_CLASSES.to_json(), **given}) if given else DEFAULT_CLASSES
+
+
 @register
 @dataclass(frozen=True)
 class BuildDemo(Request):
     kind = "demo"
     action = "change_workspace"
-    summary = "build the synthetic demo cohort"
+    summary = "build a synthetic demo cohort (AD vs HC, or MS vs HC with --disease ms)"
 
     subjects: int = option(80, "subjects")
     resolution: float = option(2.0, "voxel size in mm (1 = the paper's grid)")
@@ -31,6 +41,13 @@ class BuildDemo(Request):
     seed: int = option(0)
     workers: int = option(0, "processes (default: up to 2)")
     force: bool = option(False, "rebuild even if complete")
+    disease: str = option("ad", "ad: Alzheimer's atrophy (the paper's task); ms: multiple sclerosis lesions and "
+                                "atrophy, in its own workspace (default data/demo-ms)", choices=("ad", "ms"))
+
+    def root(self, ws: Workspace) -> Path:
+        """The folder built: the workspace's, except that the MS demo never replaces the default AD demo."""
+        default = default_workspace_path()
+        return default.parent / "demo-ms" if self.disease == "ms" and ws.root.resolve() == default else ws.root
 
     def required_action(self, ws: Workspace) -> str | None:
         """None for the default demo workspace: a system action any signed-in identity may start, since a
@@ -42,6 +59,8 @@ class BuildDemo(Request):
         return "demo"   # one build of a folder at a time, whatever its settings
 
     def prepare(self, ws: Workspace) -> Task:
+        if self.disease == "ms":
+            return self._prepare_ms(Workspace.open(self.root(ws)))
         from lib.data import demo
 
         if demo.is_complete(ws) and not self.force:
@@ -74,6 +93,33 @@ class BuildDemo(Request):
         return Task(work)
 
 
+    def _prepare_ms(self, ws: Workspace) -> Task:
+        from lib.data import demo_ms
+
+        if demo_ms.is_complete(ws) and not self.force:
+            return Task(lambda progress: f"MS demo cohort already complete at {ws.root} "
+                                         f"({ws.config.get('n_scans')} scans); --force rebuilds it")
+        cfg = demo_ms.MSDemoConfig(n_subjects=self.subjects, resolution=self.resolution, seed=self.seed,
+                                   max_visits=self.visits)
+        if self.workers:
+            cfg.workers = self.workers
+
+        def work(progress):
+            from lib.data.validation import validate_table
+
+            if ws.exists and ws.is_demo:   # an outdated build: what the generator owns goes, no stale file survives
+                for owned in ("scans", "ground_truth", "cache"):
+                    shutil.rmtree(ws.root / owned, ignore_errors=True)
+            built = demo_ms.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
+            n = built.config["n_scans"]
+            report = validate_table(built.cohort_csv, built, check_images=True,
+                                    progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
+            save_report(built, report)
+            return f"MS demo: {n} scans of {cfg.n_subjects} subjects in {built.root}"
+
+        return Task(work)
+
+
 @register
 @dataclass(frozen=True)
 class Validate(Request):
@@ -85,6 +131,10 @@ class Validate(Request):
                                positional=True)
     no_images: bool = option(False, "check the table only")
     report: str | None = option(None, "write the report (JSON) here instead of into the workspace")
+    positive: str | None = option(None, "check against this task (default: the workspace's; see init)")
+    negative: str | None = option(None, "the task's negative class")
+    positive_labels: str | None = option(None, "table labels meaning the positive class, comma-separated")
+    negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
 
     def key(self, ws: Workspace) -> str:
         return "validate" if self.table is None else f"validate {self._table(ws)}"
@@ -100,6 +150,13 @@ class Validate(Request):
         # a table outside the workspace is checked against its own folder (relative paths, path escapes)
         base = table if table.is_dir() else table.parent
         check_ws = ws if ws.exists and (own_table or base.is_relative_to(ws.root)) else Workspace.open(base)
+        if any((self.positive, self.negative, self.positive_labels, self.negative_labels)):
+            from lib.data.classes import TaskError
+            try:
+                task = task_classes(self).to_json()
+            except TaskError as exc:
+                raise RequestError(str(exc)) from exc
+            check_ws = Workspace(root=check_ws.root, config={**check_ws.config, "task": task})
         result = {}
 
         def work(progress):
@@ -130,6 +187,18 @@ class CreateWorkspace(Request):
     resolution: float = option(2.0)
     data_root: tuple[str, ...] = option((), "extra folder scans may live in (repeatable)", append=True)
     no_images: bool = option(False)
+    positive: str | None = option(None, "the diagnosis the models detect (default AD)")
+    negative: str | None = option(None, "the control class (default HC)")
+    positive_labels: str | None = option(None, "table labels meaning the positive class, comma-separated "
+                                               "(default: its name and usual spellings)")
+    negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
+    positive_title: str | None = option(None, "long name of the positive class (e.g. 'multiple sclerosis')")
+    negative_title: str | None = option(None, "long name of the negative class")
+    biomarker_measure: str | None = option(None, "cohort column the Biomarkers page correlates relevance with by "
+                                                 "default (default hippocampal_volume for AD)")
+
+    def classes(self):
+        return task_classes(self)
 
     def target(self) -> Path:
         table = Path(self.table).expanduser().resolve()
@@ -143,17 +212,25 @@ class CreateWorkspace(Request):
         return Task(self._create)
 
     def _create(self, progress) -> str:
+        from lib.data.classes import TaskError
         from lib.data.cohort import CohortError, read_table
         from lib.data.splits import make_splits, save_splits
         from lib.data.validation import format_report, validate_table
 
         table = Path(self.table).expanduser().resolve()
         root = self.target()
+        try:
+            classes = self.classes()
+        except TaskError as exc:
+            raise RequestError(f"not initialised: {exc}") from exc
+        task = {} if classes.is_default else {"task": classes.to_json()}
+        if self.biomarker_measure:
+            task["biomarker_measure"] = self.biomarker_measure
         # validated in memory first: a refused table leaves no workspace.json behind
         ws = Workspace(root=root, config={"kind": "study", "resolution": float(self.resolution),
-                                          "data_roots": list(self.data_root)})
+                                          "data_roots": list(self.data_root), **task})
         try:
-            cohort = read_table(table)
+            cohort = read_table(table, classes)
         except CohortError as exc:
             raise RequestError(str(exc)) from exc
         base = table if table.is_dir() else table.parent
@@ -165,7 +242,7 @@ class CreateWorkspace(Request):
         sys.stdout.flush()
         if not report.ok:
             raise RequestError(f"not initialised: {report.summary()}; fix the errors in {table}")
-        ws = Workspace.create(root, kind="study", resolution=self.resolution, data_roots=list(self.data_root))
+        ws = Workspace.create(root, kind="study", resolution=self.resolution, data_roots=list(self.data_root), **task)
         save_report(ws, report)
         save_splits(ws, make_splits(cohort))
         atomic.write_csv(ws.cohort_csv, cohort.drop(columns=[c for c in ("row",) if c in cohort]))
@@ -179,7 +256,7 @@ class CreateWorkspace(Request):
 class CohortMeans(Request):
     kind = "means"
     action = "compute"
-    summary = "mean AD and HC images of the cohort (dataset overview)"
+    summary = "mean images of the two classes of the cohort (dataset overview)"
 
     def key(self, ws: Workspace) -> str:
         return "means"

@@ -24,8 +24,8 @@ class Explain(Request):
     params: dict = option(dict, "any method parameter (repeatable)", flag="param", metavar="KEY=VALUE",
                           append=True, parse=parse_params)
     atlas: str | None = option(None, f"atlas of a method that needs one (default {DEFAULT_ATLAS})")
-    target: str = option(DEFAULT_CLASSES.positive,
-                         f"explained class (default {DEFAULT_CLASSES.positive}, as in the paper)")
+    target: str | None = option(None, "explained class (default: the run's positive class, "
+                                      f"{DEFAULT_CLASSES.positive} in the paper)")
     batch_size: int = option(4)
 
     def method_params(self) -> dict:
@@ -72,7 +72,7 @@ class Explain(Request):
 class GroupMeans(Request):
     kind = "group-means"
     action = "compute"
-    summary = "average heatmaps of AD, HC, TP, FP, TN, FN (and subgroups) for the heatmap page; cached"
+    summary = "average heatmaps per class and outcome TP, FP, TN, FN (and subgroups) for the heatmap page; cached"
 
     run_id: str = option(help="training run", flag="run")
     store: str | None = option(None, "heatmap store (its folder name under cache/heatmaps)")
@@ -108,7 +108,8 @@ class GroupMeans(Request):
         except RequestError:   # the job fails saying so; its key is the request's own
             return super().key(ws)
         table = viewer.selection(run.predictions(), self.split)
-        return f"group-means:{viewer.grouping_key(store, table, viewer.SUBGROUPS.get(self.by) if self.by else None)}"
+        by = viewer.SUBGROUPS.get(self.by) if self.by else None
+        return f"group-means:{viewer.grouping_key(store, table, by, run.classes)}"
 
     def prepare(self, ws: Workspace) -> Task:
         from lib.views import viewer

@@ -33,6 +33,10 @@ class Train(Request):
                                  flag="no-class-weights")
     seeds: tuple[int, ...] | None = option(None, "one run per seed (default 0)")
     folds: tuple[int, ...] | None = option(None, "cross-validation folds to run (fold k validates)")
+    init_from: str | None = option(None, "transfer learning: start from this run, run folder, model of models/ or "
+                                         "checkpoint (convolution weights copied; the head re-initialised when its "
+                                         "classes differ)", metavar="RUN_OR_CHECKPOINT")
+    freeze: int = option(0, "with --init-from: convolution blocks, from the input, kept as the source trained them")
 
     def key(self, ws: Workspace) -> str:
         # a resumed run is one job at a time; a new training is its settings
@@ -45,7 +49,7 @@ class Train(Request):
                            batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            patience=self.patience, flip_p=self.flip_p, shift_voxels=self.shift,
                            normalisation=self.normalisation, seed=self.seeds[0] if self.seeds else 0,
-                           class_weighted=self.class_weighted)
+                           class_weighted=self.class_weighted, init_from=self.init_from, freeze=self.freeze)
 
     def prepare(self, ws: Workspace) -> Task:
         import sys

@@ -7,7 +7,6 @@ from lib.core import atomic
 from lib.data.workspace import Workspace
 from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 from lib.views.report.model import (CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PERMUTATIONS, SPLIT, TOP_K,
                                     _store_label)
 
@@ -28,12 +27,12 @@ def stored_settings(ws: Workspace, run, stores, atlas, evaluation: dict, biomark
         "demo_config": ws.config.get("demo_config") if ws.is_demo else None, "split": _split_settings(ws),
         "heatmaps": [{"store": s.folder.name, "label": _store_label(s), "method": s.params.get("method"),
                       "params": {k: v for k, v in s.params.items() if k != "method"},
-                      "target": s.meta.get("target", POSITIVE), "scans": len(s)} for s in stores],
+                      "target": s.meta.get("target", run.classes.positive), "scans": len(s)} for s in stores],
         "atlas": {"name": atlas.name, "regions": int(atlas.n_regions), "resolution_mm": atlas.resolution}
         if atlas is not None else None,
         "split_analysed": SPLIT, "top_k": TOP_K, "overlap_k": OVERLAP_K, "permutations": PERMUTATIONS,
         "fingerprint_min_score": FINGERPRINT_MIN_SCORE, "crosshair_mni": list(CROSSHAIR_MNI),
-        "biomarker": biomarker, "evaluation": evaluation,
+        "biomarker": biomarker, "evaluation": evaluation, "task": run.classes.to_json(),
     }
 
 
@@ -68,15 +67,17 @@ def methods_paragraph(s: dict) -> str:
     """The methods as prose, every number taken from ``s`` (:func:`stored_settings`)."""
     t = s["train"]
     n = s["subjects_per_part"]
+    task = s.get("task") or DEFAULT_CLASSES.to_json()
+    pos, neg = task["positive"], task["negative"]
     shift = t.get("shift_voxels")
     text = [
-        f"We trained the {t.get('model')} 3D CNN (run {s['run']}) on {s['workspace']} ({s['n_scans']} scans; "
+        f"We trained the {t.get('model')} 3D CNN (run {s['run']}) to tell {pos} from {neg} on {s['workspace']} ({s['n_scans']} scans; "
         f"{s['workspace_kind']} workspace, cohort fingerprint {s['cohort_fingerprint']}), resampled to a "
         f"{s['resolution_mm']:g} mm MNI grid of {'×'.join(str(v) for v in s['input_shape'] or [])} voxels. Subjects were split "
         f"without overlap into {n.get('train', 0)} training, {n.get('validation', 0)} validation and {n.get('test', 0)} "
         f"test subjects" + (f" (cross-validation fold {t['fold']})" if t.get("fold") is not None else "")
         + (f"; the workspace split holds out {sp['test_fraction']:g} of the subjects for testing and "
-           f"{sp['validation_fraction']:g} for validation ({'as many AD as HC test subjects, ' if sp.get('balanced_test') else ''}"
+           f"{sp['validation_fraction']:g} for validation ({f'as many {pos} as {neg} test subjects, ' if sp.get('balanced_test') else ''}"
            f"{sp.get('k_folds')} folds, seed {sp.get('seed')})" if (sp := s.get("split")) and "test_fraction" in sp else "")
         + ".",
         f"Training used Adam with learning rate {t.get('lr'):g}, weight decay {t.get('weight_decay'):g}, batch size "
@@ -95,14 +96,14 @@ def methods_paragraph(s: dict) -> str:
     if s["heatmaps"]:
         text.append(f"Heatmaps were computed for every scan with: {_heatmap_settings(s['heatmaps'])}. Group maps average the {s['split_analysed']} "
                     "split per diagnosis and outcome (TP, FP, TN, FN) and are shown on the paper's shared scale "
-                    "(50th–99.5th percentile of the average AD map within the brain).")
+                    f"(50th–99.5th percentile of the average {pos} map within the brain).")
     if s["atlas"]:
         a = s["atlas"]
         text.append(f"Relevance was summed per region of the {a['name']} atlas ({a['regions']} regions on the "
                     f"{a['resolution_mm']:g} mm grid); density is the sum per voxel, gain the scan's region sum ÷ the "
-                    f"mean HC sum of the region; the top {s['top_k']} regions are ranked by the AD (or TP) mean, "
+                    f"mean {neg} sum of the region; the top {s['top_k']} regions are ranked by the {pos} (or TP) mean, "
                     f"density estimates are Gaussian kernel estimates of the scans' values, robustness is the overlap "
-                    f"of the top {s['overlap_k']} regions, and AD vs HC tests are Mann–Whitney U with "
+                    f"of the top {s['overlap_k']} regions, and {pos} vs {neg} tests are Mann–Whitney U with "
                     "Benjamini–Hochberg FDR correction over regions.")
     if s["biomarker"]:
         text.append(f"For Fig 9 the relevance summed over both hippocampi was correlated with {s['biomarker']['volume']} "
@@ -113,7 +114,7 @@ def methods_paragraph(s: dict) -> str:
     if e:
         text.append(f"The explanation methods ({', '.join(e['methods'])}) were evaluated on {e['scans']} scans of the "
                     f"{e['split']} split by region perturbation ({e['regions']} of {e['cube_mm']:g} mm, {e['steps']} "
-                    f"steps, {e['replacement']} replacement, f = AD {e['output']}; AOPC against a random order), a "
+                    f"steps, {e['replacement']} replacement, f = {pos} {e['output']}; AOPC against a random order), a "
                     f"cascading randomisation sanity check on {e['sanity_scans']} scans (pass: |ρ| < {e['threshold']:g})"
                     + (f" and localisation of the known atrophy (local volume loss ≥ {e['min_loss']:.0%}) on "
                        f"{e['localisation_scans']} scans" if e["localisation_scans"] else "")

@@ -10,11 +10,9 @@ import pandas as pd
 
 from lib.data.workspace import Workspace
 from lib.views.render import to_png
-from lib.views.viewer import store_label
+from lib.views.viewer import label_of
 from lib.data.atlases import DEFAULT_ATLAS
-from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 
 REPORT_VERSION = 1
 ATLAS = DEFAULT_ATLAS
@@ -95,7 +93,7 @@ def _cmd(ws: Workspace, args: str) -> str:
 
 
 def _store_label(store) -> str:
-    return store_label(store.params, store.meta.get("target", POSITIVE))
+    return label_of(store)
 
 
 

@@ -21,9 +21,7 @@ from lib.views import region_figures as rf
 from lib.views import viewer
 from lib.views.render import colorbar, ortho_image, stack, titled
 from lib.explain.catalogue import absolute_by_default
-from lib.data.classes import DEFAULT_CLASSES
 
-POSITIVE, NEGATIVE = DEFAULT_CLASSES.positive, DEFAULT_CLASSES.negative
 from lib.views.report.model import (ATLAS, CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PALETTE, PERMUTATIONS,
                                     SECTIONS, SPLIT, TOP_K, Figure, Section, _cmd, _fmt, _png_of, _store_label)
 
@@ -103,11 +101,11 @@ def _training_section(ws: Workspace, run) -> Section:
                                go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
                                           showlegend=False)])
                 f.update_layout(height=360, width=460, margin=dict(l=10, r=10, t=50, b=10),
-                                title=f"ROC · {split} split (AD positive)", xaxis_title="false positive rate",
+                                title=f"ROC · {split} split ({run.classes.positive} positive)", xaxis_title="false positive rate",
                                 yaxis_title="true positive rate")
                 sec.figures.append(Figure("roc_test", f"ROC of the best checkpoint on the {split} split.", plotly=f))
     if rows:
-        sec.tables.append(("Metrics of the best checkpoint (threshold 0.5 on the AD probability)", pd.DataFrame(rows)))
+        sec.tables.append((f"Metrics of the best checkpoint (threshold 0.5 on the {run.classes.positive} probability)", pd.DataFrame(rows)))
     else:
         sec.missing.append(f"No predictions yet: `{_cmd(ws, f'predict --run {run.id}')}`.")
     return sec
@@ -127,17 +125,17 @@ def _group_maps_section(ws: Workspace, run, stores, preds) -> Section:
     table = viewer.selection(preds, SPLIT)
     for store in stores:
         label = _store_label(store)
-        folder = store.folder / "group_means" / viewer.grouping_key(store, table, None)
+        folder = store.folder / "group_means" / viewer.grouping_key(store, table, None, run.classes)
         if (folder / "index.json").exists():
             means = viewer.CachedGroupMeans(folder)
         elif viewer.is_small(store, table):   # what the Heatmaps page averages while it waits (about a second)
-            means = viewer.cached_group_means(store, table)
+            means = viewer.cached_group_means(store, table, classes=run.classes)
         else:
             sec.missing.append(f"{label}: group means not computed: "
                                f"`{_cmd(ws, f'group-means --run {run.id} --store {store.folder.name}')}`.")
             continue
         panels, ov = [], None
-        for g in (POSITIVE, NEGATIVE, "TP", "FP", "TN", "FN"):
+        for g in (*run.classes.names[::-1], "TP", "FP", "TN", "FN"):
             e = means.entry(g)
             if e.count == 0:
                 continue
@@ -151,7 +149,7 @@ def _group_maps_section(ws: Workspace, run, stores, preds) -> Section:
                     + [colorbar(ov.cmap, ov.vmin, ov.vmax, label="relevance")])
         x, y, z = (float(v) for v in grid.voxel_to_mni(ijk))
         sec.figures.append(Figure(
-            f"group_maps_{store.folder.name}", f"{label}: mean maps of the {SPLIT} split per group (AD, HC, and "
+            f"group_maps_{store.folder.name}", f"{label}: mean maps of the {SPLIT} split per group ({run.classes.positive}, {run.classes.negative}, and "
             f"the outcomes TP, FP, TN, FN) at MNI ({x:.0f}, {y:.0f}, {z:.0f}) mm over the ICBM152 2009c template; "
             f"the paper's scale shared by all groups: black below {means.paper.vmin:.3g} (50th percentile of the "
             f"average {means.scale_from} map), white above {means.paper.vmax:.3g} (99.5th).",
@@ -170,7 +168,8 @@ def _region_tables(ws: Workspace, run, stores, atlas):
             missing.append(s)
             continue
         absolute = absolute_by_default(s.params.get("method", ""))
-        have.append((s, path, ra.annotate(rt.read_table(path), preds, split=SPLIT, absolute=absolute)))
+        have.append((s, path, ra.annotate(rt.read_table(path), preds, split=SPLIT, absolute=absolute,
+                                          classes=run.classes)))
     return have, missing
 
 
@@ -187,7 +186,7 @@ def _top_regions_section(ws, run, tables, missing, truth) -> Section:
                            f"`{_regions_cmd(ws, run, missing)}`.")
     for store, _, table in tables:
         label = _store_label(store)
-        for metric, groups in (("density", (POSITIVE, NEGATIVE)), ("gain", ("TP", "TN"))):
+        for metric, groups in (("density", run.classes.names[::-1]), ("gain", ("TP", "TN"))):
             if not all(ra.group_scans(table, g) for g in groups):
                 sec.text.append(f"{label}, {metric}: no {' or '.join(groups)} scans in the {SPLIT} split.")
                 continue
@@ -200,16 +199,17 @@ def _top_regions_section(ws, run, tables, missing, truth) -> Section:
                                    title=f"Top {len(regions)} regions by {groups[0]} mean {metric} · {label}")
             cap = (f"Circles: group means ({groups[0]} orange, {groups[1]} green); shaded: density estimates of the "
                    f"scans' values ({groups[0]} above the line, {groups[1]} below). "
-                   + ("Gain = the scan's region sum ÷ the mean HC sum there; dashed: gain 1. " if metric == "gain"
+                   + (f"Gain = the scan's region sum ÷ the mean {run.classes.negative} sum there; dashed: gain 1. " if metric == "gain"
                       else "") + ("★ = a region the demo generator atrophied." if truth else ""))
             sec.figures.append(Figure(f"top_{metric}_{store.folder.name}", cap, plotly=fig))
             if truth:
                 o = ra.truth_overlap(regions[:10], truth)
                 sec.text.append(f"{label}, {metric}: {o['hits']} of the top {o['k']} regions are regions the demo "
                                 "generator atrophied.")
-        res = ra.region_tests(table, "fraction")
+        res = ra.region_tests(table, "fraction", classes=run.classes)
         n_sig = int(res["significant"].sum())
-        sec.text.append(f"{label}: {n_sig} of {int(res['p'].notna().sum())} regions differ between AD and HC in their "
+        sec.text.append(f"{label}: {n_sig} of {int(res['p'].notna().sum())} regions differ between "
+                        f"{run.classes.positive} and {run.classes.negative} in their "
                         "share of the scan's relevance (Mann–Whitney U, Benjamini–Hochberg FDR 0.05).")
     return sec
 
@@ -222,20 +222,23 @@ def _fingerprints_section(ws, run, tables, missing, truth) -> Section:
                            else f"Needs heatmaps: `{_cmd(ws, f'explain --run {run.id} --method lrp --beta 0')}`.")
         return sec
     store, _, table = tables[0]
-    regions = list(ra.ranking(table, "density", POSITIVE).head(TOP_K).index)
-    pair = ra.most_different_patients(table, regions, metric="density", min_score=FINGERPRINT_MIN_SCORE)
+    k = run.classes
+    regions = list(ra.ranking(table, "density", k.positive).head(TOP_K).index)
+    pair = ra.most_different_patients(table, regions, metric="density", min_score=FINGERPRINT_MIN_SCORE, classes=k)
     if pair is None:
-        n = len(ra.confident_patients(table, FINGERPRINT_MIN_SCORE))
-        sec.text.append(f"{n} AD patient(s) of the {SPLIT} split have an AD score above {FINGERPRINT_MIN_SCORE}; "
+        n = len(ra.confident_patients(table, FINGERPRINT_MIN_SCORE, classes=k))
+        sec.text.append(f"{n} {k.positive} patient(s) of the {SPLIT} split have a {k.positive} score above "
+                        f"{FINGERPRINT_MIN_SCORE}; "
                         "two are needed for the paper's pair of most different patients.")
         return sec
     fp = ra.fingerprints(table, [pair[0], pair[1]], regions, "density")
-    fig = rf.region_figure(ra.distributions(table, "density", regions, (POSITIVE, NEGATIVE)), "density",
+    fig = rf.region_figure(ra.distributions(table, "density", regions, k.names[::-1]), "density", k.names[::-1],
                            fingerprints=fp,
                            marked=truth, title=f"Fingerprints of {pair[0]} and {pair[1]} · {_store_label(store)}")
-    sec.figures.append(Figure("fingerprints", f"The two confident AD patients (AD score > {FINGERPRINT_MIN_SCORE}) "
+    sec.figures.append(Figure("fingerprints", f"The two confident {k.positive} patients ({k.positive} score > "
+                              f"{FINGERPRINT_MIN_SCORE}) "
                               f"whose relevance density over the top {len(regions)} regions differs most "
-                              f"(cosine distance {pair[2]:.3f}), over the AD and HC distributions.", plotly=fig))
+                              f"(cosine distance {pair[2]:.3f}), over the {k.positive} and {k.negative} distributions.", plotly=fig))
     return sec
 
 
@@ -251,8 +254,9 @@ def _robustness_section(ws, run, sha, atlas, tables_by_store) -> Section:
         else:
             found[f"β={b:g}"] = t
     if len(found) >= 2:
-        mats = ra.overlap_matrices(found, k=OVERLAP_K)
-        sec.figures.append(Figure("overlap_beta", f"Share (%) of the top {OVERLAP_K} regions (by AD mean) two LRP β "
+        mats = ra.overlap_matrices(found, k=OVERLAP_K, classes=run.classes)
+        sec.figures.append(Figure("overlap_beta", f"Share (%) of the top {OVERLAP_K} regions (by {run.classes.positive} "
+                                  "mean) two LRP β "
                                   "values have in common, per metric.", plotly=rf.overlap_figure(
                                       mats, title=f"Overlap of the top {OVERLAP_K} regions between β values (%)")))
     if missing:
@@ -268,13 +272,13 @@ def _robustness_section(ws, run, sha, atlas, tables_by_store) -> Section:
             s = rt.matching_store(ws, r.checkpoint_hash(), "lrp", {"beta": 0.0})
             path = rt.find_table(ws, s, atlas) if s is not None else None
             if path is not None and r.predictions() is not None:
-                have[r.id] = ra.annotate(rt.read_table(path), r.predictions(), split=SPLIT)
+                have[r.id] = ra.annotate(rt.read_table(path), r.predictions(), split=SPLIT, classes=run.classes)
         if len(have) >= 2:
-            mo = ra.mean_overlaps(have, k=OVERLAP_K)
+            mo = ra.mean_overlaps(have, k=OVERLAP_K, classes=run.classes)
             sec.tables.append((f"Mean pairwise overlap of the top {OVERLAP_K} regions between the group's runs "
                                "(LRP β=0)", mo))
             sec.figures.append(Figure("overlap_runs", "Overlap between retrainings.", plotly=rf.overlap_figure(
-                ra.overlap_matrices(have, k=OVERLAP_K), title="Overlap of the top regions between runs (%)")))
+                ra.overlap_matrices(have, k=OVERLAP_K, classes=run.classes), title="Overlap of the top regions between runs (%)")))
         lacking = [r.id for r in members if r.id not in have]
         if lacking:
             sec.missing.append(f"Runs without LRP β=0 region metrics: `{_cmd(ws, 'regions --run ' + ' '.join(lacking) + ' --method lrp --beta 0')}`.")
@@ -378,7 +382,7 @@ def _evaluation_section(ws, run) -> tuple[Section, dict]:
             fig.add_trace(go.Scatter(x=g["k"], y=g["drop"], mode="lines", name=lab,
                                      line=dict(dash="dash", color="#7f7f7f") if lab == "random order"
                                      else dict(color=PALETTE[i % len(PALETTE)])))
-        fig.update_layout(height=400, title="Region perturbation: mean drop of the AD probability",
+        fig.update_layout(height=400, title=f"Region perturbation: mean drop of the {run.classes.positive} probability",
                           xaxis_title="regions perturbed, k", yaxis_title="output drop",
                           margin=dict(l=10, r=10, t=50, b=10))
         sec.figures.append(Figure("aopc", "Most relevant regions first per method; dashed: the same regions in "

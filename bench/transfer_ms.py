@@ -1,0 +1,99 @@
+"""Transfer learning on the MS demo (Eitel's study 2): from scratch against from the shipped AD model, side by side.
+
+    .venv/bin/python bench/transfer_ms.py [--workspace /tmp/ms-bench] [--subjects 40] [--visits 1]
+                                          [--seeds 0 1 2] [--epochs 15] [--patience 6] [--lr 1e-3]
+
+Builds the MS demo (3 mm, the shipped model's grid) once, then trains per seed one run from scratch and one
+from ``models/demo-boehle2019`` (AD vs HC; its convolution weights copied, the head re-initialised), with the
+same split, settings and seed, alternating so that load from elsewhere hits both alike. Prints each run's test
+balanced accuracy, the mean ± sd per condition, and for each run the share of positive LRP relevance (β = 0,
+explaining MS) inside the test patients' lesion masks against chance (the masks' share of the brain): the
+Evaluation page's localisation on the MS demo. Runs already finished in the workspace are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lib.analysis import evaluation as ev  # noqa: E402
+from lib.cli import main  # noqa: E402
+from lib.data import demo_ms  # noqa: E402
+from lib.data.workspace import Workspace  # noqa: E402
+from lib.learn.runs import load_run  # noqa: E402
+
+SOURCE = "demo-boehle2019"
+
+
+def _train(ws: Workspace, run_id: str, seed: int, args, extra: list[str]):
+    d = ws.runs_dir / run_id
+    if not ((d / "summary.json").exists()):
+        t0 = time.monotonic()
+        code = main(["--workspace", str(ws.root), "train", "--resolution", "3", "--epochs", str(args.epochs),
+                     "--patience", str(args.patience), "--lr", str(args.lr), "--batch-size", "8",
+                     "--seeds", str(seed), "--run-id", run_id, *extra])
+        if code != 0:
+            raise SystemExit(f"training {run_id} failed")
+        print(f"  trained {run_id} in {time.monotonic() - t0:.0f} s", flush=True)
+    return load_run(ws, run_id)
+
+
+def _localisation(ws: Workspace, run, n_scans: int) -> tuple[float, float, int]:
+    """(mean relevance mass inside the lesion masks, mean chance, scans) of LRP β = 0 on the test split."""
+    results = ev.evaluate(ws, run, ["lrp:beta=0"], ev.Settings(split="test", n_scans=n_scans),
+                          checks=["localisation"])
+    loc = ev.localisation_table(results)
+    return float(loc["mass"].mean()), float(loc["chance_mass"].mean()), len(loc)
+
+
+def _ms(values) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def run(args) -> None:
+    ws = Workspace.open(args.workspace)
+    if not demo_ms.is_complete(ws):
+        assert main(["--workspace", str(ws.root), "demo", "--disease", "ms", "--subjects", str(args.subjects),
+                     "--resolution", "3", "--visits", str(args.visits), "--seed", "0"]) == 0
+        ws = Workspace.open(args.workspace)
+    print(f"MS demo: {ws.config['n_scans']} scans of {ws.config['n_subjects']} subjects, 3 mm; "
+          f"{args.epochs} epochs max, patience {args.patience}, lr {args.lr:g}, seeds {args.seeds}", flush=True)
+    rows = []
+    for seed in args.seeds:
+        for cond, extra in (("scratch", []), ("transfer", ["--init-from", SOURCE])):
+            r = _train(ws, f"{cond}-s{seed}", seed, args, extra)
+            bacc = r.summary()["test"]["balanced_accuracy"]
+            mass, chance, n = _localisation(ws, r, args.n_scans)
+            rows.append({"condition": cond, "seed": seed, "bacc": bacc, "mass": mass, "chance": chance, "n": n,
+                         "epochs": r.summary().get("epochs_run")})
+            print(f"  {cond:8s} seed {seed}: test balanced accuracy {bacc:.3f} ({rows[-1]['epochs']} epochs); "
+                  f"LRP mass in lesions {mass:.3f} vs chance {chance:.3f} ({n} scans)", flush=True)
+    print("\ncondition   test balanced accuracy   LRP relevance in lesions   chance   ratio")
+    for cond in ("scratch", "transfer"):
+        sel = [r for r in rows if r["condition"] == cond]
+        mass = [r["mass"] for r in sel]
+        chance = [r["chance"] for r in sel]
+        print(f"{cond:10s}  {_ms([r['bacc'] for r in sel]):>22s}   {_ms(mass):>24s}   {statistics.mean(chance):.3f}"
+              f"   {statistics.mean(mass) / statistics.mean(chance):5.1f}×")
+    diff = [t["bacc"] - s["bacc"] for s, t in zip([r for r in rows if r["condition"] == "scratch"],
+                                                  [r for r in rows if r["condition"] == "transfer"])]
+    print(f"transfer − scratch, paired by seed: {_ms(diff)}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workspace", default="/tmp/ms-bench")
+    p.add_argument("--subjects", type=int, default=40)
+    p.add_argument("--visits", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--patience", type=int, default=6)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--n-scans", type=int, default=8)
+    run(p.parse_args())
