@@ -211,6 +211,7 @@ def test_preprocess_command(tmp_path, capsys):
     assert f"workspace ready at {ws}" in out and "1 failed, 2 passed through" in out
     cohort = pd.read_csv(ws / "cohort.csv")
     assert list(cohort["mmse"]) == [22, 30] and (ws / "splits.json").is_file()
+    assert set(pd.read_csv(ws / "qc.csv")["scan_id"]) == {"a1", "c1"}   # validated like a workspace from init
     with pytest.raises(SystemExit):   # the resolutions offered are 1, 2 and 3 mm
         main(["--workspace", str(tmp_path / "jobs"), "preprocess", "--table", str(table), "--resolution", "4",
               "--out", str(ws)])

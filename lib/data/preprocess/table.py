@@ -106,6 +106,7 @@ def preprocess_table(table: str | os.PathLike, settings: Settings, out: str | os
     ``Grid(settings.resolution)``; returns ``out``. A re-run (or a run after a crash) redoes only the scans
     whose result is missing or whose input or settings changed."""
     from lib.data.splits import make_splits, save_splits
+    from lib.data.validation import validate_table
     from lib.data.workspace import Workspace
 
     table, out = Path(table).expanduser().resolve(), Path(out).expanduser().resolve()
@@ -140,5 +141,8 @@ def preprocess_table(table: str | os.PathLike, settings: Settings, out: str | os
                           preprocessing={**settings.canonical(), "table": str(table)})
     atomic.write_csv(ws.cohort_csv, new)
     save_splits(ws, make_splits(new))
+    report = validate_table(ws.cohort_csv, ws, check_images=True)   # the pages read the last validation
+    atomic.write_csv(ws.qc_csv, report.qc)
+    atomic.write_text(ws.validation_json, report.to_json())
     ws.update_config(complete=True, n_scans=len(new))
     return out
