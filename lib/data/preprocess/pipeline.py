@@ -47,13 +47,14 @@ from lib.data.templates import Grid, brain_mask, template
 
 REGISTRATIONS = ("none", "linear", "nonlinear")
 RESOLUTIONS = (1, 2, 3)
-VERSION = 1
+VERSION = 2
 """Part of every scan's cache key: raise it when the pipeline's output changes."""
 
 PASS_THROUGH_CORR = 0.8
 """A scan that correlates at least this much with the template without registration is already registered
 (a raw T1 near MNI space, skull on, scores 0.55–0.6; see :mod:`lib.data.images`)."""
 
+RANDOM_SEED = 20090
 HIPPOCAMPUS = (47, 48)   # Neuromorphometrics right and left hippocampus (lib.data.atlases)
 
 
@@ -277,6 +278,9 @@ def _ants_register(moving, fixed, tmask: np.ndarray, settings: Settings, out: Pa
                    ) -> tuple[list[str], list[str]]:
     import ants
 
+    # a fixed seed for the metric's random sampling: the same scan registers the same way every time
+    # (ANTsPy passes --random-seed only from this setting; set_ants_deterministic would also force 1 thread)
+    ants.config._random_seed = RANDOM_SEED
     prefix = str(out / "ants_")
     coarse, fine = affine_params(fixed.spacing[0])
     head = ants.registration(fixed, moving, outprefix=prefix + "head_", **AFFINE, **coarse)
