@@ -194,7 +194,7 @@ def main() -> None:
         st.warning(f"No scan of the {av.SPLIT_NAMES[v.split]} has both a heatmap and a prediction.")
         st.stop()
     P, N = ws.classes.positive, ws.classes.negative
-    n_ad, n_hc = len(ra.group_scans(v.table, P)), len(ra.group_scans(v.table, N))
+    n_ad, n_hc = av.group_sizes(v.key)[P], av.group_sizes(v.key)[N]
     v.truth = ra.atrophied_regions(ws, merged=v.merge) if ws.is_demo and v.atlas_name == DEFAULT_ATLAS \
         else set()
     st.caption(f"**{v.method_label}** · {v.atlas.name}, {v.atlas.n_regions} regions on the {resolution:g} mm grid · "

@@ -116,7 +116,7 @@ def methods_tab(v: AtlasView) -> None:
         if wide_t.empty:
             st.caption(f"No {g} scans in the {av.SPLIT_NAMES[v.split]}.")
         else:
-            st.dataframe(wide_t, width="stretch")
+            st.table(wide_t)   # a static table wraps its cells: every method's column stays in view
     st.caption("As in Rieke et al. 2018, Table 1: each method's regions with the largest share of the scan's "
                "relevance (region sum ÷ whole-volume sum, averaged over the group). |·|: of absolute values. "
                "Compute heatmaps of other methods on the **Heatmaps** page to add columns.")

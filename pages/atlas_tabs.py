@@ -10,31 +10,16 @@ import pandas as pd
 import streamlit as st
 
 from lib import jobs
-from lib.analysis import region_analysis as ra, region_tables as rt
+from lib.analysis import region_analysis as ra
 from lib.views import atlas as av, region_figures as rf
 from lib.views.selection import StoreSelection
 from pages.job_widgets import submit_job
 from pages.loaders import checkpoint_sha
 from pages.review_panel import review_panel, view_param
-from lib.data.classes import DEFAULT_CLASSES
 
 
 def _mtime(path) -> int:
     return Path(path).stat().st_mtime_ns
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _annotated(table: str, table_mtime: int, preds: str, preds_mtime: int, split: str, absolute: bool,
-               classes=DEFAULT_CLASSES) -> pd.DataFrame:
-    return ra.annotate(rt.read_table(table), pd.read_csv(preds, dtype={"scan_id": str, "subject_id": str}),
-                       split=split, absolute=absolute, classes=classes)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _distributions(table: str, table_mtime: int, preds: str, preds_mtime: int, split_: str, absolute_: bool,
-                   metric: str, regions: tuple, groups: tuple, classes=DEFAULT_CLASSES) -> list[dict]:
-    t = _annotated(table, table_mtime, preds, preds_mtime, split_, absolute_, classes)
-    return ra.distributions(t, metric, list(regions), groups)
 
 
 def sha_of(r) -> str:
@@ -80,15 +65,20 @@ class AtlasView(StoreSelection):
         return av.settings(self.run, self.sha, self.store, atlas=self.atlas_name, merge=self.merge,
                            split=self.split, values=self.values, min_voxels=self.min_voxels)
 
+    def key_of(self, path: Path, of_run, absolute: bool) -> av.TableKey:
+        return av.TableKey(Path(path), of_run.dir / "predictions.csv", self.split, absolute, self.classes)
+
+    @property
+    def key(self) -> av.TableKey:
+        """The main table's key: its results are shared by every session (lib.core.memo)."""
+        return self.key_of(self.table_file, self.run, self.absolute)
+
     def annotated(self, path: Path, of_run, absolute: bool) -> pd.DataFrame:
-        preds = of_run.dir / "predictions.csv"
-        return _annotated(str(path), _mtime(path), str(preds), _mtime(preds), self.split, absolute, self.classes)
+        return av.annotated(self.key_of(path, of_run, absolute))
 
     def distributions(self, metric: str, regions, groups) -> list[dict]:
-        """Density estimates of the main table, cached by its file and the request (never by hashing data)."""
-        preds = self.run.dir / "predictions.csv"
-        return _distributions(str(self.table_file), _mtime(self.table_file), str(preds), _mtime(preds), self.split,
-                              self.absolute, metric, tuple(regions), tuple(groups), self.classes)
+        """Density estimates of the main table, once per table version and request (never by hashing data)."""
+        return av.distributions(self.key, metric, tuple(regions), tuple(groups))
 
     def truth_line(self, regions, what: str) -> None:
         if self.truth:
@@ -103,22 +93,22 @@ def figure(fig) -> None:
 
 # --------------------------------------------------------------------------- Top regions
 def top_regions_tab(v: AtlasView) -> None:
-    table, split = v.table, v.split
+    split = v.split
     t1, t2, t3 = st.columns([2, 1.2, 1])
     metric = t1.segmented_control("Metric", list(ra.METRICS), key="at_metric", required=True,
                                   default=view_param("metric", "density") if view_param("metric", "density")
                                   in ra.METRICS else "density", format_func=str.capitalize,
                                   help="; ".join(f"**{m}**: {ra.METRIC_NAMES[m]}" for m in ra.METRICS))
     k = t2.slider("Regions shown", 5, 50, view_param("k", 25, int), key="at_k")
-    usable = av.usable_pairs(table, v.classes)
+    usable = av.usable_pairs_of(v.key)
     pair_name = t3.radio("Groups", usable, key=f"at_pair_{metric}_{len(usable)}", horizontal=True,
                          index=usable.index(av.preferred_pair(metric, usable, v.classes)),
                          help="Fig 6 shows gain for true positives and true negatives.")
     groups = av.pairs(v.classes)[pair_name]
     if "TP vs TN" not in usable:
-        lacking = [g for g in ("TP", "TN") if not ra.group_scans(table, g)]
+        lacking = [g for g in ("TP", "TN") if not av.group_sizes(v.key)[g]]
         t3.caption(f"No {' or '.join(lacking)} scans in the {av.SPLIT_NAMES[split]}.")
-    top = ra.top_table(table, metric, k, groups=groups, rank_group=groups[0], min_voxels=v.min_voxels)
+    top = av.top_table(v.key, metric, k, tuple(groups), groups[0], v.min_voxels)
     regions = list(top["region"])
     if not regions:
         st.info(f"No region has a value for this metric (a gain needs {v.classes.negative} scans with relevance "
@@ -143,7 +133,7 @@ def top_regions_tab(v: AtlasView) -> None:
 def _one_region(v: AtlasView, top, regions: list, metric: str, groups, k: int) -> None:
     """The group means, the test between the classes and the size of one of the top regions, and its reviews."""
     st.markdown("#### One region")
-    tests = ra.region_tests(v.table, metric if metric != "gain" else "sum", classes=v.classes).set_index("region")
+    tests = av.region_tests(v.key, metric if metric != "gain" else "sum").set_index("region")
     wanted_region = view_param("region", regions[0])
     region = st.selectbox("Region", regions, key="at_region",
                           index=regions.index(wanted_region) if wanted_region in regions else 0)
@@ -170,7 +160,7 @@ def fingerprints_tab(v: AtlasView) -> None:
     fp_k = f2.slider("Regions", 5, 50, 25, key="at_fp_k")
     P = v.classes.positive
     min_score = f3.slider(f"Confident {P} patients: {P} score above", 0.0, 1.0, 0.9, 0.01, key="at_fp_score")
-    regions = list(ra.ranking(table, fp_metric, P, min_voxels=v.min_voxels).head(fp_k).index)
+    regions = list(av.ranking(v.key, fp_metric, P, v.min_voxels).head(fp_k).index)
     scans = table.drop_duplicates("scan_id").set_index("scan_id")
     order = av.patient_order(table)
     kept = st.session_state.get("at_fp_scans")

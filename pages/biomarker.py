@@ -138,10 +138,12 @@ def main() -> None:
                                                                                                 any_tab]
     if ws.biomarker_measure != "hippocampal_volume":   # the workspace's own measure first
         names, draws = names[::-1], draws[::-1]
-    tabs = st.tabs(names)
+    # only the open tab is computed and sent (a tab switch reruns the page)
+    tabs = st.tabs(names, key="bm_tab", on_change="rerun")
     for tab, draw in zip(tabs, draws):
         with tab:
-            draw(v)
+            if tab.open:
+                draw(v)
     review_panel(ws, {"kind": "region", "region": "Hippocampus"},
                  {"page": "pages/biomarker.py", "run": run.id, "checkpoint": sha, "split": v.split,
                   "atlas": v.atlas_name, "side": v.side, "metric": v.metric, "volume": source, "icv": normalise})

@@ -100,6 +100,7 @@ def missing_note(ws, request, checks, have_any: bool) -> None:
 
 def ranking_tab(results, labels, threshold: float) -> None:
     table = ev.summary(results, labels, threshold)
+    st.markdown(ev.ranking_rule(threshold))
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         k: st.column_config.NumberColumn(**cfg) for k, cfg in SUMMARY_COLUMNS.items()})
     chance = ev.chance_levels(results)

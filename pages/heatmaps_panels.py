@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.views import heatmaps as hv, viewer
-from lib.views.render import colorbar, ortho_image, stack, titled, to_png
+from lib.views.render import colorbar, ortho_image, overlay_key, shared_png, stack, titled, to_png
 from lib.views.selection import StoreSelection
 from pages import niivue_view
 from pages.review_panel import review_panel, view_param
@@ -69,10 +69,17 @@ class HeatmapView(StoreSelection):
     def readout(self, volume, unit: str = "") -> str:
         return hv.readout(viewer.crosshair(self.grid, self.ijk, volume, self.atlas), unit)
 
-    def ortho(self, volume, ov, *, height=HEIGHT, labels_=None, bg=None, rng=None, outline_color=(60, 190, 255)):
+    def ortho(self, volume, ov, *, height=HEIGHT, labels_=None, bg=None, rng=None, outline_color=(60, 190, 255),
+              **outline):
         return ortho_image(self.background if bg is None else bg, self.ijk, overlay=ov,
                            labels=self.outline_labels if labels_ is None else labels_, height=height,
-                           bg_range=self.bg_range if rng is None else rng, outline_color=outline_color)
+                           bg_range=self.bg_range if rng is None else rng, outline_color=outline_color, **outline)
+
+    def group_png(self, label: str, ov, height: int = HEIGHT) -> bytes:
+        """A group mean's slices as PNG, drawn once per map, crosshair and look for every session."""
+        key = ("group", self.means.folder, label, self.ijk, height, self.bg_key, tuple(self.bg_range or ()),
+               self.outlines, overlay_key(ov))
+        return shared_png(key, lambda: self.ortho(self.means[label], ov, height=height))
 
     def viewer3d(self, ov, map_key: tuple, key: str, *, bg=None, rng=None, anat_key: tuple | None = None,
                  height: int = 560) -> None:
@@ -159,8 +166,8 @@ def _group_map(v: HeatmapView, label: str):
         v.viewer3d(ov, ("group", means.folder.name, label), "hm_nv_group")
         img = lambda: v.ortho(vol, ov)
     else:
-        img = v.ortho(vol, ov)
-        st.image(to_png(img), width="stretch")
+        img = lambda: v.ortho(vol, ov)   # the PNG export draws it again only when clicked
+        st.image(v.group_png(label, ov), width="stretch")
     st.markdown(v.readout(vol))
     c1, c2 = st.columns([1.3, 1])
     c1.image(to_png(scale_bar(ov)))
@@ -186,7 +193,6 @@ def _all_groups(v: HeatmapView, sub: str) -> None:
                 if e.count == 0:
                     st.caption(f"Empty: {e.reason}.")
                 else:
-                    small = v.overlay(means[e.label])
-                    st.image(to_png(v.ortho(means[e.label], small, height=130)), width="stretch")
+                    st.image(v.group_png(e.label, v.overlay(means[e.label]), height=130), width="stretch")
     with st.expander("Members per group", icon=":material/groups:"):
         st.dataframe(hv.members_table(means), hide_index=True, width="stretch")

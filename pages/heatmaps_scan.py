@@ -9,13 +9,14 @@ import streamlit as st
 from lib.analysis.groups import membership
 from lib.views import overview
 from lib.views import heatmaps as hv, viewer
-from lib.views.render import Overlay, colorbar, stack, to_png
+from lib.views.render import colorbar, stack, to_png
 from pages.loaders import cohort_table
 from pages.heatmaps_panels import HeatmapView, scale_bar
 from pages.review_panel import review_panel, view_param
 
 
 OUTLINE = (0, 230, 255)
+PANEL_HEIGHT = 330   # pixels of a slice before the page scales the row to its width
 
 
 def _mtime(path) -> int:
@@ -32,6 +33,7 @@ def scan_on_grid(path: str, mtime_ns: int, resolution: float):
     return data, viewer.background_range(data)
 
 
+@st.fragment   # "Next ▶" and the scan pickers rerun this view only, not the page around it
 def individual_view(v: HeatmapView) -> None:
     """One scan's map scaled as in Fig 8, its prediction and demographics, top regions, ground truth beside it."""
     scan = _pick_scan(v)
@@ -67,7 +69,7 @@ def individual_view(v: HeatmapView) -> None:
                f"({hv.SPLIT_NAMES[v.split]}); below transparent, above yellow. Over the scan itself"
                + ("; outlined: the regions listed below." if show_top else "."))
     _region_tables(top, rank_by, gt)
-    v.downloads(stack(images, vertical=False), ov,
+    v.downloads(stack(images, vertical=True), ov,
                 f"{v.method_label} · {scan} ({facts['diagnosis']}, {facts['outcome']}, {P} score "
                 f"{facts['ad_score']:.2f})", volume, f"{v.run.id}_{v.store.params.get('method')}_{scan}", "ind")
     review_panel(ws, {"kind": "scan", "scan_id": scan},
@@ -113,24 +115,27 @@ def _scan_maps(v: HeatmapView, scan: str, volume, path, marks, gt) -> tuple:
         st.markdown(f"**Relevance · {v.method_label}** over the scan · 3D viewer")
         v.viewer3d(ov, ("scan", v.store.folder.name, scan), "hm_nv_scan", bg=anat, rng=anat_rng,
                    anat_key=("scan", str(path), _mtime(path)))
-    i1, i2 = st.columns(2)
-    with i1:   # beside the ground truth, with the top regions outlined (in the 3D viewer's mode too)
-        st.markdown(f"**Relevance · {v.method_label}** (Fig 8 scale)")
-        img = v.ortho(volume, ov, height=200, labels_=marks, bg=anat, rng=anat_rng, outline_color=OUTLINE)
-        st.image(to_png(img), width="stretch")
-        st.image(to_png(scale_bar(ov)))
-    with i2:
-        if gt is not None:
-            amap, _ = scan_on_grid(str(gt["atrophy_map"]), _mtime(gt["atrophy_map"]), v.grid.resolution)
-            st.markdown("**Ground-truth atrophy** (volume loss applied by the generator)")
-            gov = Overlay(amap, 0.0, max(float(amap.max()), 1e-3), cmap="YlOrRd", alpha=0.8, threshold=0.03)
-            other = v.ortho(amap, gov, height=200, labels_=marks, bg=anat, rng=anat_rng, outline_color=OUTLINE)
-            st.image(to_png(other), width="stretch")
-            st.image(to_png(colorbar("YlOrRd", 0.0, gov.vmax, label="local volume loss")))
-        else:
-            st.markdown("**The scan** (on the run's grid)")
-            other = v.ortho(anat, None, height=200, labels_=marks, bg=anat, rng=anat_rng, outline_color=OUTLINE)
-            st.image(to_png(other), width="stretch")
+    # one panel per row at the page's width: larger, and both rows share the grid, scale and slices (aligned);
+    # the top regions' outlines are opaque and 2 px wide, drawn over the colour (in the 3D viewer's mode too)
+    lines = dict(labels_=marks, bg=anat, rng=anat_rng, outline_color=OUTLINE, outline_alpha=1.0, outline_width=2)
+    st.markdown(f"**Relevance · {v.method_label}** (Fig 8 scale)")
+    img = v.ortho(volume, ov, height=PANEL_HEIGHT, **lines)
+    st.image(to_png(img), width="stretch")
+    st.image(to_png(scale_bar(ov)))
+    if gt is not None:
+        amap, _ = scan_on_grid(str(gt["atrophy_map"]), _mtime(gt["atrophy_map"]), v.grid.resolution)
+        lesions = v.ws.config.get("disease") == "ms"   # the MS demo's ground truth is its lesion mask
+        st.markdown("**Ground-truth lesions** (same slices)" if lesions else
+                    "**Ground-truth atrophy** (local volume loss applied by the generator, same slices)")
+        gov = hv.ground_truth_overlay(amap, lesions=lesions)
+        other = v.ortho(gov.volume, gov, height=PANEL_HEIGHT, **lines)
+        st.image(to_png(other), width="stretch")
+        st.image(to_png(colorbar(gov.cmap, gov.vmin, gov.vmax,
+                                 label=hv.LESION_LABEL if lesions else hv.GROUND_TRUTH_LABEL)))
+    else:
+        st.markdown("**The scan** (on the run's grid, same slices)")
+        other = v.ortho(anat, None, height=PANEL_HEIGHT, **lines)
+        st.image(to_png(other), width="stretch")
     return ov, [img, other]
 
 

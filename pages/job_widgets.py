@@ -53,8 +53,9 @@ def automatic_job(ws: Workspace, request: jobs.Request, missing: str):
     A role that may not start it does not (viewers start no heavy work); the page says what is ``missing``
     (a phrase ending "is"/"are") and who may compute it, and None is returned."""
     job = jobs.for_request(ws, request, active=True)
-    if job is None and not allowed(request.action):
-        missing_for(request.action, missing)
+    action = request.required_action(ws)   # None: a system action (the default demo's first start)
+    if job is None and action and not allowed(action):
+        missing_for(action, missing)
         return None
     return job or submit_job(ws, request)
 

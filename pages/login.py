@@ -197,9 +197,16 @@ def sidebar_account(who: auth.Identity | None) -> None:
                     st.logout()
                 st.rerun()
         else:
+            # the typed name rides in the address (?reviewer=): a reload or another page of this tab keeps it
+            if not st.session_state.get("author_name") and st.query_params.get("reviewer"):
+                st.session_state["author_name"] = st.query_params["reviewer"]
             st.text_input("Your name", key="author_name", placeholder="shown on your reviews",
                           help="No accounts are configured on this server, so reviews carry the name typed "
-                               "here. `python -m lib users add` turns accounts on.")
+                               "here (kept in the address as ?reviewer=). `python -m lib users add` turns "
+                               "accounts on.")
+            name = " ".join(str(st.session_state.get("author_name") or "").split())
+            if name and st.query_params.get("reviewer") != name:
+                st.query_params["reviewer"] = name
 
 
 def current_identity() -> auth.Identity | None:

@@ -35,16 +35,9 @@ def counts_tab(cohort, classes) -> None:
 
 def demographics_tab(cohort, classes) -> None:
     st.table(overview.demographics(cohort))
-    first = cohort.sort_values(["subject_id", "session"] if "session" in cohort else ["subject_id"]) \
-        .groupby("subject_id").head(1)
-    plots = [c for c in ("age", "mmse", "hippocampal_volume") if c in first and first[c].notna().any()]
+    plots = overview.demographic_histograms(cohort, dict(zip((classes.positive, classes.negative), COLOURS)))
     cols = st.columns(max(len(plots), 1))
-    for col, name in zip(cols, plots):
-        fig = px.histogram(first, x=name, color="diagnosis", barmode="overlay", opacity=0.65,
-                           color_discrete_map=dict(zip((classes.positive, classes.negative), COLOURS)), height=280,
-                           labels={"mmse": "MMSE", "age": "age (years)",
-                                   "hippocampal_volume": "hippocampal volume (mm³)"})
-        fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), legend_title_text="")
+    for col, (_name, fig) in zip(cols, plots):
         col.plotly_chart(fig, width="stretch")
     st.caption("One row per subject (first visit).")
 
@@ -167,7 +160,7 @@ def scan_viewer_tab(ws, cohort, hippocampus) -> None:
         _scan_picture(ws, row, data, (i, j, k), outlines, overlay, gt, use3d, atlas, atlas_table)
         _scan_facts(ws, row, data, (i, j, k), gt, atlas, atlas_table)
     review_panel(ws, {"kind": "scan", "scan_id": row["scan_id"]},
-                 {"page": "pages/overview.py", "slices": [i, j, k], "outlines": outlines,
+                 {"page": "pages/overview.py", "tab": "Scan viewer", "slices": [i, j, k], "outlines": outlines,
                   "ground_truth": bool(show_gt)})
 
 
@@ -220,17 +213,17 @@ def main() -> None:
         st.caption("Synthetic demo cohort: the ICBM152 2009c template deformed per subject, with known "
                    + ("white-matter lesions and atrophy in MS" if ws.config.get("disease") == "ms"
                       else f"temporal-lobe atrophy in {P}") + " (see the ground truth in the scan viewer).")
-    tabs = st.tabs(["Counts", "Demographics", "Quality control", "Scan viewer", f"Mean {P} − {N}"])
-    with tabs[0]:
-        counts_tab(cohort, ws.classes)
-    with tabs[1]:
-        demographics_tab(cohort, ws.classes)
-    with tabs[2]:
-        qc_tab(cohort)
-    with tabs[3]:
-        scan_viewer_tab(ws, cohort, hippocampus)
-    with tabs[4]:
-        mean_tab(ws, cohort, hippocampus)
+    names = ["Counts", "Demographics", "Quality control", "Scan viewer", f"Mean {P} − {N}"]
+    # a review's link reopens its tab; only the open tab is computed and sent (a tab switch reruns the page)
+    first = view_param("tab") if view_param("tab") in names else "Scan viewer" if view_param("scan") else names[0]
+    tabs = st.tabs(names, key="ov_tab", on_change="rerun", default=first)
+    draws = (lambda: counts_tab(cohort, ws.classes), lambda: demographics_tab(cohort, ws.classes),
+             lambda: qc_tab(cohort), lambda: scan_viewer_tab(ws, cohort, hippocampus),
+             lambda: mean_tab(ws, cohort, hippocampus))
+    for tab, draw in zip(tabs, draws):
+        with tab:
+            if tab.open:
+                draw()
 
 
 main()

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.reviews import auth
-from lib.views import overview
+from lib.views import overview, review_queue as rq
 from lib.views.render import ortho_image
 from lib.reviews import (TARGET_KINDS, VERDICTS, DatabaseUnavailable, export_csv, plain_markdown, target_label)
 from lib.reviews.agreement import agreement
@@ -119,14 +119,39 @@ def queue_tab(ws, store, who) -> None:
                 queue_scan(ws, store, who, cohort, todo[0], blinded, preds, run, skipped)
 
 
+def queue_map(ws, scan: str, row, run: str | None, hippocampus) -> dict:
+    """The scan's slices, under the map of a method the reviewer picks (blinded: no score, self-scaled);
+    the settings a review records about what was shown."""
+    from lib.explain.catalogue import absolute_by_default
+    from lib.data.templates import Grid
+    from pages.heatmaps_scan import scan_on_grid
+    from pages.loaders import heatmap_store
+
+    choices = rq.map_choices(ws, run)
+    label = st.selectbox("Map over the scan", [rq.NO_MAP, *choices], key="queue-map", index=1 if choices else 0,
+                         help=f"A finished heatmap store of run {run}; scaled by this scan's own map (its 90th to "
+                              "99.5th percentile), so nothing about the prediction is shown." if run else
+                              "No run with heatmaps yet.")
+    store = heatmap_store(str(ws.cache_dir / "heatmaps" / choices[label])) if label in choices else None
+    if store is None or scan not in store.scan_ids:
+        st.image(ortho_image(volume(ws, row["path"]), tuple(int(v) for v in hippocampus)), width="stretch")
+        return {}
+    path = ws.resolve(row["path"])
+    anat, rng = scan_on_grid(str(path), path.stat().st_mtime_ns, store.grid.resolution)
+    ov = rq.scan_overlay(store.get(scan), absolute_by_default(store.params.get("method", "")))
+    ijk = tuple(int(v) for v in Grid(store.grid.resolution).mni_to_voxel((-26, -22, -14)))
+    st.image(ortho_image(anat, ijk, overlay=ov, bg_range=rng), width="stretch")
+    st.caption(f"{label} of run {run} over the scan ({store.grid.resolution:g} mm grid)")
+    return {"map_run": run, "store": store.folder.name, "method": store.params.get("method")}
+
+
 def queue_scan(ws, store, who, cohort, scan: str, blinded: bool, preds: dict, run, skipped: list) -> None:
     """One scan of the queue: its slices, its facts unless blinded, the verdict form and its reviews."""
     row = cohort.set_index("scan_id").loc[scan]
     hippocampus = ws.grid.mni_to_voxel((-26, -22, -14))
     left, right = st.columns([2.0, 1.1])
     with left:
-        data = volume(ws, row["path"])
-        st.image(ortho_image(data, tuple(int(v) for v in hippocampus)), width="stretch")
+        shown = queue_map(ws, scan, row, run, hippocampus)
     with right:
         st.markdown(f"**Scan** `{scan}`")
         if not blinded:
@@ -140,8 +165,8 @@ def queue_scan(ws, store, who, cohort, scan: str, blinded: bool, preds: dict, ru
             st.caption("Blinded: diagnosis, prediction and score are hidden.")
         st.radio("Verdict", VERDICTS, key="queue-verdict", index=None)
         st.text_area("Comment (Markdown)", key="queue-text", height=90)
-        settings = {"page": "pages/overview.py", "slices": [int(v) for v in hippocampus],
-                    "queue": True, **({"run": run} if run and not blinded else {})}
+        settings = {"page": "pages/overview.py", "tab": "Scan viewer", "slices": [int(v) for v in hippocampus],
+                    "queue": True, **({"run": run} if run and not blinded else {}), **shown}
 
         def _rate(scan=scan, settings=settings):
             ss = st.session_state

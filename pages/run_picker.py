@@ -27,34 +27,44 @@ def require_ready_run(ws: Workspace):
     return run
 
 
+def first_start_done(ws: Workspace) -> bool:
+    """On a demo workspace, whether the shipped model's default results are there; else the job computing them
+    (the demo's first-start job: the one building the cohort, or a new one repairing a deleted run) is shown."""
+    from lib.jobs.kinds import demo_results
+
+    if not ws.is_demo:
+        return True
+    job = jobs.for_request(ws, jobs.BuildDemo(), active=True) if ws.jobs_dir.exists() else None
+    if job is None and demo_results.missing(ws):
+        last = jobs.list_jobs(ws, jobs.BuildDemo.kind)
+        if last and last[0].state == "failed":   # not started again on every page view; the Jobs page retries
+            st.error(f"Applying the shipped model failed: {last[0].error} (`python -m lib demo` tries again)")
+            return True
+        try:
+            request = jobs.BuildDemo.configured(disease=ws.config.get("disease", "ad"))
+        except jobs.RequestError as exc:
+            st.error(str(exc))
+            return False
+        job = automatic_job(ws, request, "The shipped model's predictions and heatmaps for this cohort are")
+        if job is None:
+            return False
+    if job is None:
+        return True
+    st.info("Installing the shipped model and computing its results for this cohort: predictions, LRP β = 0 and "
+            "guided-backprop heatmaps, their group means and region metrics (once, for everyone; the bar's "
+            "estimate is measured here). You can switch pages meanwhile.")
+    job_progress(job.id, ws, rerun_when_done=True, key="first-start")
+    return False
+
+
 def require_run(ws: Workspace):
     """The run the analysis pages explain (sidebar choice, kept in ``?run=``), or None with an explanation.
 
-    On the demo workspace the shipped demo model is installed as a run on first use (a system action, like
-    building the default demo: a copy of files shipped with the app, allowed to anyone signed in) and its
-    predictions are computed in the background, started only by someone who may ``compute``; a viewer is
-    told they are missing and who can compute them.
+    On the demo workspace the page waits for the shipped model's default results (:func:`first_start_done`).
     """
-    from lib.learn.training import TrainingError, install_shipped_run, list_runs, shipped_models
-
-    if ws.is_demo and not (ws.runs_dir / "demo-boehle2019").exists():
-        for folder in shipped_models():
-            try:
-                install_shipped_run(ws, folder)
-            except TrainingError:
-                # a demo built with other settings (subjects, seed) is another cohort: the shipped model
-                # does not apply and the user trains their own; nothing to warn about on every page
-                pass
-    runs = _usable_runs(ws)
-    pending = [r for r in list_runs(ws) if r.best_checkpoint.exists() and r.predictions() is None and r.config.get("shipped")]
-    for r in pending:
-        predict = jobs.Predict(run_id=r.id)
-        job = automatic_job(ws, predict, f"The shipped model **{r.id}**'s predictions for this cohort are")
-        if job is None:
-            return None
-        st.info(f"Applying the shipped model **{r.id}** to every scan of the cohort (once, about a minute).")
-        job_progress(job.id, ws, rerun_when_done=True, key="predict")
+    if not first_start_done(ws):
         return None
+    runs = _usable_runs(ws)
     runs = [r for r in runs if r.predictions() is not None]
     if not runs:
         st.info("No finished training run in this workspace yet: train one on the **Training** page.")

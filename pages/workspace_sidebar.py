@@ -126,7 +126,11 @@ def require_ready_workspace(ws: Workspace) -> bool:
     elif ws.exists and ws.cohort_csv.exists() and ws.config.get("complete", True):
         return True
     if is_default_demo(ws) or ws.is_demo:
-        build = jobs.BuildDemo(disease=ws.config.get("disease", "ad"))   # a demo is rebuilt as its own disease
+        try:   # $RELEVANCE_ATLAS_DEMO's settings; a demo is rebuilt as its own disease
+            build = jobs.BuildDemo.configured(disease=ws.config.get("disease", "ad"))
+        except jobs.RequestError as exc:
+            st.error(str(exc))
+            return False
         job = jobs.for_request(ws, build, active=True) if ws.jobs_dir.exists() else None
         if job is None:
             previous = jobs.list_jobs(ws, jobs.BuildDemo.kind)
@@ -156,8 +160,9 @@ def require_ready_workspace(ws: Workspace) -> bool:
         if ws.cohort_csv.exists():
             st.caption("The demo generator has changed since this demo cohort was built; it is rebuilt.")
         st.info("**Building the demo cohort** — synthetic scans made from the ICBM152 template and the "
-                "Neuromorphometrics atlas, with known atrophy. This happens once and takes about a minute; "
-                "you can reload the page or switch pages meanwhile.")
+                "Neuromorphometrics atlas, with known atrophy — then the shipped model is applied and its heatmaps "
+                "computed, so every page has results. This happens once (about 6 min on 2 CPU cores; the bar's "
+                "estimate is measured here); you can reload the page or switch pages meanwhile.")
         job_progress(job.id, ws, rerun_when_done=True)
         return False
     st.warning(f"`{ws.root}` is not a workspace yet. Create one from a cohort table on the "

@@ -160,14 +160,17 @@ def test_atlas_page_every_plot(browser, app_url, demo_ws, demo_run, prepared, tm
     # each method's top regions (Rieke et al. Table 1): guided backprop's table is computed from the page
     _tab(page, "Methods")
     page.get_by_role("button", name="Compute region metrics of the other").click()
-    # the tables are data grids: their cells are in a hidden accessibility table
-    page.locator('th:has-text("Guided backprop")').first.wait_for(state="attached", timeout=180_000)
+    # static tables that wrap: every method's column is on screen at 1400 px, none hidden to the right
+    gb = page.locator('[data-testid="stTable"] th:has-text("Guided backprop")').first
+    gb.wait_for(timeout=180_000)
     _settle(page)
     _no_exception(page)
-    headers = page.locator('[data-testid="stDataFrame"] th').all_text_contents()
-    cells = page.locator('[data-testid="stDataFrame"] td').all_text_contents()
+    headers = [h.strip() for h in page.locator('[data-testid="stTable"] th').all_text_contents()]
+    cells = [c.strip() for c in page.locator('[data-testid="stTable"] td').all_text_contents()]
     assert headers.count("LRP β=0") == 2 and headers.count("Guided backprop |·|") == 2, headers
     assert sum(c.endswith("%)") for c in cells) >= 4 * 2 * 2, cells
+    box = gb.bounding_box()
+    assert gb.is_visible() and box["x"] + box["width"] <= 1400, box
     _shot(page, "methods")
 
     # AD vs HC per region with FDR

@@ -275,6 +275,9 @@ def test_ranking_puts_sanity_failures_last_and_shows_every_score():
     a = t.set_index("method").loc["A"]
     assert a["AOPC"] == pytest.approx(0.5) and a["AOPC gain"] == pytest.approx(0.4) and a["sanity"] == "fail"
     assert a["ρ randomised"] == pytest.approx(0.9) and a["mass accuracy"] == pytest.approx(0.9)
+    # the sentence the page shows beside the table names the scores the code averages and the sanity rule
+    rule = ev.ranking_rule(0.5)
+    assert all(c in rule for c in ev.RANK_CRITERIA) and "|ρ| ≥ 0.5" in rule and "AOPC gain" in ev.RANK_CRITERIA
     # with a laxer threshold both pass and A wins
     t = ev.summary(_fake_results(), ["A", "B"], threshold=0.95)
     assert list(t["method"]) == ["A", "B"]

@@ -62,6 +62,7 @@ def test_smoothing_is_a_bias_corrected_moving_average():
 def test_runs_table_lists_status_and_best_epoch(tmp_path):
     t = monitor.runs_table([_fake_run(tmp_path)])
     assert t.loc[0, "status"] == "done" and t.loc[0, "best epoch"] == 3 and t.loc[0, "epoch"] == "5/10"
+    assert "fold" not in t and "group" not in t   # no run of a fold or group: no empty columns at 1400 px
 
 
 def test_roc_and_confusion():

@@ -186,3 +186,34 @@ def test_when_in_words():
     assert links.when(now - timedelta(hours=3), now) == "3 h ago"
     assert links.when(now - timedelta(days=3), now) == "2025-12-30"
     assert links.when(None) == ""
+
+
+def test_ground_truth_overlay_is_in_percent_of_local_volume_loss():
+    from lib.views import heatmaps as hv
+
+    atrophy = np.zeros((10, 10, 10), np.float32)
+    atrophy[2:8, 2:8, 2:8] = 0.2          # det J − 1 = 0.2: 20 % local volume loss
+    atrophy[5, 5, 5] = 3.66               # one border voxel of 366 % must not set the scale
+    ov = hv.ground_truth_overlay(atrophy)
+    assert ov.volume[3, 3, 3] == np.float32(20.0) and ov.vmin == 0.0
+    assert 19.0 <= ov.vmax <= 25.0 and ov.threshold == 3.0
+    assert "%" in hv.GROUND_TRUTH_LABEL and "det J - 1" in hv.GROUND_TRUTH_LABEL and hv.GROUND_TRUTH_LABEL.isascii()
+    lesions = hv.ground_truth_overlay((atrophy > 1).astype(np.uint8), lesions=True)
+    assert lesions.vmax == 1.0 and lesions.volume[5, 5, 5] == 1.0   # the MS demo: its lesion mask as it is
+
+
+def test_review_queue_map_is_self_scaled_and_lists_the_runs_maps_paper_first(demo_ws, demo_run):
+    from lib.explain import heatmaps
+    from lib.views import review_queue as rq
+
+    m = np.zeros((10, 10, 10), np.float32)
+    m[:5] = np.linspace(-1, 1, 500).reshape(5, 10, 10)
+    ov = rq.scan_overlay(m, absolute=False)
+    positive = m[m > 0]
+    assert ov.vmin == pytest.approx(np.percentile(positive, 90)) and ov.transparent_below == ov.vmin
+    assert rq.scan_overlay(-m, absolute=True).vmax == pytest.approx(np.percentile(np.abs(m[m != 0]), 99.5))
+    heatmaps.compute_store(demo_ws, demo_run, "guided_backprop")
+    heatmaps.compute_store(demo_ws, demo_run, "lrp", beta=0.0)
+    choices = rq.map_choices(demo_ws, demo_run.id)
+    assert list(choices)[0].startswith("LRP") and "Guided backprop" in choices
+    assert rq.map_choices(demo_ws, None) == {}

@@ -35,3 +35,22 @@ def test_ortho_image_sizes_and_overlay_colour():
     arr = np.asarray(img)
     # the overlaid voxel is white-hot (saturated) while the background stays grey
     assert (arr.reshape(-1, 3) == [255, 255, 255]).all(axis=1).any()
+
+
+def test_opaque_wide_outlines_stay_visible_over_the_overlay():
+    """The Individual view's top-region outlines: drawn after the colour, opaque and 2 px wide, so an outline
+    over the brightest relevance keeps its own colour (a blended one takes on the overlay's)."""
+    bg = np.full((20, 24, 16), 0.5, np.float32)
+    ov = Overlay(np.ones_like(bg), 0, 1, cmap="hot", alpha=1.0)   # every voxel saturated
+    labels = np.zeros(bg.shape, int)
+    labels[5:15, 6:18, 4:12] = 1
+    cyan = np.array([0, 230, 255])
+
+    def pixels(**outline):
+        arr = np.asarray(ortho_image(bg, (10, 12, 8), overlay=ov, labels=labels, crosshair=False, height=64,
+                                     outline_color=tuple(cyan), **outline)).reshape(-1, 3)
+        return (arr == cyan).all(axis=1).sum()
+
+    assert pixels() == 0                                   # the default blend: no pixel is the outline's colour
+    thin = pixels(outline_alpha=1.0)
+    assert thin > 0 and pixels(outline_alpha=1.0, outline_width=2) > 1.5 * thin

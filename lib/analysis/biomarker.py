@@ -45,7 +45,7 @@ from lib.analysis.biomarker_figures import (GROUP_STYLE, PAPER_R, beta_figure, f
 from lib.analysis.biomarker_volumes import (ICV_COLUMNS, SEGMENTATION_LABELS, SIDES, VOLUME_SOURCES,  # noqa: F401
                                             hippocampal_volumes, icv_column, label_volumes,
                                             segmentation_columns, segmentation_volumes, volume_sources)
-from lib.core import cache as _cache
+from lib.core import cache as _cache, memo
 from lib.core.progress import Progress
 from lib.data.atlas import Atlas, hemisphere_of, merge_hemispheres
 from lib.data.workspace import Workspace
@@ -142,6 +142,7 @@ def region_values(table: pd.DataFrame, regions: Mapping[str, Sequence[str]], met
     return out
 
 
+@memo.memoized(32)
 def hippocampal_relevance(table: pd.DataFrame, side: str = "both", metric: str = "sum", *,
                           absolute: bool = False) -> pd.Series:
     """Hippocampal relevance per scan (index ``scan_id``) from a :func:`region_table`."""
@@ -152,6 +153,7 @@ def hippocampal_relevance(table: pd.DataFrame, side: str = "both", metric: str =
 
 
 # --- the scans analysed -------------------------------------------------------------------------------------
+@memo.memoized(32)
 def scan_points(predictions: pd.DataFrame, relevance: pd.Series, measure: pd.Series, *, split: str = "test",
                 groups: Sequence[str] | None = ("TP", "FP"), one_per_subject: bool = False) -> pd.DataFrame:
     """One row per analysed scan: ``scan_id, subject_id, session, diagnosis, outcome, split, ad_score,
@@ -181,6 +183,7 @@ def scan_points(predictions: pd.DataFrame, relevance: pd.Series, measure: pd.Ser
     return out
 
 
+@memo.memoized(32)
 def group_stats(points: pd.DataFrame, groups: Sequence[str] = ("TP", "FP"), *, x: str = "measure",
                 y: str = "relevance", n_permutations: int = 10_000, n_boot: int = 10_000, seed: int = 0
                 ) -> pd.DataFrame:
@@ -231,6 +234,7 @@ def method_label(params: Mapping) -> str:
     return catalogue.method_label(params)
 
 
+@memo.memoized(32)
 def beta_table(ws: Workspace, stores: Sequence, predictions: pd.DataFrame, measure: pd.Series, *,
                atlas: str = DEFAULT_ATLAS, side: str = "both", metric: str = "sum", split: str = "test",
                group: str = "TP", one_per_subject: bool = False, n_permutations: int = 10_000,
@@ -257,6 +261,7 @@ def beta_table(ws: Workspace, stores: Sequence, predictions: pd.DataFrame, measu
 
 
 # --- any region × any measure -------------------------------------------------------------------------------
+@memo.memoized(32)
 def measure_columns(cohort: pd.DataFrame, ws: Workspace | None = None, exclude: Sequence[str] = ()) -> list[str]:
     """Numeric columns of the cohort table that are measures (MMSE, CDR, age, volumes …), clinical ones first.
 

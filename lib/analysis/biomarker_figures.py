@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from lib.core import memo
+
 # Böhle et al. 2019 §3.3 (ADNI, true positives of the test split): hippocampal relevance vs hippocampal volume.
 PAPER_R = {"lrp": {0.0: -0.560, 0.25: -0.562, 0.5: -0.525, 0.75: -0.457, 1.0: -0.361}, "guided_backprop": 0.096}
 GROUP_STYLE = {  # the paper's AD orange for true positives; false positives are controls (HC green)
@@ -52,6 +54,7 @@ def stats_caption(row: Mapping, n_permutations: int | None = None) -> str:
 
 
 
+@memo.memoized(32)
 def scatter_figure(points: pd.DataFrame, *, x: str = "measure", y: str = "relevance", x_title: str = "",
                    y_title: str = "", title: str = "", groups: Sequence[str] = ("TP", "FP"),
                    fit: Sequence[str] = ("TP",), height: int = 430):
@@ -91,6 +94,7 @@ def scatter_figure(points: pd.DataFrame, *, x: str = "measure", y: str = "releva
 
 
 
+@memo.memoized(32)
 def beta_figure(table: pd.DataFrame, *, title: str = "", height: int = 320):
     """r (with its bootstrap interval) against β, and the paper's values for comparison."""
     import plotly.graph_objects as go

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from lib.core import atomic
+from lib.core import atomic, memo
 from lib.core import cache as _cache
 from lib.core.progress import Progress
 from lib.data.atlas import hemisphere_of
@@ -44,6 +44,7 @@ def icv_column(cohort: pd.DataFrame) -> str | None:
 
 
 
+@memo.memoized(32)
 def segmentation_columns(cohort: pd.DataFrame) -> list[str]:
     """Cohort columns (other than the scan ``path``) whose values are NIfTI file names."""
     out = []
@@ -57,6 +58,7 @@ def segmentation_columns(cohort: pd.DataFrame) -> list[str]:
 
 
 
+@memo.memoized(32)
 def volume_sources(ws: Workspace, cohort: pd.DataFrame) -> list[str]:
     """The hippocampal-volume sources this workspace offers, best first."""
     out = []

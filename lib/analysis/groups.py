@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lib.core import memo
 from lib.data.classes import DEFAULT_CLASSES, Classes
 
 OUTCOMES = ("TP", "FP", "TN", "FN")
@@ -132,6 +133,7 @@ def _as_array(volume) -> np.ndarray:
     return np.asarray(volume)
 
 
+@memo.memoized(32)
 def membership(table: pd.DataFrame, by: str | None = None, groups: Iterable[str] | None = None, *,
                classes: Classes = DEFAULT_CLASSES) -> dict[tuple[str, object], list[str]]:
     """Scan ids per ``(group, subgroup)`` key (subgroup None = the whole group), empty groups included.

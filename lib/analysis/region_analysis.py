@@ -27,6 +27,7 @@ from lib.analysis.regions import add_gain, diverse_pair, wide
 from lib.analysis.similarity import mean_pairwise_overlap, overlap_matrix
 from lib.analysis.stats import compare_groups, kde, kde_grid
 from lib.data.classes import DEFAULT_CLASSES, Classes
+from lib.core import memo
 
 METRICS = ("sum", "density", "gain", "fraction")
 METRIC_NAMES = {"sum": "Sum of relevance", "density": "Relevance density (mean per voxel)",
@@ -269,14 +270,15 @@ def region_tests(table: pd.DataFrame, metric: str = "density", *, test: str = "m
 
 
 # --- the demo cohort's ground truth --------------------------------------------------------------------------
-def atrophied_regions(ws, *, merged: bool = False) -> set[str]:
+@memo.memoized(8)
+def atrophied_regions(ws, *, merged: bool = False) -> frozenset[str]:
     """Neuromorphometrics regions the demo generator shrank in at least one AD scan (ventricles, which it
     enlarges, are not counted); base names ("Hippocampus") with ``merged``. Empty outside a demo workspace."""
     from lib.data.atlas import hemisphere_of
 
     path = ws.ground_truth_dir / "atrophy.csv"
     if not path.exists():
-        return set()
+        return frozenset()
     gt = pd.read_csv(path, dtype={"scan_id": str})
     cohort = pd.read_csv(ws.cohort_csv, dtype={"scan_id": str})
     ad = set(cohort.loc[cohort["diagnosis"] == ws.classes.positive, "scan_id"])
@@ -286,7 +288,7 @@ def atrophied_regions(ws, *, merged: bool = False) -> set[str]:
         if col.startswith("mm_") and "Vent" not in col and (gt[col] > 0).any():
             name = col[3:]
             out.add(hemisphere_of(name)[1] if merged else name)
-    return out
+    return frozenset(out)
 
 
 def truth_overlap(regions: Iterable[str], truth: set[str]) -> dict:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core import atomic, cache
+from lib.core import atomic, cache, memo
 from lib.data.atlas import DEFAULT_ATLAS, Atlas, AtlasError, atlas_from_files, load_atlas
 from lib.data.atlases import shipped_atlases
 from lib.data.templates import ATLAS_FILES
@@ -107,12 +107,17 @@ def save_user_atlas(ws: Workspace, name: str, labels_path: str | Path, names_pat
 
 
 def atlas_key(atlas: Atlas) -> str:
-    """Content hash of an atlas: its label volume, its region table and its grid."""
+    """Content hash of an atlas: its label volume, its region table and its grid. Hashed once per atlas object
+    (its labels are read-only), not on every page rerun that looks up a table."""
+    known = atlas.__dict__.get("_content_key")
+    if known is not None and known[0] == (id(atlas.labels), atlas.resolution, len(atlas.table)):
+        return known[1]
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(atlas.labels, dtype=np.int32).tobytes())
     h.update(atlas.table[["index", "name"]].to_csv(index=False).encode())
     h.update(f"{atlas.resolution:g}|{atlas.labels.shape}".encode())
-    return h.hexdigest()[:16]
+    atlas.__dict__["_content_key"] = ((id(atlas.labels), atlas.resolution, len(atlas.table)), h.hexdigest()[:16])
+    return atlas.__dict__["_content_key"][1]
 
 
 # --- cached tables -------------------------------------------------------------------------------------------
@@ -135,8 +140,12 @@ def find_table(ws: Workspace, store, atlas: Atlas) -> Path | None:
 
 def read_table(path: str | Path, store=None) -> pd.DataFrame:
     """A cached table; :class:`lib.core.cache.CacheError` naming it when it is corrupted or (with ``store``)
-    lacks some of the store's scans, never a partial table."""
-    path = Path(path)
+    lacks some of the store's scans, never a partial table. Read once per version of the file (and store)."""
+    return _read_table(Path(path), store)
+
+
+@memo.memoized(16)
+def _read_table(path: Path, store) -> pd.DataFrame:
     cache.require(path, "region table", "python -m lib regions --run RUN --store STORE --atlas ATLAS")
     try:
         table = pd.read_parquet(path)

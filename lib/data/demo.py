@@ -396,6 +396,11 @@ def generate(root: str | os.PathLike, cfg: DemoConfig | None = None,
     return ws
 
 
+def expected_scans(cfg: DemoConfig) -> int:
+    """How many scans :func:`generate` makes with ``cfg`` (subjects × their visits; drawn, nothing built)."""
+    return sum(s["n_visits"] for s in _draw_subjects(cfg))
+
+
 def is_complete(ws: Workspace) -> bool:
     """The demo workspace is built by the current generator (of its disease: AD here, MS in demo_ms)."""
     if ws.config.get("disease", "ad") != "ad":

@@ -7,14 +7,18 @@ split or a QC flag means the same everywhere.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import pandas as pd
 
+from lib.core import memo
 from lib.data.images import load_on_grid
 from lib.data.splits import assign, load_splits
 from lib.data.workspace import Workspace
 
 
+@memo.memoized(8)
 def load_cohort(ws: Workspace) -> pd.DataFrame:
     """The workspace's cohort with ``split`` and ``fold`` (leakage-checked) and QC flags merged in."""
     cohort = pd.read_csv(ws.cohort_csv, dtype={"subject_id": str, "scan_id": str})
@@ -38,7 +42,7 @@ def ground_truth(ws: Workspace, scan_id: str) -> dict | None:
     table = ws.ground_truth_dir / "atrophy.csv"
     if not table.exists():
         return None
-    gt = pd.read_csv(table, dtype={"scan_id": str})
+    gt = _atrophy_table(table)
     row = gt[gt["scan_id"] == scan_id]
     if row.empty:
         return None
@@ -46,3 +50,9 @@ def ground_truth(ws: Workspace, scan_id: str) -> dict | None:
     units = {c[3:]: float(row[c]) for c in gt.columns if c.startswith("mm_")}
     return {"subtype": row["subtype"], "severity": float(row["severity"]), "atypical": bool(row["atypical"]),
             "units_mm": units, "atrophy_map": ws.resolve(row["atrophy_map"])}
+
+
+@memo.memoized(4)
+def _atrophy_table(path: Path) -> pd.DataFrame:
+    """The demo's atrophy table, read once per version of the file."""
+    return pd.read_csv(path, dtype={"scan_id": str})

@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.core import atomic
+from lib.core import atomic, memo
 from lib.data.classes import DEFAULT_CLASSES, Classes, TaskError
 from lib.data.templates import Grid
 
@@ -200,6 +200,12 @@ class Workspace:
                   "data_roots": list(data_roots or []), **extra}
         atomic.write_json(root / "workspace.json", config)
         return cls(root=root, config=config)
+
+    def memo_key(self) -> tuple:
+        """The workspace's identity for :mod:`lib.core.memo`: its folder, settings, cohort table, QC table and
+        splits (what :func:`lib.data.scans.load_cohort` reads)."""
+        return (str(self.root), memo.stamp(self.root / "workspace.json"), memo.stamp(self.cohort_csv),
+                memo.stamp(self.qc_csv), memo.stamp(self.splits_json))
 
     # --- state -------------------------------------------------------------
     @property

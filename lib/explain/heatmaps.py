@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from lib.core import atomic, cache
+from lib.core import atomic, cache, memo
 from lib.data.atlases import DEFAULT_ATLAS
 from lib.data.templates import Grid
 from lib.learn.runs import Run, load_checkpoint, run_cohort
@@ -65,6 +65,11 @@ class HeatmapStore:
 
     def __len__(self) -> int:
         return len(self.scan_ids)
+
+    def memo_key(self) -> tuple:
+        """The store's identity for :mod:`lib.core.memo`: its folder and completeness marker (a rebuilt store
+        is a new key)."""
+        return memo.stamp(self.folder / cache.MARKER)
 
     def __contains__(self, scan_id) -> bool:
         return str(scan_id) in self._row

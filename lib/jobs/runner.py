@@ -29,6 +29,7 @@ class JobReporter:
         self.record = atomic.read_json(self.path) or {"id": job_id, "created": time.time()}
         self.interval = interval
         self._last = 0.0
+        self._total = None
 
     def _write(self, **changes) -> None:
         self.record.update(changes, updated=time.time(), pid=os.getpid())
@@ -39,6 +40,9 @@ class JobReporter:
 
     def progress(self, done: int, total: int, message: str = "") -> None:
         now = time.time()
+        if done > 0 and (not self.record.get("rate_from") or self._total != total):
+            # the time left is measured from the first finished item on (lib.core.progress.time_left)
+            self.record["rate_from"], self._total = [now, int(done)], total
         if now - self._last >= self.interval or done >= total:
             self._last = now
             self._write(done=int(done), total=int(total), message=message)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lib.core import atomic
+from lib.core.progress import time_left
 from lib.data.workspace import Workspace
 from lib.jobs.executor import EXECUTORS, Executor, default_executor
 from lib.jobs.request import Request, RequestError
@@ -97,11 +98,10 @@ class Job:
 
     @property
     def eta_seconds(self) -> float | None:
-        started, done, total = self.record.get("started"), self.record.get("done"), self.record.get("total")
-        if not (started and done and total) or done >= total:
+        r = self.record
+        if not (r.get("done") and r.get("total")):
             return None
-        elapsed = (self.record.get("updated") or time.time()) - started
-        return elapsed / done * (total - done)
+        return time_left(r.get("updated") or time.time(), r["done"], r["total"], r.get("rate_from"), r.get("started"))
 
     def log_tail(self, n_lines: int = 30) -> str:
         try:

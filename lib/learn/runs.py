@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lib.core import atomic, cache
+from lib.core import atomic, cache, memo
 from lib.core.process import pid_alive
 from lib.data.scans import load_cohort
 from lib.data.splits import load_splits
@@ -151,7 +151,7 @@ class Run:
         if predictions_problem(self.dir) is not None:
             cache.discard(p)
             return None
-        return pd.read_csv(p, dtype={"scan_id": str, "subject_id": str})
+        return read_predictions(p)
 
     def metrics(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(batch losses, epoch metrics) as flat tables; a torn last line (a kill mid-write) is skipped."""
@@ -165,6 +165,12 @@ class Run:
 
 _PREDICTION_COLUMNS = ("scan_id", "diagnosis", "split", "ad_score", "predicted", "outcome")
 
+
+
+@memo.memoized(16)
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file, read once per version of it (every analysis page asks on every rerun)."""
+    return pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
 
 
 def predictions_problem(run_dir: str | os.PathLike) -> str | None:
@@ -365,9 +371,13 @@ def run_cohort(ws: Workspace, run: Run) -> pd.DataFrame:
 
 
 # --- the shipped demo model ----------------------------------------------------------------------------------
+MODELS_ENV = "RELEVANCE_ATLAS_MODELS"
+
+
 def shipped_models() -> list[Path]:
-    """Run folders shipped in ``models/`` (each a finished run: config, best.pt, metrics, summary)."""
-    root = REPO_ROOT / "models"
+    """Run folders shipped in ``models/`` (each a finished run: config, best.pt, metrics, summary), or in the
+    folder ``$RELEVANCE_ATLAS_MODELS`` names (a lab's own models for its demo, a test's small one)."""
+    root = Path(os.environ[MODELS_ENV]) if os.environ.get(MODELS_ENV) else REPO_ROOT / "models"
     return sorted(d for d in root.iterdir() if (d / "best.pt").exists() and (d / "config.json").exists()) \
         if root.exists() else []
 

@@ -4,9 +4,14 @@ patients' links, the settings a review stores and the CSV's name. The metrics th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
 
 from lib.analysis import region_analysis as ra, region_tables as rt
+from lib.core import memo
+from lib.learn.runs import read_predictions
 from lib.data.atlases import ATLASES
 from lib.explain.catalogue import absolute_by_default
 from lib.data.classes import DEFAULT_CLASSES, Classes
@@ -92,3 +97,62 @@ def settings(run, sha: str, store, *, atlas: str, merge: bool, split: str, value
 
 def csv_name(run_id: str, method: str, atlas: str, merge: bool, split: str, values: str) -> str:
     return f"{run_id}_{method}_{atlas}{'_merged' if merge else ''}_{split}_{values}.csv"
+
+
+# --- the page's tables, computed once per table version and shared by every session -----------------------
+@dataclass(frozen=True)
+class TableKey:
+    """What the page's annotated table is made of: the region table, the run's predictions, the split and
+    whether values are absolute. Its memo key is the two files' stamps, so the frame is never hashed."""
+
+    table_file: Path
+    preds_file: Path
+    split: str
+    absolute: bool
+    classes: Classes = DEFAULT_CLASSES
+
+    def memo_key(self) -> tuple:
+        return (memo.stamp(self.table_file), memo.stamp(self.preds_file), self.split, self.absolute,
+                memo.fingerprint(self.classes))
+
+
+@memo.memoized(16)
+def annotated(key: TableKey) -> pd.DataFrame:
+    """:func:`lib.analysis.region_analysis.annotate` of the key's table and predictions."""
+    return ra.annotate(rt.read_table(key.table_file), read_predictions(key.preds_file), split=key.split,
+                       absolute=key.absolute, classes=key.classes)
+
+
+@memo.memoized(32)
+def group_sizes(key: TableKey) -> dict[str, int]:
+    """Scans per group (the two classes, TP, FP, TN, FN) of the annotated table."""
+    table = annotated(key)
+    return {g: len(ra.group_scans(table, g)) for g in (key.classes.positive, key.classes.negative, "TP", "FP", "TN", "FN")}
+
+
+def usable_pairs_of(key: TableKey) -> list[str]:
+    """:func:`usable_pairs` from the cached group sizes."""
+    sizes = group_sizes(key)
+    return [p for p, gs in pairs(key.classes).items() if all(sizes[g] for g in gs)] or [key.classes.task]
+
+
+@memo.memoized(64)
+def top_table(key: TableKey, metric: str, k: int, groups: tuple, rank_group: str, min_voxels: int) -> pd.DataFrame:
+    return ra.top_table(annotated(key), metric, k, groups=groups, rank_group=rank_group, min_voxels=min_voxels,
+                        classes=key.classes)
+
+
+@memo.memoized(32)
+def region_tests(key: TableKey, metric: str) -> pd.DataFrame:
+    return ra.region_tests(annotated(key), metric, classes=key.classes)
+
+
+@memo.memoized(64)
+def ranking(key: TableKey, metric: str, group: str, min_voxels: int) -> pd.Series:
+    return ra.ranking(annotated(key), metric, group, min_voxels=min_voxels, classes=key.classes)
+
+
+@memo.memoized(64)
+def distributions(key: TableKey, metric: str, regions: tuple, groups: tuple) -> list[dict]:
+    """Density estimates of the regions (the ridge plots' shapes)."""
+    return ra.distributions(annotated(key), metric, list(regions), groups)

@@ -126,3 +126,20 @@ def truth_units(gt: Mapping, k: int = 8) -> pd.DataFrame:
     units = units[~units.index.str.contains("Vent")].sort_values(ascending=False).head(k)
     return pd.DataFrame({"region": units.index.str.replace("_", " "), "mm": units.to_numpy()})
 
+
+
+GROUND_TRUTH_LABEL = "local volume loss (%) = 100 * (det J - 1)"   # ASCII: drawn with the bitmap font
+LESION_LABEL = "lesion mask"
+
+
+def ground_truth_overlay(truth: np.ndarray, alpha: float = 0.8, *, lesions: bool = False) -> viewer.Overlay:
+    """A demo scan's ground truth as an overlay. The AD demo's (the generator's det J − 1 where tissue was
+    compressed) in percent of local volume loss, coloured up to the 99th percentile of the atrophic voxels (a few
+    voxels of several hundred percent at region borders would leave the rest pale), transparent below 3 %;
+    the MS demo's lesion mask (``lesions``) as it is."""
+    if lesions:
+        return viewer.Overlay(np.asarray(truth, dtype=np.float32), 0.0, 1.0, cmap="YlOrRd", alpha=alpha, threshold=0.5)
+    percent = np.asarray(truth, dtype=np.float32) * 100.0
+    lost = percent[percent > 0]
+    top = float(np.percentile(lost, 99)) if lost.size else 1.0
+    return viewer.Overlay(percent, 0.0, max(top, 1.0), cmap="YlOrRd", alpha=alpha, threshold=3.0)

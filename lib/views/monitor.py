@@ -33,7 +33,9 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "fold": cfg.get("fold"), "patience": cfg.get("patience"), "group": r.config.get("group"),
             "started from": origin_text(r, short=True),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # no run of a fold or a group: those columns would only push others out of a 1400 px page
+    return table.drop(columns=[c for c in ("fold", "group") if c in table and table[c].isna().all()])
 
 
 def transfer_sources(ws, runs: list[Run]) -> list[str]:

@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lib.core import memo
 from lib.analysis.region_analysis import GROUP_COLOURS, METRIC_NAMES
 from lib.data.classes import DEFAULT_CLASSES
 
@@ -52,6 +53,7 @@ def ridge_polygons(dists: Sequence[dict], group: str, side: int) -> tuple[list, 
     return xs, ys
 
 
+@memo.memoized(32)
 def region_figure(dists: Sequence[dict], metric: str, groups: Sequence[str] = DEFAULT_CLASSES.names[::-1], *,
                   fingerprints: pd.DataFrame | None = None, marked: set[str] | None = None,
                   identity: bool = False, title: str = "", height: int | None = None) -> go.Figure:

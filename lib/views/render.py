@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lib.core import memo
+
 AXES = ("sagittal", "coronal", "axial")
 
 
@@ -64,7 +66,8 @@ class Overlay:
 
 def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float, float],
            overlay: Overlay | None, labels: np.ndarray | None, crosshair: tuple[int, int, int] | None,
-           scale: int, outline_color: tuple[int, int, int] = (60, 190, 255)) -> Image.Image:
+           scale: int, outline_color: tuple[int, int, int] = (60, 190, 255), outline_alpha: float = 0.7,
+           outline_width: int = 1) -> Image.Image:
     bg = slice_2d(background, axis, index).astype(np.float32)
     lo, hi = bg_range
     gray = np.clip((bg - lo) / max(hi - lo, 1e-6), 0, 1)
@@ -91,7 +94,10 @@ def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float,
         if scale > 1:  # keep one side of each border only
             edge &= np.pad(label_outlines(np.repeat(np.repeat(lab, scale, axis=0), scale, axis=1))[1:, 1:],
                            ((0, 1), (0, 1)))
-        rgb[edge] = (0.3 * rgb[edge] + 0.7 * np.array(outline_color)).astype(np.float32)
+        for _ in range(outline_width - 1):   # thicker lines: grown by a pixel inwards and downwards
+            edge = edge | np.pad(edge[:-1], ((1, 0), (0, 0))) | np.pad(edge[:, :-1], ((0, 0), (1, 0)))
+        # drawn after the overlay, so an opaque outline stays visible over the brightest relevance
+        rgb[edge] = ((1 - outline_alpha) * rgb[edge] + outline_alpha * np.array(outline_color)).astype(np.float32)
     img = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
     if crosshair is not None:
         # (row, col) in display coordinates of the two in-plane axes
@@ -107,7 +113,8 @@ def _panel(background: np.ndarray, axis: int, index: int, bg_range: tuple[float,
 def ortho_image(background: np.ndarray, ijk: tuple[int, int, int], *, overlay: Overlay | None = None,
                 labels: np.ndarray | None = None, crosshair: bool = True, height: int = 260,
                 bg_range: tuple[float, float] | None = None,
-                outline_color: tuple[int, int, int] = (60, 190, 255)) -> Image.Image:
+                outline_color: tuple[int, int, int] = (60, 190, 255), outline_alpha: float = 0.7,
+                outline_width: int = 1) -> Image.Image:
     """Sagittal, coronal and axial panels through voxel ``ijk`` side by side.
 
     Parameters
@@ -115,7 +122,8 @@ def ortho_image(background: np.ndarray, ijk: tuple[int, int, int], *, overlay: O
     background : (X, Y, Z) array, anatomy in RAS+ voxel order
     ijk : voxel indices of the crosshair
     overlay : optional map drawn in colour on top
-    labels : optional (X, Y, Z) integer atlas whose region borders are outlined (in ``outline_color``)
+    labels : optional (X, Y, Z) integer atlas whose region borders are outlined (in ``outline_color``, blended
+        by ``outline_alpha`` over the overlay, ``outline_width`` pixels wide)
     height : target panel height in pixels (an integer upscale of the slice)
     """
     if bg_range is None:
@@ -123,7 +131,8 @@ def ortho_image(background: np.ndarray, ijk: tuple[int, int, int], *, overlay: O
         bg_range = (0.0, float(np.percentile(nz, 99.5)) if nz.size else 1.0)
     scale = max(1, int(round(height / background.shape[2])))
     panels = [_panel(background, axis, ijk[axis], bg_range, overlay, labels,
-                     tuple(ijk) if crosshair else None, scale, outline_color) for axis in range(3)]
+                     tuple(ijk) if crosshair else None, scale, outline_color, outline_alpha, outline_width)
+              for axis in range(3)]
     gap = 6
     out = Image.new("RGB", (sum(p.width for p in panels) + gap * 2, max(p.height for p in panels)), (14, 17, 23))
     x = 0
@@ -215,3 +224,23 @@ def to_png(img: Image.Image) -> bytes:
     # level 3: half the time of the default 6 for ~5 % larger slices (PNGs are made on every crosshair move)
     img.save(buf, format="PNG", optimize=False, compress_level=3)
     return buf.getvalue()
+
+
+# --- drawings shared by every session ---------------------------------------------------------------------------
+_DRAWN = memo.Memo("lib.views.render.shared_png", 256)
+
+
+def overlay_key(ov: Overlay | None) -> tuple | None:
+    """How an overlay looks (everything but its volume, which the caller names)."""
+    return None if ov is None else (ov.vmin, ov.vmax, ov.cmap, ov.alpha, ov.threshold, ov.transparent_below, ov.fade)
+
+
+def shared_png(key: tuple, make) -> bytes:
+    """PNG of the drawing ``make()`` named by ``key`` (what it shows: the map's content key, the crosshair, the
+    look): drawn and encoded once and shared by every session, so ten users opening one view encode it once.
+    A key without a cheap fingerprint draws every time."""
+    try:
+        k = memo.fingerprint(key)
+    except memo.Unkeyable:
+        return to_png(make())
+    return _DRAWN.get(k, lambda: to_png(make()))

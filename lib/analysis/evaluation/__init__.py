@@ -60,8 +60,8 @@ from lib.analysis.evaluation.orchestration import Evaluation, evaluate
 from lib.analysis.evaluation.perturbation import (RegionIndex, aopc, compact_labels, cube_partition, morf_order,
                                                   perturbation_curve, random_order, region_scores,
                                                   replacement_volume)
-from lib.analysis.evaluation.report import (aopc_curves, chance_levels, format_report, localisation_table,
-                                            sanity_table, summary)
+from lib.analysis.evaluation.report import (RANK_CRITERIA, aopc_curves, chance_levels, format_report,
+                                            localisation_table, ranking_rule, sanity_table, summary)
 from lib.analysis.evaluation.sanity import (_spearman, _top, cascade, map_similarity, sanity_verdict, ssim3d,
                                             weight_layers)
 from lib.analysis.evaluation.settings import (CACHE_VERSION, CHECKS, DEFAULT_METHODS, PERTURB_FIELDS,
@@ -71,8 +71,8 @@ from lib.data.templates import brain_mask  # the brain of every scan (the templa
 
 __all__ = ["CACHE_VERSION", "CHECKS", "DEFAULT_METHODS", "PERTURB_FIELDS",
            "REPLACEMENTS", "SANITY_FIELDS", "SCAN_FIELDS", "TRUTH_FIELDS", "Evaluation", "MethodRequest",
-           "RegionIndex", "Settings", "aopc", "aopc_curves", "brain_mask", "cascade", "chance_levels",
+           "RANK_CRITERIA", "RegionIndex", "Settings", "aopc", "aopc_curves", "brain_mask", "cascade", "chance_levels",
            "compact_labels", "cube_partition", "evaluate", "format_report", "ground_truth_mask",
            "localisation_scores", "localisation_table", "map_similarity", "morf_order", "parse_method",
            "perturbation_curve", "random_order", "region_scores", "replacement_volume", "sanity_table",
-           "sanity_verdict", "select_scans", "ssim3d", "summary", "voxel_auc", "weight_layers"]
+           "ranking_rule", "sanity_verdict", "select_scans", "ssim3d", "summary", "voxel_auc", "weight_layers"]

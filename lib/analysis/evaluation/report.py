@@ -49,6 +49,18 @@ def localisation_table(results: dict) -> pd.DataFrame:
                                        "chance_hit", "mask_voxels"])
 
 
+RANK_CRITERIA = ("AOPC gain", "mass accuracy", "voxel AUC", "pointing game")
+"""The scores a method's rank averages its per-score ranks over (each: higher is better)."""
+
+
+def ranking_rule(threshold: float = Settings.sanity_threshold) -> str:
+    """The rule :func:`summary` ranks by, as one sentence for a reader of the table."""
+    return (f"Rank = order of the mean of a method's ranks on {', '.join(RANK_CRITERIA[:-1])} and "
+            f"{RANK_CRITERIA[-1]} (each score counts equally, so one best score does not make the best method; a "
+            f"score not computed is left out of the mean); a method failing the sanity check (|ρ| ≥ {threshold:g} "
+            "after randomisation) ranks after every method that passes.")
+
+
 def summary(results: dict, labels: Sequence[str], threshold: float = Settings.sanity_threshold) -> pd.DataFrame:
     """The ranking table: one row per method with every score, and its rank.
 
@@ -80,7 +92,7 @@ def summary(results: dict, labels: Sequence[str], threshold: float = Settings.sa
     t = pd.DataFrame(rows, columns=["method", "AOPC", "AOPC random", "ρ randomised", "sanity", "mass accuracy",
                                     "voxel AUC", "pointing game"])
     t.insert(3, "AOPC gain", t["AOPC"] - t["AOPC random"])
-    crit = t[["AOPC gain", "mass accuracy", "voxel AUC", "pointing game"]]
+    crit = t[list(RANK_CRITERIA)]
     ranks = crit.rank(ascending=False, method="average")
     mean_rank = ranks.mean(axis=1, skipna=True)
     failed = (t["sanity"] == "fail").astype(float)
@@ -113,6 +125,7 @@ def format_report(ev: Evaluation, results: dict) -> str:
     table = summary(results, [m.label for m in ev.methods], s.sanity_threshold)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    lines.append(ranking_rule(s.sanity_threshold))
     chance = chance_levels(results)
     if chance:
         lines.append("chance: " + ", ".join(f"{k} {v:.3f}" for k, v in chance.items()))

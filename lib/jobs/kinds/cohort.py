@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from lib.core import atomic
+from lib.core.progress import stages
 from lib.data.workspace import Workspace, default_workspace_path
 from lib.jobs.request import Request, RequestError, Task, option, register
+
+DEMO_ENV = "RELEVANCE_ATLAS_DEMO"
 
 
 def save_report(ws: Workspace, report) -> None:
@@ -33,7 +38,8 @@ def task_classes(request):
 class BuildDemo(Request):
     kind = "demo"
     action = "change_workspace"
-    summary = "build a synthetic demo cohort (AD vs HC, or MS vs HC with --disease ms)"
+    summary = ("build a synthetic demo cohort (AD vs HC, or MS vs HC with --disease ms); for AD then install and "
+               "apply the shipped model with its default heatmaps and region metrics (what is there is kept)")
 
     subjects: int = option(80, "subjects")
     resolution: float = option(2.0, "voxel size in mm (1 = the paper's grid)")
@@ -41,8 +47,27 @@ class BuildDemo(Request):
     seed: int = option(0)
     workers: int = option(0, "processes (default: up to 2)")
     force: bool = option(False, "rebuild even if complete")
+    results: bool = option(True, "the cohort only (default: also install and apply the shipped model and compute "
+                                 "its LRP β = 0 and guided-backprop heatmaps, group means and region metrics)",
+                           flag="no-results")
     disease: str = option("ad", "ad: Alzheimer's atrophy (the paper's task); ms: multiple sclerosis lesions and "
                                 "atrophy, in its own workspace (default data/demo-ms)", choices=("ad", "ms"))
+
+    @classmethod
+    def configured(cls, **fixed) -> BuildDemo:
+        """The demo the dashboard builds on first open: the defaults, or the fields given as ``NAME=VALUE`` in
+        ``$RELEVANCE_ATLAS_DEMO`` (``subjects=16 resolution=3``: a small demo for a quick look or a test);
+        ``fixed`` fields win (a demo is rebuilt as its own disease)."""
+        given = {}
+        for pair in os.environ.get(DEMO_ENV, "").split():
+            name, _, value = pair.partition("=")
+            default = next((f.default for f in dataclasses.fields(cls) if f.name == name), None)
+            if default is None or not value:
+                raise RequestError(f"${DEMO_ENV}: {pair!r} is not NAME=VALUE of a demo setting "
+                                   "(subjects, resolution, visits, seed, workers)")
+            given[name] = value == "true" if isinstance(default, bool) else value if isinstance(default, str) \
+                else type(default)(float(value))
+        return cls(**{**given, **fixed})
 
     def root(self, ws: Workspace) -> Path:
         """The folder built: the workspace's, except that the MS demo never replaces the default AD demo."""
@@ -51,7 +76,8 @@ class BuildDemo(Request):
 
     def required_action(self, ws: Workspace) -> str | None:
         """None for the default demo workspace: a system action any signed-in identity may start, since a
-        fresh server needs it before any page can be shown and its content is deterministic. A demo built in
+        fresh server needs it before any page can be shown and its content is deterministic (the shipped
+        model's results too: files shipped with the app, applied the same way for everyone). A demo built in
         another folder changes that folder, like ``init``."""
         return None if ws.root.resolve() == default_workspace_path() else self.action
 
@@ -62,35 +88,54 @@ class BuildDemo(Request):
         if self.disease == "ms":
             return self._prepare_ms(Workspace.open(self.root(ws)))
         from lib.data import demo
+        from lib.jobs.kinds import demo_results
 
-        if demo.is_complete(ws) and not self.force:
-            def done(progress):
-                message = f"demo cohort already complete at {ws.root} ({ws.config.get('n_scans')} scans)"
-                print(f"{message}; --force rebuilds it")
-                return message
-            return Task(done)
+        build = self.force or not demo.is_complete(ws)
         cfg = demo.DemoConfig(n_subjects=self.subjects, resolution=self.resolution, seed=self.seed,
                               max_visits=self.visits)
         if self.workers:
             cfg.workers = self.workers
 
         def work(progress):
-            from lib.data.validation import validate_table
-
-            if ws.cohort_csv.exists():
-                # an outdated or partial build: remove what the generator owns so no stale file survives
-                for owned in ("scans", "ground_truth", "cache"):
-                    shutil.rmtree(ws.root / owned, ignore_errors=True)
-            # one bar for both phases: generating n scans, then validating them (much faster)
-            built = demo.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
-            n = built.config["n_scans"]
-            report = validate_table(built.cohort_csv, built, check_images=True,
-                                    progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
-            if built.exists:
-                save_report(built, report)
-            return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
+            # one bar for the whole first start: the cohort (if missing), then the shipped model's results
+            n_scans = ws.config.get("n_scans") if not build else demo.expected_scans(cfg)
+            weights, labels = ([demo_results.SECONDS_PER_SCAN["cohort"] * n_scans], ["demo cohort"]) if build \
+                else ([], [])
+            if self.results:
+                models = 1 if build else len(demo_results.applicable_models(ws))   # before the build: the shipped one
+                more, more_labels = demo_results.weights(n_scans, models)
+                weights, labels = weights + more, labels + more_labels
+            parts = stages(progress, weights or [1], labels or ["demo cohort"])
+            if build:
+                message = self._build(ws, cfg, parts.pop(0))
+            else:
+                message = f"demo cohort already complete at {ws.root} ({ws.config.get('n_scans')} scans)"
+                print(f"{message}; --force rebuilds it")
+            if self.results:
+                results = demo_results.compute(Workspace.open(ws.root), parts)
+                print(results)
+                message += f"; {results}"
+            return message
 
         return Task(work)
+
+    @staticmethod
+    def _build(ws: Workspace, cfg, progress) -> str:
+        from lib.data import demo
+        from lib.data.validation import validate_table
+
+        if ws.cohort_csv.exists():
+            # an outdated or partial build: remove what the generator owns so no stale file survives
+            for owned in ("scans", "ground_truth", "cache"):
+                shutil.rmtree(ws.root / owned, ignore_errors=True)
+        # one part for both phases: generating n scans, then validating them (much faster)
+        built = demo.generate(ws.root, cfg, progress=lambda d, t, m: progress(d, t + t // 10, m))
+        n = built.config["n_scans"]
+        report = validate_table(built.cohort_csv, built, check_images=True,
+                                progress=lambda d, t, m: progress(n + d // 10, n + n // 10, m))
+        if built.exists:
+            save_report(built, report)
+        return f"{built.config['n_scans']} scans of {cfg.n_subjects} subjects"
 
 
     def _prepare_ms(self, ws: Workspace) -> Task:
