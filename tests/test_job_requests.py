@@ -32,6 +32,8 @@ SAMPLES = [
     jobs.EvaluateMaps(run_id="r1", methods=("lrp:beta=0", "gradcam"), checks=("aopc",), n_scans=2, sanity_threshold=0.3),
     jobs.Report(run_id="r1", pdf=True),
     jobs.RegistrationStudy(registrations=("none", "nonlinear"), seeds=(3, 4), epochs=2, resolution=2, workers=1),
+    jobs.Preprocess(table="/data/raw.csv", out="/data/ws", registration="linear", resolution=3,
+                    brain_extraction=False, workers=1, threads=2),
 ]
 
 

@@ -32,7 +32,7 @@ from lib.jobs import Request, RequestError
 from lib.jobs.cluster import ClusterError, cluster_address, session
 
 # the order of the commands in --help; a kind not listed comes after them
-ORDER = ("demo", "validate", "init", "train", "predict", "explain", "evaluate-maps", "regions", "means",
+ORDER = ("demo", "validate", "init", "preprocess", "train", "predict", "explain", "evaluate-maps", "regions", "means",
          "group-means", "biomarker", "report")
 
 

@@ -103,9 +103,16 @@ def to_nifti(volume: np.ndarray, grid: Grid) -> nib.Nifti1Image:
 
 
 def to_native_space(volume: np.ndarray, grid: Grid, scan_path: str | os.PathLike) -> nib.Nifti1Image:
-    """The map resampled onto a scan's own grid and affine (for scans that were resampled to the template)."""
+    """The map on a scan's own grid and affine: a scan registered by :mod:`lib.data.preprocess` goes back
+    through its inverse transform to the raw scan's space; any other scan is resampled onto its file's grid
+    (scans that were only resampled to the template)."""
     from nilearn.image import resample_to_img
 
+    folder = Path(scan_path).parent
+    if (folder / "qc.json").is_file() and (folder / "native_grid.nii.gz").is_file():
+        from lib.data.preprocess import warp_to_native
+
+        return warp_to_native(volume, grid.affine, folder)
     ref = nib.load(str(scan_path))
     if ref.ndim > 3:
         ref = nib.Nifti1Image(np.zeros(ref.shape[:3], np.float32), ref.affine)

@@ -13,16 +13,16 @@ from lib.core.progress import Cancelled  # noqa: F401  (raised in jobs)
 from lib.jobs.executor import (EXECUTORS, Executor, InProcessExecutor, LocalProcessExecutor, RayExecutor,
                               default_executor)
 from lib.jobs.kinds import (Biomarker, BuildDemo, CohortMeans, CreateWorkspace, EvaluateMaps, Explain, GroupMeans,
-                            Predict, RegionTables, Report, RegistrationStudy, Train, Validate)
+                            Predict, Preprocess, RegionTables, Report, RegistrationStudy, Train, Validate)
 from lib.jobs.request import REGISTRY, Request, RequestError, Task, option, register
 from lib.jobs.runner import CANCEL_MARKER, JobProgress, JobReporter, run_as_job
 from lib.jobs.store import (ACTIVE, Job, cancel, cancel_action, find, find_active, for_request, get, list_jobs,
                             may_cancel, may_submit, of_run, submit)
 
 __all__ = ["ACTIVE", "Biomarker", "BuildDemo", "CANCEL_MARKER", "Cancelled", "ClusterError", "CohortMeans",
-           "CreateWorkspace", "EXECUTORS", "EvaluateMaps", "Executor", "Explain", "GroupMeans",
+           "CreateWorkspace", "EvaluateMaps", "Executor", "EXECUTORS", "Explain", "GroupMeans",
            "InProcessExecutor", "Job", "JobProgress", "JobReporter", "LocalProcessExecutor", "Predict",
-           "RayExecutor", "REGISTRY", "RegionTables", "Report", "Request", "RequestError", "RegistrationStudy",
-           "Task", "Train", "Validate", "cancel", "cancel_action", "default_executor", "find", "find_active",
-           "for_request", "get", "list_jobs", "may_cancel", "may_submit", "of_run", "option", "register",
-           "run_as_job", "submit"]
+           "Preprocess", "RayExecutor", "RegionTables", "RegistrationStudy", "REGISTRY", "Report", "Request",
+           "RequestError", "Task", "Train", "Validate", "cancel", "cancel_action", "default_executor", "find",
+           "find_active", "for_request", "get", "list_jobs", "may_cancel", "may_submit", "of_run", "option",
+           "register", "run_as_job", "submit"]
