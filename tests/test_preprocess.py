@@ -261,3 +261,24 @@ def test_preprocess_command(tmp_path, capsys):
     assert main(["--workspace", str(tmp_path / "jobs"), "preprocess", "--table", str(tmp_path / "none.csv"),
                  "--out", str(ws)]) == 1
     assert "none.csv: no such table" in capsys.readouterr().err
+
+
+def test_preprocess_command_takes_the_task_of_a_non_ad_cohort(tmp_path, capsys):
+    """A raw MS cohort becomes a workspace with its task, as ``init`` makes one (the same options)."""
+    from lib.cli import main
+    from lib.data.workspace import Workspace
+
+    src = tmp_path / "mni.nii.gz"
+    nib.save(template(2), src)
+    table = tmp_path / "raw.csv"
+    pd.DataFrame({"subject_id": ["a", "b"], "scan_id": ["a1", "b1"], "path": [src, src],
+                  "diagnosis": ["RRMS", "control"]}).to_csv(table, index=False)
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(tmp_path / "jobs"), "preprocess", "--table", str(table), "--registration", "none",
+                 "--resolution", "3", "--out", str(ws), "--workers", "1", "--positive", "MS", "--negative", "HC",
+                 "--positive-labels", "RRMS", "--negative-labels", "control",
+                 "--biomarker-measure", "lesion_volume"]) == 0, capsys.readouterr().err
+    made = Workspace.open(ws)
+    assert made.classes.positive == "MS" and made.classes.negative == "HC"
+    assert made.config["biomarker_measure"] == "lesion_volume"
+    assert sorted(pd.read_csv(ws / "cohort.csv")["diagnosis"]) == ["HC", "MS"]
