@@ -266,22 +266,13 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
     atrophy_map = np.clip(jac - 1.0, 0.0, None).astype(np.float32)
     atrophy_map *= fields.template > BRAIN_THRESHOLD
 
-    # scanner effects
-    gamma, gain, noise, bias = SITES[subject["site"]]
-    image = np.clip(image, 0, None) ** gamma
-    image *= 1.0 + _smooth_noise(rng, grid.shape, 3, bias)
-    sigma_n = noise * float(image.max())
-    image = np.sqrt((image + rng.normal(0, sigma_n, image.shape)) ** 2 + rng.normal(0, sigma_n, image.shape) ** 2)
-    image = (gain * image).astype(np.float32)
+    image = scanner_effects(image, subject["site"], rng)
 
     scan_id = f"{subject['subject_id']}_ses-{visit + 1}"
     scan_rel = Path("scans") / f"{scan_id}_T1w.nii.gz"
     atrophy_rel = Path("ground_truth") / "atrophy" / f"{scan_id}_atrophy.nii.gz"
     labels_rel = Path("ground_truth") / "labels" / f"{scan_id}_labels.nii.gz"
-    img = nib.Nifti1Image(np.rint(image).clip(0, 32767).astype(np.int16), grid.affine)
-    img.header.set_xyzt_units("mm")
-    img.header["descrip"] = b"relevance-atlas synthetic demo scan"
-    atomic.write_nifti(cfg_root(cfg) / scan_rel, img)
+    write_scan(cfg_root(cfg) / scan_rel, image, grid.affine, b"relevance-atlas synthetic demo scan")
     amap = nib.Nifti1Image(atrophy_map, grid.affine)
     amap.set_data_dtype(np.int16)  # nibabel chooses scl_slope: ≈1e-5 precision, a quarter of the bytes
     atomic.write_nifti(cfg_root(cfg) / atrophy_rel, amap)
@@ -306,6 +297,42 @@ def _make_scan(task: tuple[dict, int, DemoConfig]) -> dict:
                     **{f"mm_{u}": round(v, 4) for u, v in severities.items()}},
         "intracranial_volume": float(np.count_nonzero(labels)) * grid.voxel_volume,
     }
+
+
+def scanner_effects(image: np.ndarray, site: str, rng: np.random.Generator) -> np.ndarray:
+    """A site's contrast, bias field and Rician noise applied to a noiseless image (float32)."""
+    gamma, gain, noise, bias = SITES[site]
+    image = np.clip(image, 0, None) ** gamma
+    image *= 1.0 + _smooth_noise(rng, image.shape, 3, bias)
+    sigma_n = noise * float(image.max())
+    image = np.sqrt((image + rng.normal(0, sigma_n, image.shape)) ** 2 + rng.normal(0, sigma_n, image.shape) ** 2)
+    return (gain * image).astype(np.float32)
+
+
+def write_scan(path: Path, image: np.ndarray, affine: np.ndarray, descrip: bytes) -> None:
+    """A synthetic scan as int16 NIfTI in mm, written atomically."""
+    img = nib.Nifti1Image(np.rint(image).clip(0, 32767).astype(np.int16), affine)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = descrip
+    atomic.write_nifti(path, img)
+
+
+def map_scans(make, tasks: list, workers: int, progress, describe) -> list:
+    """``make`` over ``tasks`` in order, in ``workers`` forked processes when more than one, with progress."""
+    results = []
+    if workers > 1:
+        import multiprocessing as mp
+
+        # Pool.__exit__ terminates the workers, so a cancelled build stops at once
+        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+            for res in pool.imap(make, tasks, chunksize=2):
+                results.append(res)
+                progress(len(results), len(tasks), describe(res))
+    else:
+        for task in tasks:
+            results.append(make(task))
+            progress(len(results), len(tasks), describe(results[-1]))
+    return results
 
 
 def _worker_init() -> None:
@@ -365,20 +392,7 @@ def generate(root: str | os.PathLike, cfg: DemoConfig | None = None,
     progress(0, total, "preparing template, atlas and deformation fields")
     _fields(cfg.resolution)  # build once before forking so workers share it copy-on-write
 
-    results = []
-    if cfg.workers > 1:
-        import multiprocessing as mp
-
-        # Pool.__exit__ terminates the workers, so a cancelled build stops at once
-        with mp.get_context("fork").Pool(cfg.workers, initializer=_worker_init) as pool:
-            for i, res in enumerate(pool.imap(_make_scan, tasks, chunksize=2)):
-                results.append(res)
-                progress(i + 1, total, f"scan {res['scan']['scan_id']}")
-    else:
-        for i, task in enumerate(tasks):
-            res = _make_scan(task)
-            results.append(res)
-            progress(i + 1, total, f"scan {res['scan']['scan_id']}")
+    results = map_scans(_make_scan, tasks, cfg.workers, progress, lambda res: f"scan {res['scan']['scan_id']}")
 
     cohort = pd.DataFrame([r["scan"] for r in results])
     volumes = pd.DataFrame([r["volumes"] for r in results])

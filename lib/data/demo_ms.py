@@ -146,21 +146,13 @@ def _make_scan(task: tuple[dict, int, MSDemoConfig, str]) -> dict:
     image *= 1.0 - lesion                                  # T1-hypointense: darker towards grey matter
     mask = (lesion >= 0.15) & (fields.template > BRAIN_THRESHOLD)   # the lesion's core and most of its rim
 
-    gamma, gain, noise, bias = demo.SITES[subject["site"]]
-    image = np.clip(image, 0, None) ** gamma
-    image *= 1.0 + demo._smooth_noise(rng, grid.shape, 3, bias)
-    sigma_n = noise * float(image.max())
-    image = np.sqrt((image + rng.normal(0, sigma_n, image.shape)) ** 2 + rng.normal(0, sigma_n, image.shape) ** 2)
-    image = (gain * image).astype(np.float32)
+    image = demo.scanner_effects(image, subject["site"], rng)
 
     scan_id = f"{subject['subject_id']}_ses-{visit + 1}"
     scan_rel = Path("scans") / f"{scan_id}_T1w.nii.gz"
     lesion_rel = Path("ground_truth") / "lesions" / f"{scan_id}_lesions.nii.gz"
     labels_rel = Path("ground_truth") / "labels" / f"{scan_id}_labels.nii.gz"
-    img = nib.Nifti1Image(np.rint(image).clip(0, 32767).astype(np.int16), grid.affine)
-    img.header.set_xyzt_units("mm")
-    img.header["descrip"] = b"relevance-atlas synthetic MS demo scan"
-    atomic.write_nifti(Path(root) / scan_rel, img)
+    demo.write_scan(Path(root) / scan_rel, image, grid.affine, b"relevance-atlas synthetic MS demo scan")
     atomic.write_nifti(Path(root) / lesion_rel, nib.Nifti1Image(mask.astype(np.uint8), grid.affine))
     atomic.write_nifti(Path(root) / labels_rel, nib.Nifti1Image(labels.astype(np.uint8), grid.affine))
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=int(fields.labels.max()) + 1)
@@ -204,18 +196,7 @@ def generate(root: str | os.PathLike, cfg: MSDemoConfig | None = None,
     subjects = _draw_subjects(cfg)
     tasks = [(s, v, cfg, str(root)) for s in subjects for v in range(s["n_visits"])]
     progress(0, len(tasks), "preparing template, atlas, deformation fields and lesion zones")
-    results = []
-    if cfg.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("fork").Pool(cfg.workers, initializer=demo._worker_init) as pool:
-            for i, res in enumerate(pool.imap(_make_scan, tasks, chunksize=2)):
-                results.append(res)
-                progress(i + 1, len(tasks), f"scan {res['scan']['scan_id']}")
-    else:
-        for i, t in enumerate(tasks):
-            results.append(_make_scan(t))
-            progress(i + 1, len(tasks), f"scan {results[-1]['scan']['scan_id']}")
+    results = demo.map_scans(_make_scan, tasks, cfg.workers, progress, lambda res: f"scan {res['scan']['scan_id']}")
     cohort = pd.DataFrame([r["scan"] for r in results])
     cohort["edss"] = _edss(cohort, cfg.seed)
     cohort = cohort.drop(columns=["severity"])

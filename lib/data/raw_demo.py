@@ -56,6 +56,7 @@ from lib.core import atomic
 from lib.core.progress import Progress
 from lib.data.templates import Grid
 from lib.data.workspace import Workspace
+from lib.data.demo import map_scans
 
 RAW_DIR = "raw"
 COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")   # Debian's mricron-data
@@ -371,20 +372,7 @@ def generate_raw(ws: Workspace, seed: int = 0, workers: int = 1, progress: Progr
     out = raw_root(ws)
     cohort = pd.read_csv(ws.cohort_csv)
     tasks = [(ws.root, out, row, seed) for row in cohort.to_dict("records")]
-    rows = []
-    if workers > 1:
-        import multiprocessing as mp
-
-        from lib.data.demo import _worker_init
-
-        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
-            for i, row in enumerate(pool.imap(_write_scan, tasks)):
-                rows.append(row)
-                progress(i + 1, len(tasks), f"raw scan {row['scan_id']}")
-    else:
-        for i, task in enumerate(tasks):
-            rows.append(_write_scan(task))
-            progress(i + 1, len(tasks), f"raw scan {rows[-1]['scan_id']}")
+    rows = map_scans(_write_scan, tasks, workers, progress, lambda row: f"raw scan {row['scan_id']}")
     table = out / "participants.csv"
     atomic.write_csv(table, pd.DataFrame(rows))
     atomic.write_json(out / "raw.json", {"version": RAW_VERSION, "seed": seed, "n_scans": len(rows)})
