@@ -30,6 +30,7 @@ def qc_section(ws) -> None:
     attention = qc.needs_attention(frame)
     (st.warning if len(attention) else st.success)(qc.summary(frame))
     table = qc.qc_table(frame)
+    st.caption(qc.measures_caption(frame))
     st.dataframe(table, hide_index=True, width="stretch", key="qc-table", column_config={
         "message": st.column_config.TextColumn("reason", width="large"),
         "corr_template": st.column_config.NumberColumn("corr. template", format="%.3f"),

@@ -135,10 +135,15 @@ def bad_scans(tmp_path):
 
 def test_bad_inputs_each_fail_with_their_message(bad_scans, tmp_path):
     for problem, path in bad_scans.items():
-        result = preprocess_scan(path, Settings("none", 3), tmp_path / "out" / path.name.split(".")[0])
+        # pad/crop ("none") applies no alignment bound, so only a registration can diverge
+        registration = "linear" if problem == "registration diverged" else "none"
+        result = preprocess_scan(path, Settings(registration, 3), tmp_path / "out" / path.name.split(".")[0])
         assert result.status == "failed", problem
         assert problem in result.message and str(path) in result.message, result.message
         assert result.usable is False
+    unaligned = preprocess_scan(bad_scans["registration diverged"], Settings("none", 3), tmp_path / "none")
+    assert unaligned.status == "ok" and "unaligned by design" in unaligned.message
+    assert unaligned.measures["corr_template"] < 0.4   # reported all the same
 
 
 def test_already_registered_scan_is_passed_through(tmp_path):
@@ -154,6 +159,42 @@ def test_verdict_thresholds():
     assert qc.verdict({"corr_template": 0.5, "dice_brain": 0.95})[0] == "flagged"
     status, message = qc.verdict({"corr_template": 0.1, "dice_brain": 0.95, "jacobian_folded_share": 0.02})
     assert status == "failed" and "corr_template 0.1 < 0.4" in message and "jacobian_folded_share" in message
+
+
+def test_registration_none_is_exempt_from_the_alignment_bounds():
+    """Pad/crop does not align by design: a poor correlation is reported, not a reason to leave the scan out."""
+    poor = {"corr_template": 0.1, "dice_brain": 0.5, "dice_hippocampus": 0.2}
+    assert qc.verdict(poor, "linear")[0] == "failed"
+    status, message = qc.verdict(poor, "none")
+    assert status == "ok" and "unaligned by design" in message
+
+
+def test_hippocampus_dice_decides_only_against_the_scans_own_labels():
+    """An atrophied hippocampus overlaps the template atlas' at 0.51-0.56 however well registered; against the
+    atlas that is reported only, against the scan's own labels it flags. Brain, correlation and folding decide."""
+    atrophied = {"corr_template": 0.7, "dice_brain": 0.9, "dice_hippocampus": 0.53}
+    assert qc.verdict(atrophied, "nonlinear", "atlas") == ("ok", "")
+    status, message = qc.verdict(atrophied, "nonlinear", "labels")
+    assert status == "flagged" and "dice_hippocampus 0.53 < 0.6" in message
+    assert qc.verdict({**atrophied, "dice_brain": 0.8}, "nonlinear", "atlas")[0] == "flagged"
+    assert qc.verdict({**atrophied, "corr_template": 0.5}, "nonlinear", "atlas")[0] == "flagged"
+    assert qc.verdict({**atrophied, "jacobian_folded_share": 0.005}, "nonlinear", "atlas")[0] == "flagged"
+    with pytest.raises(ValueError, match="hippocampus_reference"):
+        qc.verdict(atrophied, "nonlinear", "template")
+
+
+def test_a_stored_scan_is_judged_by_the_current_bounds(tmp_path):
+    """A scan registered and failed under older bounds is judged again from its stored measures."""
+    from lib.data.preprocess.pipeline import ScanResult, rejudged
+
+    (tmp_path / "t1.nii.gz").write_bytes(b"stand-in")
+    stored = ScanResult("sub-01", "failed", "old: registration diverged", tmp_path,
+                        measures={"corr_template": 0.2, "dice_brain": 0.6, "dice_hippocampus": 0.55})
+    assert rejudged(stored, Path("raw/sub-01.nii.gz"), "none").status == "ok"
+    stored.status = "failed"
+    assert rejudged(stored, Path("raw/sub-01.nii.gz"), "nonlinear").status == "failed"
+    bad_input = ScanResult("sub-02", "failed", "raw/sub-02.nii.gz: not a NIfTI", tmp_path / "sub-02")
+    assert rejudged(bad_input, Path("raw/sub-02.nii.gz"), "none").status == "failed"
 
 
 def test_table_becomes_a_workspace_without_the_failed_scans(tmp_path, bad_scans):
@@ -220,3 +261,24 @@ def test_preprocess_command(tmp_path, capsys):
     assert main(["--workspace", str(tmp_path / "jobs"), "preprocess", "--table", str(tmp_path / "none.csv"),
                  "--out", str(ws)]) == 1
     assert "none.csv: no such table" in capsys.readouterr().err
+
+
+def test_preprocess_command_takes_the_task_of_a_non_ad_cohort(tmp_path, capsys):
+    """A raw MS cohort becomes a workspace with its task, as ``init`` makes one (the same options)."""
+    from lib.cli import main
+    from lib.data.workspace import Workspace
+
+    src = tmp_path / "mni.nii.gz"
+    nib.save(template(2), src)
+    table = tmp_path / "raw.csv"
+    pd.DataFrame({"subject_id": ["a", "b"], "scan_id": ["a1", "b1"], "path": [src, src],
+                  "diagnosis": ["RRMS", "control"]}).to_csv(table, index=False)
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(tmp_path / "jobs"), "preprocess", "--table", str(table), "--registration", "none",
+                 "--resolution", "3", "--out", str(ws), "--workers", "1", "--positive", "MS", "--negative", "HC",
+                 "--positive-labels", "RRMS", "--negative-labels", "control",
+                 "--biomarker-measure", "lesion_volume"]) == 0, capsys.readouterr().err
+    made = Workspace.open(ws)
+    assert made.classes.positive == "MS" and made.classes.negative == "HC"
+    assert made.config["biomarker_measure"] == "lesion_volume"
+    assert sorted(pd.read_csv(ws / "cohort.csv")["diagnosis"]) == ["HC", "MS"]

@@ -69,3 +69,20 @@ def test_a_scan_that_was_not_registered_is_refused_by_name(ws, tmp_path):
     with pytest.raises(qc.QCError, match="sub-05/t1.nii.gz cannot be read"):
         qc.edges_figure(ws, "sub-05")
     assert len(SCANS) == 4
+
+
+def test_registered_path_follows_the_pipelines_folder_rule(ws, monkeypatch):
+    """The view asks the pipeline where a scan's folder is, so a change of the naming rule cannot split them."""
+    from lib.data.preprocess import table
+
+    assert qc.registered_path(ws, "sub/01 a").parent.name == table.folder_name("sub/01 a") == "sub_01_a"
+    monkeypatch.setattr(table, "folder_name", lambda scan_id: f"scan-{scan_id}")
+    assert qc.registered_path(ws, "07") == qc.preprocessed_dir(ws) / "scan-07" / "t1.nii.gz"
+
+
+def test_caption_says_the_atlas_hippocampus_dice_is_reported_not_judged(ws):
+    frame = qc.load_qc(ws)
+    caption = qc.measures_caption(frame)
+    assert "hippocampus Dice against the template atlas is reported, not judged" in caption
+    assert "unaligned by design" not in caption
+    assert "unaligned by design" in qc.measures_caption(frame.assign(registration="none"))

@@ -9,7 +9,6 @@ the hippocampus, Jacobian statistics, seconds) and ``preprocessed/<scan_id>/t1.n
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from lib.data.preprocess import table as preprocessing
 from lib.data.templates import Grid, template
 from lib.data.workspace import Workspace
 from lib.views import render
@@ -84,16 +84,26 @@ def summary(frame: pd.DataFrame) -> str:
     return f"{len(frame)} scans: " + ", ".join(parts) + f". Training uses the {usable} ok or passed-through scans."
 
 
+def measures_caption(frame: pd.DataFrame) -> str:
+    """What decides a scan's status, and what is only reported (the hippocampus Dice against the template atlas,
+    every measure of an unaligned registration)."""
+    text = ("Flagged or failed: correlation with the template, brain-mask Dice and, after non-linear "
+            "registration, folded Jacobians. The hippocampus Dice against the template atlas is reported, not "
+            "judged: an atrophied (AD) hippocampus overlaps the atlas less however well registered, and flagging "
+            "on it would leave out patients more often than controls.")
+    if "none" in set(frame["registration"].dropna().astype(str)):
+        text += " Registration none (pad/crop) is unaligned by design: its measures are reported, not judged."
+    return text
+
+
 def needs_attention(frame: pd.DataFrame) -> pd.DataFrame:
     """Flagged and failed scans with their reasons."""
     return frame[frame["status"].isin(("failed", "flagged"))][["scan_id", "status", "message"]]
 
 
 def registered_path(ws: Workspace, scan_id: str) -> Path:
-    """Where the pipeline writes a scan's registered image (its folder: the scan id with path separators and
-    odd characters as ``_``)."""
-    folder = re.sub(r"[^A-Za-z0-9._-]", "_", str(scan_id)).lstrip(".") or "scan"
-    return preprocessed_dir(ws) / folder / "t1.nii.gz"
+    """Where the pipeline writes a scan's registered image (in the folder it names after the scan id)."""
+    return preprocessed_dir(ws) / preprocessing.folder_name(scan_id) / "t1.nii.gz"
 
 
 @functools.lru_cache(maxsize=4)

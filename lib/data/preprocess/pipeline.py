@@ -56,6 +56,7 @@ PASS_THROUGH_CORR = 0.8
 
 RANDOM_SEED = 20090
 HIPPOCAMPUS = (47, 48)   # Neuromorphometrics right and left hippocampus (lib.data.atlases)
+HIPPOCAMPUS_REFERENCE = "atlas"   # the hippocampus Dice compares with the template atlas: reported, not judged
 
 
 def affine_params(resolution: float) -> tuple[dict, dict]:
@@ -155,6 +156,16 @@ def load_cached(folder: Path, key: str) -> ScanResult | None:
     return _result(folder, record, cached=True)
 
 
+def rejudged(result: ScanResult, src: Path, registration: str) -> ScanResult:
+    """A stored registration judged by the current :func:`qc.verdict`: the verdict is a rule over the stored
+    measures, so a changed rule needs no new registration. Input failures and passed-through scans stay."""
+    if result.status == "passed_through" or not result.measures or not result.t1.is_file():
+        return result
+    status, message = qc.verdict(result.measures, registration, HIPPOCAMPUS_REFERENCE)
+    result.status, result.message = status, f"{src}: {message}" if message else ""
+    return result
+
+
 def preprocess_scan(src: str | os.PathLike, settings: Settings, out_dir: str | os.PathLike, *,
                     labels: str | os.PathLike | None = None) -> ScanResult:
     """Preprocess one scan into ``out_dir`` (``…/preprocessed/<scan_id>``; its name is the scan id).
@@ -168,7 +179,7 @@ def preprocess_scan(src: str | os.PathLike, settings: Settings, out_dir: str | o
     key = scan_key(src, settings, labels)
     cached = load_cached(out_dir, key)
     if cached:
-        return cached
+        return rejudged(cached, src, settings.registration)
     start = time.perf_counter()
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -249,7 +260,7 @@ def _register(src: Path, settings: Settings, out: Path, labels: Path | None) -> 
                                         [str(out / t) for t in inverse], interpolator="nearestNeighbor",
                                         whichtoinvert=[False] * len(inverse))
     nib.save(antsio.to_nib(native_mask, dtype=np.uint8), out / "mask.nii.gz")
-    status, message = qc.verdict(measures)
+    status, message = qc.verdict(measures, settings.registration, HIPPOCAMPUS_REFERENCE)
     if passed:
         status, message = "passed_through", f"{src}: {note}; passed through without registration" + (
             f" ({message})" if message else "")

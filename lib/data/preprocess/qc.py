@@ -9,12 +9,18 @@ Measures (all on the template grid of the chosen resolution):
                            the template's brain, not merely correlate with it.
 ``dice_hippocampus``       Dice of the scan's hippocampus labels (a segmentation in the scan's space, such as a
                            demo scan's ground truth, warped with nearest neighbour) with the template atlas'
-                           hippocampus (Neuromorphometrics); NaN when the scan has no labels.
+                           hippocampus (Neuromorphometrics); NaN when the scan has no labels. Reported, not
+                           judged: an atrophied (AD) hippocampus overlaps the atlas' less however well it is
+                           registered (0.51-0.56 on the demo), so flagging on it would leave out patients more
+                           often than controls. Only a Dice against the scan's own ground truth on the template
+                           grid (``hippocampus_reference="labels"``) decides.
 ``jacobian_*``             nonlinear registration only: share of brain voxels whose Jacobian determinant is
                            ≤ 0 (folded) and its extremes.
 
 A scan below any "failed" bound did not register (the optimiser diverged or the input is no brain); one below a
-"flagged" bound registered poorly. Neither goes into the training split of the new workspace.
+"flagged" bound registered poorly. Neither goes into the training split of the new workspace. Registration
+"none" (pad/crop, Eitel's baseline) is unaligned by design: its measures are reported, the bounds not applied
+(the input checks before registration still refuse a bad file).
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ COLUMNS = ("scan_id", "status", "message", "registration", "corr_template", "dic
 STATUSES = ("ok", "flagged", "failed", "passed_through")
 EXCLUDED = ("flagged", "failed")
 """Statuses kept out of the training split."""
+UNALIGNED = ("none",)
+"""Registrations that do not align a scan to the template, so no alignment bound applies to them."""
+HIPPOCAMPUS_REFERENCES = ("atlas", "labels")
+"""What the hippocampus Dice was measured against: the template atlas (reported only) or the scan's own
+ground-truth labels on the template grid (judged by its bounds)."""
 
 
 def correlation(data: np.ndarray, template: np.ndarray, mask: np.ndarray) -> float:
@@ -88,10 +99,19 @@ def jacobian_stats(jacobian: np.ndarray, mask: np.ndarray) -> dict:
             "jacobian_max": float(values.max())}
 
 
-def verdict(measures: dict) -> tuple[str, str]:
-    """("ok" | "flagged" | "failed", the reasons) from the measures and :data:`THRESHOLDS`."""
+def verdict(measures: dict, registration: str = "nonlinear", hippocampus_reference: str = "atlas"
+            ) -> tuple[str, str]:
+    """("ok" | "flagged" | "failed", the reasons) from the measures and :data:`THRESHOLDS`; a registration in
+    :data:`UNALIGNED` is "ok" with the reason that no bound applies, and the hippocampus Dice counts only
+    against the scan's own labels."""
+    if hippocampus_reference not in HIPPOCAMPUS_REFERENCES:
+        raise ValueError(f"hippocampus_reference must be one of {', '.join(HIPPOCAMPUS_REFERENCES)}, "
+                         f"not {hippocampus_reference!r}")
+    if registration in UNALIGNED:
+        return "ok", f"registration {registration} is unaligned by design: measures reported, not judged"
+    judged = {k: v for k, v in THRESHOLDS.items() if k != "dice_hippocampus" or hippocampus_reference == "labels"}
     failed, flagged = [], []
-    for name, bounds in THRESHOLDS.items():
+    for name, bounds in judged.items():
         value = measures.get(name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue

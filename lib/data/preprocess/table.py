@@ -47,11 +47,12 @@ def _one(task: tuple) -> ScanResult:
     return preprocess_scan(src, settings, folder, labels=labels)
 
 
-def _read(table: Path) -> pd.DataFrame:
+def _read(table: Path, classes=None) -> pd.DataFrame:
+    from lib.data.classes import DEFAULT_CLASSES
     from lib.data.cohort import CohortError, read_table
 
     try:
-        cohort = read_table(table)
+        cohort = read_table(table, classes or DEFAULT_CLASSES)
     except CohortError as exc:
         raise PreprocessError(str(exc)) from exc
     names = cohort["scan_id"].astype(str).map(folder_name)
@@ -101,16 +102,18 @@ def run_scans(tasks: list[tuple], workers: int, threads: int, progress: Progress
 
 
 def preprocess_table(table: str | os.PathLike, settings: Settings, out: str | os.PathLike,
-                     progress: Progress | None = None, workers: int = 2) -> Path:
+                     progress: Progress | None = None, workers: int = 2, classes=None,
+                     task: dict | None = None) -> Path:
     """Preprocess every scan of ``table`` into ``out/preprocessed/`` and make ``out`` a workspace on
     ``Grid(settings.resolution)``; returns ``out``. A re-run (or a run after a crash) redoes only the scans
-    whose result is missing or whose input or settings changed."""
+    whose result is missing or whose input or settings changed. ``classes`` (a :class:`lib.data.classes.Classes`)
+    reads the diagnoses of another task than AD vs HC; ``task``: what ``init`` stores of it in the workspace."""
     from lib.data.splits import make_splits, save_splits
     from lib.data.validation import validate_table
     from lib.data.workspace import Workspace
 
     table, out = Path(table).expanduser().resolve(), Path(out).expanduser().resolve()
-    cohort = _read(table)
+    cohort = _read(table, classes)
     root = out / "preprocessed"
     root.mkdir(parents=True, exist_ok=True)
     for leftover in [*root.glob(".*.tmp-*"), *root.glob(".*.old-*")]:   # of a run that was killed
@@ -138,7 +141,7 @@ def preprocess_table(table: str | os.PathLike, settings: Settings, out: str | os
     atomic.write_csv(root / "excluded.csv", new[~keep])
     new = new[keep].reset_index(drop=True)
     ws = Workspace.create(out, kind="study", resolution=float(settings.resolution),
-                          preprocessing={**settings.canonical(), "table": str(table)})
+                          preprocessing={**settings.canonical(), "table": str(table)}, **(task or {}))
     atomic.write_csv(ws.cohort_csv, new)
     save_splits(ws, make_splits(new))
     report = validate_table(ws.cohort_csv, ws, check_images=True)   # the pages read the last validation

@@ -31,6 +31,16 @@ class Preprocess(Request):
     brain_extraction: bool = option(True, "keep the skull (no template brain mask)", flag="no-brain-extraction")
     workers: int = option(2, "scans at a time, each in its own process")
     threads: int = option(1, "ITK threads per process")
+    # the task, as for init: a cohort of another diagnosis becomes a workspace with its task
+    positive: str | None = option(None, "the diagnosis the models detect (default AD)")
+    negative: str | None = option(None, "the control class (default HC)")
+    positive_labels: str | None = option(None, "table labels meaning the positive class, comma-separated "
+                                               "(default: its name and usual spellings)")
+    negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
+    positive_title: str | None = option(None, "long name of the positive class (e.g. 'multiple sclerosis')")
+    negative_title: str | None = option(None, "long name of the negative class")
+    biomarker_measure: str | None = option(None, "cohort column the Biomarkers page correlates relevance with by "
+                                                 "default (default hippocampal_volume for AD)")
 
     def target(self) -> Path:
         return Path(self.out).expanduser().resolve()
@@ -47,11 +57,26 @@ class Preprocess(Request):
         except ValueError as exc:
             raise RequestError(str(exc)) from None
 
+    def declared_task(self) -> tuple:
+        """The classes and what the new workspace stores of them (as :class:`CreateWorkspace` does)."""
+        from lib.data.classes import TaskError
+        from lib.jobs.kinds.cohort import task_classes
+
+        try:
+            classes = task_classes(self)
+        except TaskError as exc:
+            raise RequestError(f"not preprocessed: {exc}") from None
+        task = {} if classes.is_default else {"task": classes.to_json()}
+        if self.biomarker_measure:
+            task["biomarker_measure"] = self.biomarker_measure
+        return classes, task
+
     def prepare(self, ws: Workspace) -> Task:
         table = Path(self.table).expanduser().resolve()
         if not table.exists():
             raise RequestError(f"{table}: no such table or folder")
         settings = self.settings()
+        classes, task = self.declared_task()
         if self.workers < 1:
             raise RequestError("workers must be at least 1")
         result = {}
@@ -63,7 +88,8 @@ class Preprocess(Request):
             from lib.data.preprocess.table import PreprocessError
 
             try:
-                out = preprocess_table(table, settings, self.target(), progress=progress, workers=self.workers)
+                out = preprocess_table(table, settings, self.target(), progress=progress, workers=self.workers,
+                                       classes=classes, task=task)
             except PreprocessError as exc:
                 raise RequestError(str(exc)) from None
             report = pd.read_csv(out / "preprocessed" / "qc.csv", keep_default_na=False)
