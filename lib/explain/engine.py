@@ -22,7 +22,12 @@ def resolve_target(target, n: int, device: torch.device, classes: Classes = DEFA
     """Class index per volume, ``(N,)`` long. ``target``: a class name of ``classes``, an index, or one of
     those per volume."""
     def one(t) -> int:
-        return classes.index(t) if isinstance(t, str) else int(t)
+        if not isinstance(t, str):
+            return int(t)
+        try:
+            return classes.index(t)
+        except ValueError as exc:   # say which argument was wrong
+            raise ValueError(f"target: {exc}") from None
 
     if isinstance(target, (str, int)) or (isinstance(target, torch.Tensor) and target.dim() == 0):
         idx = [one(target if not isinstance(target, torch.Tensor) else target.item())] * n
