@@ -206,6 +206,7 @@ def anatomy(v: HeatmapView, bg_kind: str, left) -> None:
 
 
 def main() -> None:
+    st.session_state.pop("hm_crosshair_clicked", None)   # this run is the page's: every panel follows
     ws = current_workspace()
     st.title("Heatmaps")
     run = require_ready_run(ws)

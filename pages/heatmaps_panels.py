@@ -66,6 +66,12 @@ class HeatmapView(StoreSelection):
         for k, v in zip(("hm_x", "hm_y", "hm_z"), ijk):
             st.session_state[k] = int(v)
 
+    def set_crosshair_from_viewer(self, ijk) -> None:
+        # a click in a viewer inside a fragment reruns only the fragment: ask it to rerun the page instead,
+        # so the crosshair sliders and every panel follow
+        self.set_crosshair(ijk)
+        st.session_state["hm_crosshair_clicked"] = True
+
     def readout(self, volume, unit: str = "") -> str:
         return hv.readout(viewer.crosshair(self.grid, self.ijk, volume, self.atlas), unit)
 
@@ -89,7 +95,7 @@ class HeatmapView(StoreSelection):
         anatomy = niivue_view.anatomy_bytes(ws, anat_key or self.bg_key, self.background if bg is None else bg,
                                             grid, rng)
         niivue_view.show(ws, grid, anatomy=anatomy, bg_range=rng, ijk=self.ijk,
-                         set_crosshair=self.set_crosshair, key=key, ov=ov,
+                         set_crosshair=self.set_crosshair_from_viewer, key=key, ov=ov,
                          overlay=niivue_view.overlay_bytes(ws, map_key, ov, grid),
                          atlas=niivue_view.atlas_bytes(ws, hv.ATLAS, atlas.labels, grid),
                          atlas_names=dict(zip(atlas.table["index"].astype(int), atlas.table["name"])),

@@ -36,6 +36,8 @@ def scan_on_grid(path: str, mtime_ns: int, resolution: float):
 @st.fragment   # "Next ▶" and the scan pickers rerun this view only, not the page around it
 def individual_view(v: HeatmapView) -> None:
     """One scan's map scaled as in Fig 8, its prediction and demographics, top regions, ground truth beside it."""
+    if st.session_state.pop("hm_crosshair_clicked", False):
+        st.rerun()   # scope "app": the crosshair lives outside this fragment
     scan = _pick_scan(v)
     if scan is None:
         return
