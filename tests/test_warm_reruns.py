@@ -20,6 +20,12 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 @pytest.fixture(scope="module")
 def analysed(demo_ws, demo_run):
     """The small demo with LRP β = 0 heatmaps of the fixture run and their region table."""
+    import streamlit as st
+
+    # pages opened in this process by earlier tests keep what they cached (stores, tables): start cold
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    memo.clear_all()
     assert main(["--workspace", str(demo_ws.root), "regions", "--run", demo_run.id, "--method", "lrp",
                  "--beta", "0"]) == 0
     return demo_ws
@@ -45,11 +51,13 @@ class Counter:
         self.calls = dict.fromkeys(self.calls, 0)
 
 
-def _open(monkeypatch, ws, page):
+def _open(monkeypatch, ws, page, run_id=None):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("RELEVANCE_ATLAS_WORKSPACE", str(ws.root))
     at = AppTest.from_file(APP, default_timeout=240)
+    if run_id:   # other tests add runs to the shared demo workspace: explain the one analysed here
+        at.query_params["run"] = run_id
     at.run()
     at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -66,27 +74,27 @@ PAGES = {
 
 
 @pytest.mark.parametrize("page", list(PAGES))
-def test_a_warm_rerun_reads_and_computes_nothing_again(analysed, monkeypatch, page):
+def test_a_warm_rerun_reads_and_computes_nothing_again(analysed, demo_run, monkeypatch, page):
     memo.clear_all()
     counter = Counter(monkeypatch, PAGES[page])
-    at = _open(monkeypatch, analysed, page)   # cold: reads and computes what the page shows
+    at = _open(monkeypatch, analysed, page, run_id=demo_run.id)   # cold: reads and computes what the page shows
     cold = dict(counter.calls)
     assert cold[f"{pd.__name__}.read_csv"] + cold[f"{pd.__name__}.read_parquet"] > 0   # the counters count
     counter.reset()
     at.run()                                  # the same session again
     assert not at.exception
     assert counter.calls == dict.fromkeys(counter.calls, 0), counter.calls
-    other = _open(monkeypatch, analysed, page)   # another user's first visit: the results are shared
+    other = _open(monkeypatch, analysed, page, run_id=demo_run.id)   # another user's first visit: the results are shared
     assert not other.exception
     assert counter.calls == dict.fromkeys(counter.calls, 0), counter.calls
 
 
-def test_the_heatmaps_individual_view_and_next_read_no_table_again(analysed, monkeypatch):
+def test_the_heatmaps_individual_view_and_next_read_no_table_again(analysed, demo_run, monkeypatch):
     """The Individual view's warm rerun reads nothing; "Next ▶" reads no table either (the scan's own image is
     the only new thing: its map from the memory-mapped store and its anatomy)."""
     memo.clear_all()
     counter = Counter(monkeypatch, READS + [(scans, "assign")])
-    at = _open(monkeypatch, analysed, "pages/heatmaps.py")
+    at = _open(monkeypatch, analysed, "pages/heatmaps.py", run_id=demo_run.id)
     at.session_state["hm_view"] = "Individual"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
