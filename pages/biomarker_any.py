@@ -57,8 +57,8 @@ def any_tab(v: BiomarkerView) -> None:
     default = v.ws.biomarker_measure
     measure_name = c[1].selectbox("Measure (cohort column)", measures, key="bm_measure",
                                   index=measures.index(default) if default in measures else 0,
-                                  help="The workspace's default measure is set with `python -m lib init "
-                                       "--biomarker-measure COLUMN` (lesion load on the MS demo).")
+                                  help="The workspace's default measure is part of its task, set when the workspace "
+                                       "is made (the Cohort page's Task section); lesion load on the MS demo.")
     scans = c[2].selectbox("Scans", list(bv.SCAN_GROUPS), format_func=bv.scan_group_names(v.ws.classes).get,
                            key="bm_any_groups",
                            help=f"Within the {bv.SPLIT_NAMES[v.split]} chosen above.")
