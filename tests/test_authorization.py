@@ -33,11 +33,13 @@ REQUESTS = {"train": jobs.Train(), "explain": jobs.Explain(run_id="r1"), "region
             "group-means": jobs.GroupMeans(run_id="r1"), "means": jobs.CohortMeans(), "predict": jobs.Predict(run_id="r1"),
             "biomarker": jobs.Biomarker(run_id="r1"), "evaluate-maps": jobs.EvaluateMaps(run_id="r1"),
             "report": jobs.Report(run_id="r1"), "init": jobs.CreateWorkspace(table="t.csv"),
-            "validate": jobs.Validate(), "demo": jobs.BuildDemo()}
+            "validate": jobs.Validate(), "demo": jobs.BuildDemo(),
+            "preprocess": jobs.Preprocess(table="raw.csv", out="new-ws"),
+            "registration-study": jobs.RegistrationStudy()}
 COMMANDS = {"train": "train", "explain": "compute", "regions": "compute", "group-means": "compute",
             "means": "compute", "predict": "compute", "biomarker": "compute", "evaluate-maps": "compute",
             "report": "compute", "init": "change_workspace", "validate": "change_workspace",
-            "demo": "change_workspace"}
+            "demo": "change_workspace", "preprocess": "change_workspace", "registration-study": "train"}
 ROLES = {"viewer": VIEWER, "reviewer": REVIEWER, "analyst": ANALYST, "admin": ADMIN}
 MAY = {"viewer": set(), "reviewer": set(), "analyst": {"compute", "train"},
        "admin": {"compute", "train", "change_workspace"}}
@@ -81,6 +83,10 @@ def test_starting_a_job_needs_the_role_of_its_action(ws, role, command):
         with pytest.raises(auth.PermissionDenied, match=f"{who.username} is an? {role}: only"):
             jobs.submit(ws, REQUESTS[command], who=who)
         assert _job_dirs(ws) == []  # refused before anything is written
+
+
+def test_every_kind_of_job_is_in_the_role_table():
+    assert set(REQUESTS) == set(jobs.REGISTRY)
 
 
 def test_resume_is_training_and_unknown_commands_need_an_admin(ws):
