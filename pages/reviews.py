@@ -129,10 +129,11 @@ def queue_map(ws, scan: str, row, run: str | None, hippocampus) -> dict:
 
     choices = rq.map_choices(ws, run)
     label = st.selectbox("Map over the scan", [rq.NO_MAP, *choices], key="queue-map", index=1 if choices else 0,
-                         help=f"A finished heatmap store of run {run}; scaled by this scan's own map (its 90th to "
-                              "99.5th percentile), so nothing about the prediction is shown." if run else
+                         help="A finished heatmap store of any run, scaled by this scan's own map (its 90th to "
+                              "99.5th percentile), so nothing about the prediction is shown." if choices else
                               "No run with heatmaps yet.")
-    store = heatmap_store(str(ws.cache_dir / "heatmaps" / choices[label])) if label in choices else None
+    map_run, folder = choices.get(label, (None, None))
+    store = heatmap_store(str(ws.cache_dir / "heatmaps" / folder)) if folder else None
     if store is None or scan not in store.scan_ids:
         st.image(ortho_image(volume(ws, row["path"]), tuple(int(v) for v in hippocampus)), width="stretch")
         return {}
@@ -141,8 +142,8 @@ def queue_map(ws, scan: str, row, run: str | None, hippocampus) -> dict:
     ov = rq.scan_overlay(store.get(scan), absolute_by_default(store.params.get("method", "")))
     ijk = tuple(int(v) for v in Grid(store.grid.resolution).mni_to_voxel((-26, -22, -14)))
     st.image(ortho_image(anat, ijk, overlay=ov, bg_range=rng), width="stretch")
-    st.caption(f"{label} of run {run} over the scan ({store.grid.resolution:g} mm grid)")
-    return {"map_run": run, "store": store.folder.name, "method": store.params.get("method")}
+    st.caption(f"{label} over the scan ({store.grid.resolution:g} mm grid)")
+    return {"map_run": map_run, "store": store.folder.name, "method": store.params.get("method")}
 
 
 def queue_scan(ws, store, who, cohort, scan: str, blinded: bool, preds: dict, run, skipped: list) -> None:

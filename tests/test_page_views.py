@@ -215,5 +215,9 @@ def test_review_queue_map_is_self_scaled_and_lists_the_runs_maps_paper_first(dem
     heatmaps.compute_store(demo_ws, demo_run, "guided_backprop")
     heatmaps.compute_store(demo_ws, demo_run, "lrp", beta=0.0)
     choices = rq.map_choices(demo_ws, demo_run.id)
-    assert list(choices)[0].startswith("LRP") and "Guided backprop" in choices
-    assert rq.map_choices(demo_ws, None) == {}
+    first = list(choices)[0]
+    assert first.startswith("LRP") and first.endswith(f"of run {demo_run.id}")
+    assert choices[f"Guided backprop of run {demo_run.id}"][0] == demo_run.id
+    # a preferred run with no maps (the newest run with predictions, say) still offers the other runs' maps
+    assert list(rq.map_choices(demo_ws, "no-such-run"))[0].startswith("LRP")
+    assert rq.map_choices(demo_ws, None) == rq.map_choices(demo_ws, "no-such-run")

@@ -5,8 +5,11 @@ would need the predictions)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from lib.core import cache, memo
 from lib.data.workspace import Workspace
 from lib.views import viewer
 from lib.views.render import Overlay
@@ -14,17 +17,36 @@ from lib.views.render import Overlay
 NO_MAP = "anatomy only"
 
 
-def map_choices(ws: Workspace, run_id: str | None) -> dict[str, str]:
-    """Finished heatmap stores of run ``run_id`` by label (``"LRP β=0"`` → store folder), the paper's first."""
-    from lib.explain import heatmaps
-    from lib.learn.runs import load_run
+@memo.memoized(maxsize=64)
+def _checkpoint_hash(path: Path) -> str:
+    """A checkpoint's hash, computed once per file version (the memo keys a path by its stamp)."""
+    return cache.sha256(path)
 
-    if not run_id:
+
+def map_choices(ws: Workspace, preferred_run: str | None = None) -> dict[str, tuple[str, str]]:
+    """Finished heatmap stores of every run, as ``"LRP β=0 of run R"`` → (run, store folder): the runs newest
+    first with ``preferred_run`` ahead of them, and within a run the paper's methods first. A blinded
+    reviewer can pick any run's map, since a map shows no prediction; the newest run with predictions
+    may have no heatmaps yet."""
+    from lib.explain import heatmaps
+    from lib.learn.runs import list_runs
+
+    stores = heatmaps.list_stores(ws)
+    if not stores:
         return {}
-    run = load_run(ws, run_id)
-    stores = sorted(heatmaps.list_stores(ws, run), key=lambda s: (s.params.get("method") != "lrp",
-                                                                   s.params.get("method") != "guided_backprop"))
-    return {viewer.store_label(s.params, s.meta.get("target")): s.folder.name for s in stores}
+    runs = sorted(list_runs(ws), key=lambda r: r.id != preferred_run)   # stable: newest first otherwise
+    out: dict[str, tuple[str, str]] = {}
+    for run in runs:
+        ckpt = run.best_checkpoint
+        if not ckpt.exists():
+            continue
+        sha = _checkpoint_hash(ckpt)
+        mine = [s for s in stores if s.meta.get("checkpoint_sha256") == sha]
+        mine.sort(key=lambda s: (s.params.get("method") != "lrp", s.params.get("method") != "guided_backprop"))
+        for s in mine:
+            out.setdefault(f"{viewer.store_label(s.params, s.meta.get('target'))} of run {run.id}",
+                           (run.id, s.folder.name))
+    return out
 
 
 def scan_overlay(volume: np.ndarray, absolute: bool, alpha: float = 0.8) -> Overlay:
