@@ -72,3 +72,27 @@ def test_a_workspace_without_a_measure_says_how_to_choose_one(ms_like):
         assert "declares no biomarker measure" in sec.missing[0] and "hippocamp" not in " ".join(sec.missing).lower()
     finally:
         ws.update_config(biomarker_measure="lesion_load")
+
+
+def test_the_regions_following_the_measure_are_listed_for_the_true_positives(ms_like):
+    """With true positives in the test split, the section lists the regions whose relevance follows lesion load
+    (here every MS scan is taken as a correctly called test scan, whatever the briefly trained run predicted)."""
+    from lib.views import viewer
+    from lib.views.report.measure import TOP_REGIONS, measure_section
+    from lib.views.report.sections import _regions_cmd
+
+    ws, run = ms_like
+    preds = run.predictions().copy()
+    test_ms = preds["diagnosis"] == "MS"
+    assert test_ms.sum() >= 4
+    preds.loc[test_ms, "split"] = "test"
+    preds.loc[test_ms, "outcome"] = "TP"
+    sec, used = measure_section(ws, run, viewer.stores_of(ws, run.checkpoint_hash()), preds, "lesion_load",
+                                _regions_cmd)
+    assert used == {"measure": "lesion_load", "relevance": "summed over the brain"}
+    groups = sec.tables[0][1].set_index("group")
+    assert int(groups.loc["TP", "n"]) == int(test_ms.sum()) and groups.loc["TP", "Pearson r"] != "—"
+    caption, top = sec.tables[1]
+    assert f"the {TOP_REGIONS} regions whose relevance correlates most with lesion load" in caption
+    assert len(top) == TOP_REGIONS and (top["n"] == int(test_ms.sum())).all()
+    assert not top["region"].str.contains("_").any()
