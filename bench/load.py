@@ -13,11 +13,13 @@ shown on the page or a step past ``--timeout`` counts as an error. ``--think S``
 0.5–1.5 × S seconds before the next click (default 0: every user clicks as soon as a step is ready, a stress
 test no lab reaches).
 
-Prints p50/p95/max per step kind for each N side by side, the server's peak resident memory (VmHWM), the
-server's CPU seconds per step and its share of the cores (the rest of a step's time is the browsers, the
-network and the machine's other load), and the errors. With ``--baseline`` (another checkout of the app, e.g. ``git archive main | tar -x -C DIR``), the same
-levels run on it too, in the same run, and the ratio of the p95s is printed. The browsers share the machine's
-cores with the server, as in the issue's measurement.
+Prints p50/p95/max per step kind for each N side by side, also over "revisits" (the steps of every round
+after the first: pages the browser has opened before, with their script bundles such as plotly's loaded), the
+server's peak resident memory (VmHWM), the server's CPU seconds per step and its share of the cores (the rest
+of a step's time is the browsers, the network and the machine's other load), and the errors. With
+``--baseline`` (another checkout of the app, e.g. ``git archive main | tar -x -C DIR``), the same levels run on
+it too, in the same run, and the ratio of the p95s is printed. The browsers share the machine's cores with the
+server, as a lab's server would not: each user's browser runs on that user's own computer.
 
 ``--workspace``: an existing demo workspace (default: built once under /tmp/relevance-atlas-load/demo with the
 shipped demo model, its predictions, LRP β = 0 and guided backprop heatmaps and their region tables).
@@ -34,6 +36,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +63,7 @@ READY = """async ([mark, quiet]) => {
   });
 }"""
 QUIET_MS = 150
+WARM = "revisits"   # every step of the rounds after the first: pages this browser has opened before
 
 
 def has(text: str) -> str:
@@ -157,18 +161,26 @@ async def _user(browser, url: str, rounds: int, delay: float, times: dict, error
     seconds between clicks (uniform between half and one and a half times it), a person reading the page."""
     rng = random.Random(seed)
     await asyncio.sleep(delay)
-    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = await browser()
     page = await context.new_page()
     page.set_default_timeout(timeout_s * 1000)
     sidebar = page.locator('[data-testid="stSidebar"]')
 
+    revisit = False   # the first round opens every page for the first time in this browser; later ones revisit
+
     async def step(kind, action, mark):
-        await _step(page, kind, action, mark, times, errors, timeout_s)
+        mine: dict = {}
+        await _step(page, kind, action, mark, mine, errors, timeout_s)
+        for t in mine.get(kind, []):
+            times.setdefault(kind, []).append(t)
+            if revisit:
+                times.setdefault(WARM, []).append(t)
         if think:
             await asyncio.sleep(rng.uniform(0.5, 1.5) * think)
 
     await step("App load", lambda: page.goto(f"{url}/?run=demo-boehle2019"), has("By diagnosis"))
-    for _ in range(rounds):
+    for r in range(rounds):
+        revisit = r > 0
         await step("Heatmaps open", lambda: sidebar.get_by_role("link", name="Heatmaps").click(),
                    "document.querySelectorAll('[data-testid=\"stImage\"]').length > 0 && " + has("MNI ("))
         if await page.get_by_role("radio", name="Individual", exact=True).is_checked():
@@ -189,24 +201,43 @@ async def _user(browser, url: str, rounds: int, delay: float, times: dict, error
     await context.close()
 
 
-async def _level(server: Server, users: int, rounds: int, timeout_s: float,
-                 think: float = 0.0) -> tuple[dict, list, float, float]:
+async def _level(server: Server, users: int, rounds: int, timeout_s: float, think: float = 0.0,
+                 returning: bool = False) -> tuple[dict, list, float, float]:
     """(times per step, errors, server CPU seconds, wall seconds) of the measured part (after the warm-up)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=shutil.which("chromium"), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        warm_times, warm_errors = {}, []
+        exe = shutil.which("chromium")
+        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]
+        viewport = {"width": 1400, "height": 1000}
+        browser = await p.chromium.launch(executable_path=exe, args=args)
         url = server.url
-        await _user(browser, url, 1, 0.0, warm_times, warm_errors, max(timeout_s, 300))   # fills the caches
+
+        def fresh():   # a first visit: a new context has an empty cache
+            return browser.new_context(viewport=viewport)
+
+        warm_times, warm_errors = {}, []
+        await _user(fresh, url, 1, 0.0, warm_times, warm_errors, max(timeout_s, 300))   # fills the server's caches
+        profiles = []
+        if returning:   # each member's own browser profile, which has opened the app before (its disk cache and
+            # V8's code cache hold Streamlit's and plotly's bundles, as a lab member's browser does the next day)
+            root = Path(tempfile.mkdtemp(prefix="load-profiles-"))
+            profiles = [root / f"user{i}" for i in range(users)]
+
+            def profile(i):
+                return lambda: p.chromium.launch_persistent_context(profiles[i], executable_path=exe, args=args,
+                                                                    viewport=viewport)
+            for i in range(users):   # one at a time: their first visit is not measured
+                await _user(profile(i), url, 1, 0.0, {}, warm_errors, max(timeout_s, 300))
         times, errors = {}, []
         cpu0, wall0 = server.cpu_s(), time.perf_counter()
-        await asyncio.gather(*(_user(browser, url, rounds, 0.25 * i, times, errors, timeout_s, think, seed=i)
-                               for i in range(users)))
+        await asyncio.gather(*(_user(profile(i) if returning else fresh, url, rounds, 0.25 * i, times, errors,
+                                     timeout_s, think, seed=i) for i in range(users)))
         cpu, wall = server.cpu_s() - cpu0, time.perf_counter() - wall0
         await browser.close()
+        if profiles:
+            shutil.rmtree(profiles[0].parent, ignore_errors=True)
     return times, [f"warm-up {e}" for e in warm_errors] + errors, cpu, wall
 
 
@@ -246,13 +277,13 @@ class BusyTraining:
 
 
 def measure(checkout: Path, ws: Path, levels, rounds: int, timeout_s: float, think: float = 0.0,
-            busy: bool = False) -> dict:
+            busy: bool = False, returning: bool = False) -> dict:
     out = {}
     for n in levels:
         server = Server(checkout, ws)
         try:
             with BusyTraining(ws, checkout) if busy else contextlib.nullcontext():
-                times, errors, cpu, wall = asyncio.run(_level(server, n, rounds, timeout_s, think))
+                times, errors, cpu, wall = asyncio.run(_level(server, n, rounds, timeout_s, think, returning))
             steps = sum(len(v) for v in times.values())
             out[n] = {"times": times, "errors": errors, "peak_mb": server.peak_mb(),
                       "server_cpu_per_step": cpu / max(steps, 1), "server_cpu_share": cpu / wall / (os.cpu_count() or 1)}
@@ -265,7 +296,7 @@ def measure(checkout: Path, ws: Path, levels, rounds: int, timeout_s: float, thi
 
 def _of(res: dict, n: int, kind: str) -> list[float]:
     times = res[n]["times"]
-    return [x for v in times.values() for x in v] if kind == "every step" else times.get(kind, [])
+    return [x for k, v in times.items() if k != WARM for x in v] if kind == "every step" else times.get(kind, [])
 
 
 def _cell(values: list[float]) -> str:
@@ -278,7 +309,7 @@ def report(name: str, res: dict) -> None:
     levels = list(res)
     head = f"{'step':<20}" + "".join(f"{'N=%d  p50 / p95 / max (s)' % n:>32}" for n in levels)
     print(f"\n{name}\n{head}\n" + "-" * len(head))
-    for kind in STEPS + ["every step"]:
+    for kind in STEPS + ["every step", WARM]:
         print(f"{kind:<20}" + "".join(f"{_cell(_of(res, n, kind)):>32}" for n in levels))
     print(f"{'server peak memory':<20}" + "".join(f"{'%.0f MB' % res[n]['peak_mb']:>32}" for n in levels))
     print(f"{'server CPU per step':<20}" + "".join(f"{'%.2f s' % res[n]['server_cpu_per_step']:>32}" for n in levels))
@@ -292,7 +323,7 @@ def report(name: str, res: dict) -> None:
 
 def ratios(base: dict, this: dict, levels) -> None:
     print("\np95 ratio, baseline ÷ this checkout (× faster)")
-    for kind in STEPS + ["every step"]:
+    for kind in STEPS + ["every step", WARM]:
         cells = []
         for n in levels:
             b, t = _q(_of(base, n, kind), 0.95), _q(_of(this, n, kind), 0.95)
@@ -308,6 +339,9 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, help="another checkout of the app, measured in the same run")
     ap.add_argument("--think", type=float, default=0.0,
                     help="seconds a user reads between clicks (0: click as soon as a step is ready, a stress test)")
+    ap.add_argument("--returning", action="store_true",
+                    help="every user's browser has opened the app before (its own profile, caches warm); "
+                         "default: a first visit, every cache empty")
     ap.add_argument("--busy", action="store_true",
                     help="a training job of the workspace runs in the background while the users walk")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a step counts as an error")
@@ -318,9 +352,9 @@ def main() -> int:
     ws = args.workspace.resolve()
     ws.mkdir(parents=True, exist_ok=True)
     prepare(ws)
-    results = {"this checkout": measure(ROOT, ws, args.users, args.rounds, args.timeout, args.think, args.busy)}
+    results = {"this checkout": measure(ROOT, ws, args.users, args.rounds, args.timeout, args.think, args.busy, args.returning)}
     if args.baseline:
-        results["baseline"] = measure(args.baseline.resolve(), ws, args.users, args.rounds, args.timeout, args.think, args.busy)
+        results["baseline"] = measure(args.baseline.resolve(), ws, args.users, args.rounds, args.timeout, args.think, args.busy, args.returning)
     for name, res in results.items():
         report(f"{name} ({ROOT if name == 'this checkout' else args.baseline})", res)
     if args.baseline:
