@@ -63,8 +63,9 @@ def _localisation(ws: Workspace, run, n_scans: int) -> tuple[float, float, int]:
     return float(loc["mass"].mean()), float(loc["chance_mass"].mean()), len(loc)
 
 
-def _ms(values) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+def _ms(values, digits: int = 3) -> str:
+    m = f"{statistics.mean(values):.{digits}f}"
+    return f"{m} ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else m
 
 
 def run(args) -> None:
@@ -88,8 +89,8 @@ def run(args) -> None:
             rows.append({"condition": cond, "seed": seed, "bacc": bacc, "auc": auc, "mass": mass, "chance": chance,
                          "n": n, "epochs": r.summary().get("epochs_run"), "best": r.summary().get("best_epoch")})
             print(f"  {cond:8s} seed {seed}: test balanced accuracy {bacc:.3f}, AUC {auc:.3f} (kept epoch "
-                  f"{rows[-1]['best'] + 1} of {rows[-1]['epochs']}); LRP mass in lesions {mass:.3f} vs chance "
-                  f"{chance:.3f} ({n} scans)", flush=True)
+                  f"{rows[-1]['best'] + 1} of {rows[-1]['epochs']}); LRP mass in lesions {mass:.4f} vs chance "
+                  f"{chance:.4f} ({n} scans)", flush=True)
     print("\ncondition   test balanced accuracy        test AUC   LRP relevance in lesions   chance   ratio")
     for cond in ("scratch", "transfer"):
         sel = [r for r in rows if r["condition"] == cond]
@@ -97,7 +98,7 @@ def run(args) -> None:
         chance = [r["chance"] for r in sel]
         ratio = statistics.mean(mass) / statistics.mean(chance)
         print(f"{cond:10s}  {_ms([r['bacc'] for r in sel]):>22s}   {_ms([r['auc'] for r in sel]):>13s}   "
-              f"{_ms(mass):>24s}   {statistics.mean(chance):.3f}   {ratio:5.1f}×")
+              f"{_ms(mass, 4):>24s}   {statistics.mean(chance):.4f}   {ratio:5.2f}×")
     diff = [t["bacc"] - s["bacc"] for s, t in zip([r for r in rows if r["condition"] == "scratch"],
                                                   [r for r in rows if r["condition"] == "transfer"])]
     print(f"transfer − scratch, paired by seed: {_ms(diff)}")
