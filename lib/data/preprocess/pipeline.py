@@ -60,7 +60,8 @@ HIPPOCAMPUS_REFERENCE = "atlas"   # the hippocampus Dice compares with the templ
 
 
 def affine_params(resolution: float) -> tuple[dict, dict]:
-    """Levels of the two affine stages: the head, coarse only; then the extracted brain, fine levels only."""
+    """Levels of the affine stages: the head (rigid, then affine), coarse only; then the extracted brain, fine
+    levels only."""
     if resolution <= 1:
         return (dict(aff_shrink_factors=(6, 4, 2), aff_smoothing_sigmas=(3, 2, 1), aff_iterations=(500, 250, 100)),
                 dict(aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0), aff_iterations=(100, 50, 10)))
@@ -320,8 +321,11 @@ def _ants_register(moving, fixed, tmask: np.ndarray, settings: Settings, out: Pa
         brain = moving * ants.iMath(mask, "MD", 2)   # a margin for the first affine's error
     # the affine refined on the extracted brain: the template has no skull, so the head alone leaves
     # the scaling loose (Colin27 moved by a known affine comes back markedly closer)
+    # the metric sampled in the template's brain (a margin around it) only: the rest of the grid is the
+    # extracted scan's zeros against the template's, which says little and cost most of the stage's time
+    region = ants.iMath(fixed.new_image_like(tmask.astype(np.float32)), "MD", 3) if settings.brain_extraction else None
     aff = ants.registration(fixed, brain, initial_transform=head["fwdtransforms"][0], outprefix=prefix + "aff_",
-                            **AFFINE, **fine)
+                            mask=region, **AFFINE, **fine)
     shutil.move(aff["fwdtransforms"][0], out / "fwd_affine.mat")
     antsio.write_inverse_affine(out / "fwd_affine.mat", out / "inv_affine.mat")
     if settings.registration == "linear":
