@@ -331,7 +331,7 @@ def _ants_register(moving, fixed, tmask: np.ndarray, settings: Settings, out: Pa
     if settings.registration == "linear":
         return ["fwd_affine.mat"], ["inv_affine.mat"]
     syn = ants.registration(fixed, brain, initial_transform=str(out / "fwd_affine.mat"), outprefix=prefix + "syn_",
-                            **SYN)
+                            mask=region, **SYN)
     warp = [t for t in syn["fwdtransforms"] if t.endswith("Warp.nii.gz")][0]
     inv_warp = [t for t in syn["invtransforms"] if t.endswith("InverseWarp.nii.gz")][0]
     shutil.move(warp, out / "fwd_warp.nii.gz")
