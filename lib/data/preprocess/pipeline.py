@@ -13,12 +13,16 @@ Registration (ANTsPy 0.6, at the target resolution so that 2 mm stays near 30 s 
 
 - ``none``: Eitel's baseline, pad/crop: the scan (RAS, resampled to the target voxel size) is centred in the
   template's dimensions; one translation, written as an affine so every scan has the same kind of transforms.
-- ``linear``: ``type_of_transform="Affine"`` (12 parameters, initialised by the centres of mass), Mattes mutual
-  information (32 bins, 20 % random sampling), in two stages: the head at shrink factors 4/2 (smoothing 2/1
-  voxels, 500/250 iterations), then, from there, the brain extracted through it at 2/1 (1/0 voxels, 100/20);
-  at 1 mm 6/4/2 (3/2/1, 500/250/100), then 4/2/1 (2/1/0, 100/50/10).
+- ``linear``: ``type_of_transform="Rigid"`` (6 parameters, initialised by the centres of mass), then
+  ``"Affine"`` (12) from there, Mattes mutual information (32 bins, 20 % random sampling), in two stages: the
+  head, rigid then affine, at shrink factors 4/2 (smoothing 2/1 voxels, 500/250 iterations), then, from there,
+  the brain extracted through it at 2/1 (1/0 voxels, 100/20) with the metric sampled in the template's brain
+  mask dilated by 3 voxels; at 1 mm 6/4/2 (3/2/1, 500/250/100), then 4/2/1 (2/1/0, 100/50/10).
 - ``nonlinear``: the affine above, then ``"SyNOnly"`` initialised by it on the brain-extracted scan, Mattes
-  (32 bins), gradient step 0.2, update/total field smoothing 3/0 voxels, 40/20/0 iterations (ANTsPy's).
+  (32 bins), gradient step 0.2, update/total field smoothing 3/0 voxels, 40/20/0 iterations at shrink factors
+  4/2/1 (ANTsPy's), the metric sampled in the same dilated template brain mask.
+
+The scan is brought to the target voxel size anti-aliased (:func:`at_resolution`).
 
 Brain extraction: the template brain mask brought to the scan through the inverse of the affine stage (for
 ``nonlinear``, the SyN stage then registers the extracted brain); on the template grid the scan is multiplied
@@ -47,7 +51,7 @@ from lib.data.templates import Grid, brain_mask, template
 
 REGISTRATIONS = ("none", "linear", "nonlinear")
 RESOLUTIONS = (1, 2, 3)
-VERSION = 2
+VERSION = 3
 """Part of every scan's cache key: raise it when the pipeline's output changes."""
 
 PASS_THROUGH_CORR = 0.8
