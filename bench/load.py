@@ -1,20 +1,25 @@
 """A lab on the team server: N concurrent Chromium users on the demo workspace, time per step.
 
-    .venv/bin/python bench/load.py [--users 1 3 10] [--rounds 2] [--workspace DIR] [--baseline CHECKOUT]
+    .venv/bin/python bench/load.py [--users 1 3 10] [--rounds 2] [--workspace DIR] [--think S] [--baseline CHECKOUT]
 
 Each level N starts ``streamlit run app.py`` afresh (loopback only) on a demo workspace whose heatmaps, region
 tables and predictions are cached, lets one user walk the scenario once to warm the server, then starts N
-headless Chromium users at once (one browser, a context each). Every user, ``--rounds`` times: opens Heatmaps,
+headless Chromium users at once (one browser, a context each). Every user loads the app once ("App load": the
+browser fetches and starts Streamlit's bundle), then ``--rounds`` times: opens Heatmaps from the sidebar,
 switches to the Individual view, clicks "Next ▶" three times, then opens Atlas metrics, Biomarkers and the
 Dataset overview from the sidebar. A step ends when its content is drawn and the app is idle (no running
 script, no stale element) for 150 ms; its time is from the click to the moment it became ready. An exception
-shown on the page or a step past ``--timeout`` counts as an error.
+shown on the page or a step past ``--timeout`` counts as an error. ``--think S``: a user reads each page for
+0.5–1.5 × S seconds before the next click (default 0: every user clicks as soon as a step is ready, a stress
+test no lab reaches).
 
-Prints p50/p95/max per step kind for each N side by side, the server's peak resident memory (VmHWM), the
-server's CPU seconds per step and its share of the cores (the rest of a step's time is the browsers, the
-network and the machine's other load), and the errors. With ``--baseline`` (another checkout of the app, e.g. ``git archive main | tar -x -C DIR``), the same
-levels run on it too, in the same run, and the ratio of the p95s is printed. The browsers share the machine's
-cores with the server, as in the issue's measurement.
+Prints p50/p95/max per step kind for each N side by side, also over "revisits" (the steps of every round
+after the first: pages the browser has opened before, with their script bundles such as plotly's loaded), the
+server's peak resident memory (VmHWM), the server's CPU seconds per step and its share of the cores (the rest
+of a step's time is the browsers, the network and the machine's other load), and the errors. With
+``--baseline`` (another checkout of the app, e.g. ``git archive main | tar -x -C DIR``), the same levels run on
+it too, in the same run, and the ratio of the p95s is printed. The browsers share the machine's cores with the
+server, as a lab's server would not: each user's browser runs on that user's own computer.
 
 ``--workspace``: an existing demo workspace (default: built once under /tmp/relevance-atlas-load/demo with the
 shipped demo model, its predictions, LRP β = 0 and guided backprop heatmaps and their region tables).
@@ -24,17 +29,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WS = Path("/tmp/relevance-atlas-load/demo")
-STEPS = ["Heatmaps open", "Individual view", "Next ▶", "Atlas metrics open", "Biomarkers open", "Overview open"]
+STEPS = ["App load", "Heatmaps open", "Individual view", "Next ▶", "Atlas metrics open", "Biomarkers open", "Overview open"]
 
 # ready: the app runs no script and shows nothing stale, and the step's content is there (MARK, a JS expression)
 READY = """async ([mark, quiet]) => {
@@ -55,6 +63,7 @@ READY = """async ([mark, quiet]) => {
   });
 }"""
 QUIET_MS = 150
+WARM = "revisits"   # every step of the rounds after the first: pages this browser has opened before
 
 
 def has(text: str) -> str:
@@ -73,7 +82,9 @@ def prepare(ws: Path) -> None:
 
     def run(*args):
         print("·", " ".join(args), flush=True)
-        subprocess.run([*py, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([*py, *args], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
 
     if not (ws / "cohort.csv").exists():
         run("demo")
@@ -143,49 +154,90 @@ async def _step(page, kind: str, action, mark: str, times: dict, errors: list, t
         errors.append(f"{kind}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
 
 
-async def _user(browser, url: str, rounds: int, delay: float, times: dict, errors: list, timeout_s: float) -> None:
+async def _user(browser, url: str, rounds: int, delay: float, times: dict, errors: list, timeout_s: float,
+                think: float = 0.0, seed: int = 0) -> None:
+    """One lab member: loads the app once (its own step: the browser fetches and starts Streamlit's bundle),
+    then walks the scenario ``rounds`` times, moving between pages by the sidebar as a user does. ``think``:
+    seconds between clicks (uniform between half and one and a half times it), a person reading the page."""
+    rng = random.Random(seed)
     await asyncio.sleep(delay)
-    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = await browser()
     page = await context.new_page()
     page.set_default_timeout(timeout_s * 1000)
-    for _ in range(rounds):
-        await _step(page, "Heatmaps open", lambda: page.goto(f"{url}/heatmaps?run=demo-boehle2019"),
-                    "document.querySelectorAll('[data-testid=\"stImage\"]').length > 0 && " + has("MNI ("),
-                    times, errors, timeout_s)
-        await _step(page, "Individual view",
-                    lambda: page.get_by_role("radio", name="Individual", exact=True).click(),
-                    has("Scan 1 of") + " && " + has("AD score"), times, errors, timeout_s)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+
+    revisit = False   # the first round opens every page for the first time in this browser; later ones revisit
+
+    async def step(kind, action, mark):
+        mine: dict = {}
+        await _step(page, kind, action, mark, mine, errors, timeout_s)
+        for t in mine.get(kind, []):
+            times.setdefault(kind, []).append(t)
+            if revisit:
+                times.setdefault(WARM, []).append(t)
+        if think:
+            await asyncio.sleep(rng.uniform(0.5, 1.5) * think)
+
+    await step("App load", lambda: page.goto(f"{url}/?run=demo-boehle2019"), has("By diagnosis"))
+    for r in range(rounds):
+        revisit = r > 0
+        await step("Heatmaps open", lambda: sidebar.get_by_role("link", name="Heatmaps").click(),
+                   "document.querySelectorAll('[data-testid=\"stImage\"]').length > 0 && " + has("MNI ("))
+        if await page.get_by_role("radio", name="Individual", exact=True).is_checked():
+            await page.get_by_role("radio", name="Groups", exact=True).click()   # the page kept the last view
+            await page.evaluate(READY, [has("MNI ("), QUIET_MS])
+        await step("Individual view", lambda: page.get_by_role("radio", name="Individual", exact=True).click(),
+                   has("Scan 1 of") + " && " + has("AD score"))
         for k in range(2, 5):
-            await _step(page, "Next ▶", lambda: page.get_by_role("button", name="Next ▶").click(),
-                        f"/Scan {k} of \\d+/.test(text())", times, errors, timeout_s)
+            await step("Next ▶", lambda: page.get_by_role("button", name="Next ▶").click(),
+                       f"/Scan {k} of \\d+/.test(text())")
         for kind, link, mark in (
                 ("Atlas metrics open", "Atlas metrics",
                  has("One region") + " && document.querySelectorAll('.js-plotly-plot').length > 0"),
                 ("Biomarkers open", "Biomarkers",
                  has("True positives") + " && document.querySelectorAll('.js-plotly-plot').length > 0"),
                 ("Overview open", "Dataset overview", has("By diagnosis"))):
-            await _step(page, kind, lambda link=link: page.locator('[data-testid="stSidebar"]').get_by_role("link", name=link).click(),
-                        mark, times, errors, timeout_s)
+            await step(kind, lambda link=link: sidebar.get_by_role("link", name=link).click(), mark)
     await context.close()
 
 
-async def _level(server: Server, users: int, rounds: int, timeout_s: float) -> tuple[dict, list, float, float]:
+async def _level(server: Server, users: int, rounds: int, timeout_s: float, think: float = 0.0,
+                 returning: bool = False) -> tuple[dict, list, float, float]:
     """(times per step, errors, server CPU seconds, wall seconds) of the measured part (after the warm-up)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=shutil.which("chromium"), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        warm_times, warm_errors = {}, []
+        exe = shutil.which("chromium")
+        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]
+        viewport = {"width": 1400, "height": 1000}
+        browser = await p.chromium.launch(executable_path=exe, args=args)
         url = server.url
-        await _user(browser, url, 1, 0.0, warm_times, warm_errors, max(timeout_s, 300))   # fills the caches
+
+        def fresh():   # a first visit: a new context has an empty cache
+            return browser.new_context(viewport=viewport)
+
+        warm_times, warm_errors = {}, []
+        await _user(fresh, url, 1, 0.0, warm_times, warm_errors, max(timeout_s, 300))   # fills the server's caches
+        profiles = []
+        if returning:   # each member's own browser profile, which has opened the app before (its disk cache and
+            # V8's code cache hold Streamlit's and plotly's bundles, as a lab member's browser does the next day)
+            root = Path(tempfile.mkdtemp(prefix="load-profiles-"))
+            profiles = [root / f"user{i}" for i in range(users)]
+
+            def profile(i):
+                return lambda: p.chromium.launch_persistent_context(profiles[i], executable_path=exe, args=args,
+                                                                    viewport=viewport)
+            for i in range(users):   # one at a time: their first visit is not measured
+                await _user(profile(i), url, 1, 0.0, {}, warm_errors, max(timeout_s, 300))
         times, errors = {}, []
         cpu0, wall0 = server.cpu_s(), time.perf_counter()
-        await asyncio.gather(*(_user(browser, url, rounds, 0.25 * i, times, errors, timeout_s)
-                               for i in range(users)))
+        await asyncio.gather(*(_user(profile(i) if returning else fresh, url, rounds, 0.25 * i, times, errors,
+                                     timeout_s, think, seed=i) for i in range(users)))
         cpu, wall = server.cpu_s() - cpu0, time.perf_counter() - wall0
         await browser.close()
+        if profiles:
+            shutil.rmtree(profiles[0].parent, ignore_errors=True)
     return times, [f"warm-up {e}" for e in warm_errors] + errors, cpu, wall
 
 
@@ -196,12 +248,42 @@ def _q(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
 
 
-def measure(checkout: Path, ws: Path, levels, rounds: int, timeout_s: float) -> dict:
+class BusyTraining:
+    """A lab member's training job, submitted as the Training page submits it (a background process at the
+    jobs' niceness), running while the users walk; cancelled at the end."""
+
+    def __init__(self, ws: Path, checkout: Path):
+        self.ws, self.checkout, self.job = ws, checkout, None
+
+    def _call(self, code: str) -> str:
+        return subprocess.run([sys.executable, "-c", code, str(self.ws)], cwd=self.checkout, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def __enter__(self):
+        self.job = self._call(
+            "import sys, time; from lib.data.workspace import Workspace; from lib import jobs; from lib.cli.admin import cli_identity\n"
+            "ws = Workspace.open(sys.argv[1])\n"
+            "j = jobs.submit(ws, jobs.Train(name=f'load-busy-{time.time_ns()}', epochs=500, patience=500), who=cli_identity())\n"
+            "print(j.id)")
+        time.sleep(20)   # past the job's start-up: its epochs are running when the users start
+        return self
+
+    def __exit__(self, *exc):
+        self._call("import sys, time; from lib.data.workspace import Workspace; from lib import jobs; from lib.cli.admin import cli_identity\n"
+                   f"ws = Workspace.open(sys.argv[1]); jobs.cancel(ws, {self.job!r}, who=cli_identity())\n"
+                   f"while jobs.get(ws, {self.job!r}).active: time.sleep(0.5)")
+        for run in (self.ws / "runs").glob("load-busy-*"):   # the pages' default run stays the demo's
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def measure(checkout: Path, ws: Path, levels, rounds: int, timeout_s: float, think: float = 0.0,
+            busy: bool = False, returning: bool = False) -> dict:
     out = {}
     for n in levels:
         server = Server(checkout, ws)
         try:
-            times, errors, cpu, wall = asyncio.run(_level(server, n, rounds, timeout_s))
+            with BusyTraining(ws, checkout) if busy else contextlib.nullcontext():
+                times, errors, cpu, wall = asyncio.run(_level(server, n, rounds, timeout_s, think, returning))
             steps = sum(len(v) for v in times.values())
             out[n] = {"times": times, "errors": errors, "peak_mb": server.peak_mb(),
                       "server_cpu_per_step": cpu / max(steps, 1), "server_cpu_share": cpu / wall / (os.cpu_count() or 1)}
@@ -214,7 +296,7 @@ def measure(checkout: Path, ws: Path, levels, rounds: int, timeout_s: float) -> 
 
 def _of(res: dict, n: int, kind: str) -> list[float]:
     times = res[n]["times"]
-    return [x for v in times.values() for x in v] if kind == "every step" else times.get(kind, [])
+    return [x for k, v in times.items() if k != WARM for x in v] if kind == "every step" else times.get(kind, [])
 
 
 def _cell(values: list[float]) -> str:
@@ -227,7 +309,7 @@ def report(name: str, res: dict) -> None:
     levels = list(res)
     head = f"{'step':<20}" + "".join(f"{'N=%d  p50 / p95 / max (s)' % n:>32}" for n in levels)
     print(f"\n{name}\n{head}\n" + "-" * len(head))
-    for kind in STEPS + ["every step"]:
+    for kind in STEPS + ["every step", WARM]:
         print(f"{kind:<20}" + "".join(f"{_cell(_of(res, n, kind)):>32}" for n in levels))
     print(f"{'server peak memory':<20}" + "".join(f"{'%.0f MB' % res[n]['peak_mb']:>32}" for n in levels))
     print(f"{'server CPU per step':<20}" + "".join(f"{'%.2f s' % res[n]['server_cpu_per_step']:>32}" for n in levels))
@@ -241,7 +323,7 @@ def report(name: str, res: dict) -> None:
 
 def ratios(base: dict, this: dict, levels) -> None:
     print("\np95 ratio, baseline ÷ this checkout (× faster)")
-    for kind in STEPS + ["every step"]:
+    for kind in STEPS + ["every step", WARM]:
         cells = []
         for n in levels:
             b, t = _q(_of(base, n, kind), 0.95), _q(_of(this, n, kind), 0.95)
@@ -255,6 +337,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="scenarios per user")
     ap.add_argument("--workspace", type=Path, default=DEFAULT_WS)
     ap.add_argument("--baseline", type=Path, help="another checkout of the app, measured in the same run")
+    ap.add_argument("--think", type=float, default=0.0,
+                    help="seconds a user reads between clicks (0: click as soon as a step is ready, a stress test)")
+    ap.add_argument("--returning", action="store_true",
+                    help="every user's browser has opened the app before (its own profile, caches warm); "
+                         "default: a first visit, every cache empty")
+    ap.add_argument("--busy", action="store_true",
+                    help="a training job of the workspace runs in the background while the users walk")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a step counts as an error")
     args = ap.parse_args()
     if not shutil.which("chromium"):
@@ -263,9 +352,9 @@ def main() -> int:
     ws = args.workspace.resolve()
     ws.mkdir(parents=True, exist_ok=True)
     prepare(ws)
-    results = {"this checkout": measure(ROOT, ws, args.users, args.rounds, args.timeout)}
+    results = {"this checkout": measure(ROOT, ws, args.users, args.rounds, args.timeout, args.think, args.busy, args.returning)}
     if args.baseline:
-        results["baseline"] = measure(args.baseline.resolve(), ws, args.users, args.rounds, args.timeout)
+        results["baseline"] = measure(args.baseline.resolve(), ws, args.users, args.rounds, args.timeout, args.think, args.busy, args.returning)
     for name, res in results.items():
         report(f"{name} ({ROOT if name == 'this checkout' else args.baseline})", res)
     if args.baseline:

@@ -11,21 +11,38 @@ from pages.job_widgets import locked, submit_job
 
 
 def _proposal(ws):
-    """The form's defaults for this machine and the measured duration they take (measured once per grid)."""
+    """The form's defaults for this machine and the measured duration they take (None while the speed of this
+    machine is measured, in a process of its own)."""
     proposed = tf.form_defaults(ws, device := default_device().type)
+    rate = tf.known_throughput(ws, "boehle2019", proposed.resolution, device)
+    if rate is None:
+        if tf.start_measuring(ws, "boehle2019", proposed.resolution, device):
+            return proposed, None
+        return proposed, "No estimate: measuring this machine's training speed failed."
     try:
-        with st.spinner("Measuring the training speed of this machine (once per grid)…"):
-            rate = tf.throughput(ws, "boehle2019", proposed.resolution, device)
         return proposed, tf.estimate(rate, tf.split_sizes(ws), proposed.epochs)[1]
     except (FileNotFoundError, ValueError) as exc:   # no split yet: nothing to estimate
         return proposed, f"No estimate: {exc}"
+
+
+@st.fragment(run_every=2)
+def _estimate_pending(ws) -> None:
+    """Waits for the measurement, then reruns the page so the form shows the estimate."""
+    proposed, estimate = _proposal(ws)
+    if estimate is not None:
+        st.rerun()
+    st.caption(f"{proposed.why} :material/timer: Measuring this machine's training speed (a few optimiser steps, "
+               "in the background)…")
 
 
 def start_form(ws, runs: list) -> None:
     """The form that starts training runs (one per seed and fold) in the background."""
     with st.expander("Start a training run", expanded=not runs):
         proposed, estimate = _proposal(ws)
-        st.caption(f"{proposed.why} {estimate}")
+        if estimate is None:
+            _estimate_pending(ws)
+        else:
+            st.caption(f"{proposed.why} {estimate}")
         with st.form("train"):
             c1, c2, c3, c4 = st.columns(4)
             model = c1.selectbox("Model", sorted(REGISTRY), index=sorted(REGISTRY).index("boehle2019"),

@@ -109,11 +109,17 @@ def test_viewer_cannot_change_the_workspace_train_or_cancel(browser, roles_app, 
     assert main.get_by_text("Only an admin may create or change workspaces").first.is_visible()
     _no_exception(page)
     _shot(page, "roles_viewer_cohort")
+    main.get_by_role("tab", name="Preprocessing QC").click()   # preprocessing makes a workspace: an admin's
+    _settle(page)
+    assert main.get_by_role("button", name="Preprocess", exact=True).is_disabled()
+    _no_exception(page)
 
     page.get_by_role("link", name="Training").click()
     start = _training_form(page)
     assert start.is_disabled()
     assert main.get_by_text("Only an analyst or admin may train or resume models").is_visible()
+    # the duration is measured in a process of its own; the form shows it once known, without a click
+    main.get_by_text("Estimated from a measured step on this machine").wait_for(timeout=180_000)
     _shot(page, "roles_viewer_training")
 
     page.get_by_role("link", name="Jobs").click()

@@ -47,3 +47,28 @@ def test_estimate_from_a_measured_rate_cached_per_machine_and_grid(demo_ws, monk
 def test_measure_times_real_steps_of_the_model():
     rate = tf.measure("boehle2019", (33, 39, 33), "cpu", batch=2, steps=1)
     assert 0 < rate["eval_s_per_scan"] and 0 < rate["train_s_per_scan"]
+
+
+def test_the_page_never_measures_in_the_server_process_it_starts_one_niced_process(demo_ws, monkeypatch):
+    import os
+
+    monkeypatch.setattr(tf, "measure", lambda *a, **k: pytest.fail("measured in the calling process"))
+    (demo_ws.cache_dir / "throughput.json").unlink(missing_ok=True)
+    for marker in demo_ws.cache_dir.glob(".throughput-*"):   # a page of another test may have measured
+        marker.unlink()
+    assert tf.known_throughput(demo_ws, "boehle2019", 3.0, "cpu") is None
+    tf._measuring.clear()
+    assert tf.start_measuring(demo_ws, "boehle2019", 3.0, "cpu")
+    assert tf.start_measuring(demo_ws, "boehle2019", 3.0, "cpu") and len(tf._measuring) == 1   # one at a time
+    proc = tf._measuring[0]
+    nice = int(open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[16]) if proc.poll() is None else None
+    assert nice is None or nice >= os.nice(0) + tf.NICENESS
+    proc.wait(timeout=300)
+    rate = tf.known_throughput(demo_ws, "boehle2019", 3.0, "cpu")
+    assert rate is not None and rate["train_s_per_scan"] > 0
+    # a measurement that ended without a rate is not started again at every poll of the page
+    (demo_ws.cache_dir / "throughput.json").unlink()
+    assert tf.start_measuring(demo_ws, "boehle2019", 3.0, "cpu") is False and len(tf._measuring) == 1
+    (demo_ws.cache_dir / "throughput.json").unlink(missing_ok=True)
+    for marker in demo_ws.cache_dir.glob(".throughput-*"):
+        marker.unlink()

@@ -8,12 +8,20 @@ on the chosen grid, measured once per machine, device and grid and kept in the w
 
 from __future__ import annotations
 
+import hashlib
+import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 from lib.core import atomic
-from lib.data.workspace import Workspace
+from lib.data.workspace import REPO_ROOT, Workspace
+
+NICENESS = 10   # the jobs' (lib.jobs.worker): below the server's page renders
+RETRY_S = 600   # a failed measurement is tried again after this many seconds
+_measuring: list[subprocess.Popen] = []
 
 PAPER = {"lr": 1e-4, "patience": 8, "epochs": 100}
 """Böhle et al. 2019's settings (what a GPU trains in minutes)."""
@@ -86,19 +94,58 @@ def measure(model: str, shape: tuple[int, int, int], device: str, *, batch: int 
     return {"train_s_per_scan": train, "eval_s_per_scan": evaluate, "measured": time.time()}
 
 
-def throughput(ws: Workspace, model: str, resolution: float, device: str) -> dict:
-    """The measured rate of ``model`` on the ``resolution`` grid here (cached per machine, device, threads)."""
-    import torch
+def _key(model: str, resolution: float, device: str) -> str:
+    # a job's process uses torch's default threads (one per core), whatever the server process set
+    return f"{platform.node()}|{device}|{os.cpu_count()} cores|{model}|{resolution:g} mm"
 
+
+def throughput(ws: Workspace, model: str, resolution: float, device: str) -> dict:
+    """The measured rate of ``model`` on the ``resolution`` grid here (measured now unless cached per machine,
+    device and cores)."""
     from lib.data.templates import Grid
 
-    path = ws.cache_dir / "throughput.json"
-    key = f"{platform.node()}|{device}|{torch.get_num_threads()} threads|{model}|{resolution:g} mm"
+    path, key = ws.cache_dir / "throughput.json", _key(model, resolution, device)
     known = atomic.read_json(path) or {}
     if key not in known:
         known = {**(atomic.read_json(path) or {}), key: measure(model, Grid(resolution).shape, device)}
         atomic.write_json(path, known)
     return known[key]
+
+
+def known_throughput(ws: Workspace, model: str, resolution: float, device: str) -> dict | None:
+    """The cached rate, or None (never measures: a page calls this)."""
+    return (atomic.read_json(ws.cache_dir / "throughput.json") or {}).get(_key(model, resolution, device))
+
+
+def start_measuring(ws: Workspace, model: str, resolution: float, device: str) -> bool:
+    """Measure the rate in a process of its own at the jobs' niceness, not in the server's, where a few
+    training steps would hold the cores while other users' pages render. One measurement per key at a time
+    (a marker holds its process id). True while one runs; False when the last one ended without a rate
+    (tried again after :data:`RETRY_S`)."""
+    for proc in _measuring:   # reap the finished ones (a zombie would still answer os.kill)
+        proc.poll()
+    ws.cache_dir.mkdir(parents=True, exist_ok=True)
+    marker = ws.cache_dir / f".throughput-{hashlib.sha256(_key(model, resolution, device).encode()).hexdigest()[:12]}"
+    try:
+        pid, age = int(marker.read_text()), time.time() - marker.stat().st_mtime
+    except (FileNotFoundError, ValueError):
+        pid, age = None, None
+    if pid is not None:
+        try:
+            os.kill(pid, 0)
+            return True   # still measuring
+        except ProcessLookupError:
+            if age < RETRY_S:
+                return False
+        except PermissionError:   # another user's process of that id: not ours, measure again
+            pass
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lib.views.training_form", str(ws.root), model, f"{resolution:g}", device],
+        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, preexec_fn=lambda: os.nice(NICENESS))
+    _measuring.append(proc)
+    atomic.write_text(marker, str(proc.pid))
+    return True
 
 
 def estimate(rate: dict, sizes: dict[str, int], epochs: int) -> tuple[float, str]:
@@ -112,3 +159,8 @@ def estimate(rate: dict, sizes: dict[str, int], epochs: int) -> tuple[float, str
 
 def format_seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+if __name__ == "__main__":   # the measuring process of start_measuring: WORKSPACE MODEL RESOLUTION DEVICE
+    root, model_name, res, dev = sys.argv[1:5]
+    throughput(Workspace.open(root), model_name, float(res), dev)
