@@ -35,7 +35,7 @@ from lib.data.templates import BRAIN_THRESHOLD
 from lib.data.workspace import Workspace
 
 MS_CLASSES = Classes("MS", "HC", positive_title="multiple sclerosis", negative_title="healthy controls")
-MS_DEMO_VERSION = 1
+MS_DEMO_VERSION = 2
 _NOT_CORTEX = ("White_Matter", "Vent", "CSF", "Caudate", "Putamen", "Pallidum", "Thalamus", "Accumbens", "Amygdala",
                "Hippocampus", "Cerebellum", "Brain_Stem", "Ventral_DC", "vessel", "Optic", "Basal_Forebrain")
 
@@ -49,10 +49,10 @@ class MSDemoConfig:
     max_visits: int = 3
     seed: int = 0
     ms_fraction: float = 0.5
-    atrophy_mm: float = 0.9            # boundary displacement of the affected units at severity 1 (AD demo: 2.2)
-    lesions_mean: float = 14.0         # lesions of a patient at severity 1 (Poisson mean)
-    lesion_radius_mm: tuple[float, float] = (2.5, 6.0)
-    lesion_contrast: tuple[float, float] = (0.35, 0.6)   # T1 intensity lost at a lesion's core
+    atrophy_mm: float = 1.2            # boundary displacement of the affected units at severity 1 (AD demo: 2.2)
+    lesions_mean: float = 24.0         # lesions of a patient at severity 1 (Poisson mean)
+    lesion_radius_mm: tuple[float, float] = (3.0, 7.0)
+    lesion_contrast: tuple[float, float] = (0.45, 0.75)  # T1 intensity lost at a lesion's core
     anatomy_mm: float = 1.5
     individual_mm: float = 0.6
     workers: int = field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)))

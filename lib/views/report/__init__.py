@@ -36,6 +36,7 @@ from lib.data.workspace import Workspace
 from lib.views import viewer
 from lib.views.report.figures import figure_svg, to_matplotlib  # noqa: F401
 from lib.views.report.methods import methods_paragraph, stored_settings
+from lib.views.report.measure import section_title
 from lib.views.report.model import (ATLAS, CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PALETTE,  # noqa: F401
                                     PERMUTATIONS, REPORT_VERSION, SECTIONS, SPLIT, TOP_K, Figure, Report, Section,
                                     _cmd)
@@ -81,7 +82,8 @@ def content_key(ws: Workspace, run) -> str:
     sha = run.checkpoint_hash() if run.best_checkpoint.exists() else "-"
     parts = {"v": REPORT_VERSION, "run": run.id, "checkpoint": sha, "config": _stamp(run.dir / "config.json"),
              "metrics": _stamp(run.dir / "metrics.jsonl"), "predictions": _stamp(run.dir / "predictions.csv"),
-             "cohort": _stamp(ws.cohort_csv), "splits": _stamp(ws.splits_json), "reviews": reviews_stamp(ws)}
+             "cohort": _stamp(ws.cohort_csv), "splits": _stamp(ws.splits_json), "reviews": reviews_stamp(ws),
+             "measure": ws.biomarker_measure}
     stores = viewer.stores_of(ws, sha) if sha != "-" else []
     parts["stores"] = [s.folder.name for s in stores]
     # group means are not keyed: they follow from the stores and the predictions, and the report averages
@@ -136,7 +138,7 @@ def build(ws: Workspace, run, progress: Progress | None = None) -> Report:
     sections.append(_training_section(ws, run))
     if preds is None:
         for k in list(SECTIONS)[2:-1]:
-            sections.append(Section(k, SECTIONS[k], missing=[f"No predictions of run {run.id} yet: "
+            sections.append(Section(k, section_title(ws, k), missing=[f"No predictions of run {run.id} yet: "
                                                               f"`{_cmd(ws, f'predict --run {run.id}')}`."]))
         ev_settings, bm = {}, {}
     else:

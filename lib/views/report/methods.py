@@ -105,7 +105,14 @@ def methods_paragraph(s: dict) -> str:
                     f"density estimates are Gaussian kernel estimates of the scans' values, robustness is the overlap "
                     f"of the top {s['overlap_k']} regions, and {pos} vs {neg} tests are Mann–Whitney U with "
                     "Benjamini–Hochberg FDR correction over regions.")
-    if s["biomarker"]:
+    if s["biomarker"].get("measure"):
+        text.append(f"For Fig 9 the relevance {s['biomarker']['relevance']} was correlated with "
+                    f"{s['biomarker']['measure'].replace('_', ' ')} in each outcome group of the {s['split_analysed']} "
+                    f"split, and each region's relevance with it in the true positives (Pearson r, two-sided "
+                    f"permutation test with {s['permutations']:,} permutations, Benjamini–Hochberg FDR over regions, "
+                    f"Spearman ρ, percentile bootstrap 95 % CI with {s['permutations']:,} resamples); gradient maps "
+                    "were read as absolute values.")
+    elif s["biomarker"]:
         text.append(f"For Fig 9 the relevance summed over both hippocampi was correlated with {s['biomarker']['volume']} "
                     f"in each outcome group of the {s['split_analysed']} split (Pearson r, two-sided permutation test "
                     f"with {s['permutations']:,} permutations, Spearman ρ, percentile bootstrap 95 % CI with "

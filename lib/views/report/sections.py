@@ -22,6 +22,7 @@ from lib.views import viewer
 from lib.views.render import colorbar, ortho_image, stack, titled
 from lib.explain.catalogue import absolute_by_default
 
+from lib.views.report.measure import measure_section
 from lib.views.report.model import (ATLAS, CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PALETTE, PERMUTATIONS,
                                     SECTIONS, SPLIT, TOP_K, Figure, Section, _cmd, _fmt, _png_of, _store_label)
 
@@ -287,6 +288,8 @@ def _robustness_section(ws, run, sha, atlas, tables_by_store) -> Section:
 
 
 def _biomarker_section(ws, run, stores, preds) -> tuple[Section, dict]:
+    if ws.biomarker_measure != "hippocampal_volume":   # the workspace's own measure (lesion load on the MS demo)
+        return measure_section(ws, run, stores, preds, ws.biomarker_measure, _regions_cmd)
     sec = Section("biomarker", SECTIONS["biomarker"])
     used = {}
     cohort = load_cohort(ws)
