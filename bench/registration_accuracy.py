@@ -13,6 +13,9 @@ rim), preprocesses the raw table with each registration type, and prints per typ
   counts the demo's atrophy and individual anatomy),
 * ``dice_ceiling``: the true transform's own ``dice_truth`` (interpolation loss),
 * ``corr_truth``: correlation of the registered scan with the template-space scan in the brain,
+* ``corr_ceiling``: the raw scan through the true transform against the same (bias, noise, interpolation),
+* ``corr_alignment``: the raw scan through the pipeline's transforms against it through the true transform
+  (the alignment alone; 1 for a perfect registration),
 
 and the pipeline's seconds per scan and statuses. The machine may be shared: seconds are as measured.
 """
@@ -59,7 +62,8 @@ def main() -> None:
         qc = pd.read_csv(out / "preprocessed" / "qc.csv")
         rows.append({"registration": registration, "scans": len(scores),
                      **{c: f"{scores[c].mean():.3f} ({scores[c].min():.3f})"
-                        for c in ("dice_truth", "dice_atlas", "dice_ceiling", "corr_truth")},
+                        for c in ("dice_truth", "dice_atlas", "dice_ceiling", "corr_truth", "corr_ceiling",
+                                  "corr_alignment")},
                      "s/scan": round(float(qc["seconds"].mean()), 1), "wall s": round(wall, 1),
                      "statuses": ", ".join(f"{k} {v}" for k, v in qc["status"].value_counts().items())})
     print(f"raw demo: {args.subjects} scans, {args.resolution} mm grid, {args.workers} worker(s); mean (min)")

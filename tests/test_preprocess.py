@@ -71,9 +71,9 @@ def _t1(result) -> np.ndarray:
     return np.asarray(img.dataobj)
 
 
-# measured at 3 mm with the fixed seed: correlation 0.96 linear, 0.9496 nonlinear (SyN on the brain extracted
-# through the affine stage leaves 0.5 % between the moved and the unmoved copy's result)
-@pytest.mark.parametrize("registration, min_corr, min_dice", [("linear", 0.95, 0.70), ("nonlinear", 0.945, 0.80)])
+# measured at 3 mm: correlation 0.99 linear, 0.98 nonlinear (0.96 and 0.947 before the rigid stage and the
+# anti-aliased resampling); the bound is the issue's
+@pytest.mark.parametrize("registration, min_corr, min_dice", [("linear", 0.95, 0.70), ("nonlinear", 0.95, 0.80)])
 def test_colin27_moved_by_a_known_affine_comes_back(colin, registration, min_corr, min_dice):
     moved, unmoved = colin["moved"][registration], colin["unmoved"][registration]
     assert nib.aff2axcodes(nib.load(colin["root"] / "moved.nii.gz").affine) == ("L", "A", "S")
