@@ -103,6 +103,20 @@ def test_methods_paragraph_matches_the_stored_settings(built):
     changed = {**settings, "train": {**settings["train"], "lr": 0.0123, "patience": 77}}
     other = report.methods_paragraph(changed)
     assert "learning rate 0.0123" in other and "after 77 epochs" in other and "learning rate 0.0123" not in paragraph
+    # where it trained, as the run's state recorded it; mixed precision is said only where it applied
+    assert f", on the {settings['device'].upper()}" in paragraph or ", on a CUDA GPU" in paragraph
+    cpu = report.methods_paragraph({**settings, "device": "cpu", "train": {**settings["train"], "amp": True}})
+    assert "on the CPU" in cpu and "mixed precision" not in cpu
+    gpu = report.methods_paragraph({**settings, "device": "cuda:0", "train": {**settings["train"], "amp": True}})
+    assert "on a CUDA GPU with mixed precision" in gpu
+    # a transferred run names the run it started from, what that run told apart and what was re-initialised
+    assert "transfer learning" not in paragraph
+    moved = report.methods_paragraph({**settings, "init_from": {
+        "run": "demo-boehle2019", "classes": ["HC", "AD"], "checkpoint_sha256": "f238c1017718dd36981388652163f1d8",
+        "head": "re-initialised", "freeze": 2}})
+    assert ("started from the weights of demo-boehle2019 (trained to tell AD from HC), checkpoint SHA-256 "
+            "f238c1017718dd36…; its classifier head was re-initialised and its first 2 convolution blocks kept "
+            "frozen (transfer learning)." in moved)
 
 
 def test_pdf_and_svg_figures(built):

@@ -96,3 +96,11 @@ def test_the_regions_following_the_measure_are_listed_for_the_true_positives(ms_
     assert f"the {TOP_REGIONS} regions whose relevance correlates most with lesion load" in caption
     assert len(top) == TOP_REGIONS and (top["n"] == int(test_ms.sum())).all()
     assert not top["region"].str.contains("_").any()
+
+
+def test_top_regions_section_of_a_run_without_heatmaps_says_what_to_compute(demo_ws, demo_run):
+    from lib.views.report import sections
+
+    sec = sections._top_regions_section(demo_ws, demo_run, [], [], set())
+    assert not sec.figures and len(sec.missing) == 1
+    assert "Needs heatmaps" in sec.missing[0] and f"explain --run {demo_run.id} --method lrp --beta 0" in sec.missing[0]

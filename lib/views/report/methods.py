@@ -33,6 +33,8 @@ def stored_settings(ws: Workspace, run, stores, atlas, evaluation: dict, biomark
         "split_analysed": SPLIT, "top_k": TOP_K, "overlap_k": OVERLAP_K, "permutations": PERMUTATIONS,
         "fingerprint_min_score": FINGERPRINT_MIN_SCORE, "crosshair_mni": list(CROSSHAIR_MNI),
         "biomarker": biomarker, "evaluation": evaluation, "task": run.classes.to_json(),
+        "device": (atomic.read_json(run.dir / "state.json") or {}).get("device"),
+        "init_from": run.config.get("init_from"),
     }
 
 
@@ -63,6 +65,30 @@ def _heatmap_settings(stores: list[dict]) -> str:
 
 
 
+def _device_phrase(device: str | None, amp: bool | None) -> str:
+    """Where the run trained (as its state recorded), with mixed precision only where it applied (CUDA)."""
+    if not device:   # a run from before the device was recorded
+        return ", mixed precision if on CUDA" if amp else ""
+    if device.startswith("cuda"):
+        return ", on a CUDA GPU" + (" with mixed precision" if amp else "")
+    return f", on the {device.upper()}"
+
+
+def _origin_sentence(origin: dict | None) -> str:
+    """Transfer learning: the run whose weights the training started from (runs record their origin)."""
+    if not origin:
+        return ""
+    source = origin.get("run") or origin.get("source") or origin.get("checkpoint")
+    classes = origin.get("classes")
+    frozen = int(origin.get("freeze") or 0)
+    return (f"The network started from the weights of {source}"
+            + (f" (trained to tell {classes[1]} from {classes[0]})" if classes and len(classes) == 2 else "")
+            + (f", checkpoint SHA-256 {str(origin['checkpoint_sha256'])[:16]}…" if origin.get("checkpoint_sha256") else "")
+            + (f"; its classifier head was {origin['head']}" if origin.get("head") else "")
+            + (f" and its first {frozen} convolution block{'s' if frozen > 1 else ''} kept frozen" if frozen else "")
+            + " (transfer learning).")
+
+
 def methods_paragraph(s: dict) -> str:
     """The methods as prose, every number taken from ``s`` (:func:`stored_settings`)."""
     t = s["train"]
@@ -86,10 +112,12 @@ def methods_paragraph(s: dict) -> str:
         f"{'class-weighted' if t.get('class_weighted') else 'unweighted'} cross-entropy, random left–right flips "
         f"(p = {t.get('flip_p'):g}) and translations ({'2 mm' if shift is None else f'{shift} voxels'}), "
         f"{t.get('normalisation')} intensity normalisation ({t.get('scan_scaling')} scan scaling), seed {t.get('seed')}"
-        f"{', mixed precision on CUDA' if t.get('amp') else ''}; the checkpoint of epoch {(s['best_epoch'] or 0) + 1} "
+        f"{_device_phrase(s.get('device'), t.get('amp'))}; the checkpoint of epoch {(s['best_epoch'] or 0) + 1} "
         f"(of {s['epochs_run']}, stopped {s['stopped']}; SHA-256 {str(s['checkpoint_sha256'])[:16]}…) was analysed"
         f" (PyTorch {s['torch']}).",
     ]
+    if origin := _origin_sentence(s.get("init_from")):
+        text.insert(1, origin)
     if s.get("demo_config"):
         text.insert(1, "The cohort is the synthetic demo of this project (python -m lib demo; "
                     + ", ".join(f"{k} = {v}" for k, v in sorted(s["demo_config"].items())) + ").")

@@ -14,7 +14,7 @@ from lib.views.viewer import label_of
 from lib.data.atlases import DEFAULT_ATLAS
 
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2   # 2: the methods name the device trained on and a transferred run's origin
 ATLAS = DEFAULT_ATLAS
 SPLIT = "test"
 CROSSHAIR_MNI = (-26, -22, -14)   # the left hippocampus, where AD atrophy starts (the Heatmaps page's default)

@@ -185,6 +185,8 @@ def _top_regions_section(ws, run, tables, missing, truth) -> Section:
     if missing:
         sec.missing.append(f"No region metrics of {', '.join(_store_label(s) for s in missing)} on {ATLAS}: "
                            f"`{_regions_cmd(ws, run, missing)}`.")
+    elif not tables:   # no heatmaps at all: say so rather than leave the section empty
+        sec.missing.append(f"Needs heatmaps: `{_cmd(ws, f'explain --run {run.id} --method lrp --beta 0')}`.")
     for store, _, table in tables:
         label = _store_label(store)
         for metric, groups in (("density", run.classes.names[::-1]), ("gain", ("TP", "TN"))):
