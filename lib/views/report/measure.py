@@ -10,7 +10,8 @@ from lib.analysis import biomarker
 from lib.data.scans import load_cohort
 from lib.data.workspace import Workspace
 
-from lib.views.report.model import ATLAS, PERMUTATIONS, SECTIONS, SPLIT, Figure, Section, _cmd, _fmt
+from lib.views.report.model import (ATLAS, PERMUTATIONS, SECTIONS, SPLIT, Figure, Section, _cmd, _fmt,
+                                    fig9_stores)
 
 TOP_REGIONS = 10
 
@@ -55,14 +56,12 @@ def measure_section(ws: Workspace, run, stores, preds, measure: str | None, regi
     except ValueError as exc:
         sec.text.append(f"No {measure_label(measure)}: {exc}.")
         return sec, {}
-    lrp = [s for s in stores if s.params.get("method") == "lrp"]
-    lrp0 = next((s for s in lrp if float(s.params.get("beta", 0) or 0) == 0.0), lrp[0] if lrp else None)
-    gb = next((s for s in stores if s.params.get("method") == "guided_backprop"), None)
-    if lrp0 is None and gb is None:
+    chosen = fig9_stores(stores)
+    if not chosen:
         sec.missing.append(f"Needs LRP β=0 heatmaps: `{_cmd(ws, f'explain --run {run.id} --method lrp --beta 0')}`.")
         return sec, {}
     rows, name = [], measure_label(measure)
-    for s in [x for x in (lrp0, gb) if x is not None]:
+    for s in chosen:
         table = biomarker.find_region_table(ws, s, ATLAS)
         label = biomarker.method_label(s.params)
         if table is None:

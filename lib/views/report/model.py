@@ -100,3 +100,11 @@ def _store_label(store) -> str:
 def _png_of(img) -> bytes:
     return to_png(img)
 
+
+
+def fig9_stores(stores: list) -> list:
+    """The heatmap stores Fig 9 correlates: LRP β=0 (else the first LRP store) and guided backprop, those present."""
+    lrp = [s for s in stores if s.params.get("method") == "lrp"]
+    lrp0 = next((s for s in lrp if float(s.params.get("beta", 0) or 0) == 0.0), lrp[0] if lrp else None)
+    gb = next((s for s in stores if s.params.get("method") == "guided_backprop"), None)
+    return [x for x in (lrp0, gb) if x is not None]

@@ -24,7 +24,8 @@ from lib.explain.catalogue import absolute_by_default
 
 from lib.views.report.measure import measure_section
 from lib.views.report.model import (ATLAS, CROSSHAIR_MNI, FINGERPRINT_MIN_SCORE, OVERLAP_K, PALETTE, PERMUTATIONS,
-                                    SECTIONS, SPLIT, TOP_K, Figure, Section, _cmd, _fmt, _png_of, _store_label)
+                                    SECTIONS, SPLIT, TOP_K, Figure, Section, _cmd, _fmt, _png_of, _store_label,
+                                    fig9_stores)
 
 
 def _cohort_section(ws: Workspace, run, preds: pd.DataFrame | None) -> Section:
@@ -301,11 +302,9 @@ def _biomarker_section(ws, run, stores, preds) -> tuple[Section, dict]:
         sec.text.append(f"No hippocampal volume: {exc}")
         return sec, used
     used["volume"] = volume.attrs.get("label", "hippocampal volume")
-    lrp = [s for s in stores if s.params.get("method") == "lrp"]
-    lrp0 = next((s for s in lrp if float(s.params.get("beta", 0) or 0) == 0.0), lrp[0] if lrp else None)
-    gb = next((s for s in stores if s.params.get("method") == "guided_backprop"), None)
+    chosen = fig9_stores(stores)
     rows, ready_lrp = [], []
-    for s in [x for x in (lrp0, gb) if x is not None]:
+    for s in chosen:
         table = biomarker.find_region_table(ws, s, ATLAS)
         label = biomarker.method_label(s.params)
         if table is None:
@@ -329,10 +328,10 @@ def _biomarker_section(ws, run, stores, preds) -> tuple[Section, dict]:
                          "permutation p": biomarker.format_p(r["p_permutation"], PERMUTATIONS)
                          if pd.notna(r["p_permutation"]) else "—", "Spearman ρ": _fmt(r["rho"]),
                          "95 % CI of r": f"{_fmt(r['ci_low'], 2)} … {_fmt(r['ci_high'], 2)}",
-                         "paper r (TP)": biomarker.format_r(biomarker.PAPER_R["lrp"][0.0]) if g == "TP" and s is lrp0
+                         "paper r (TP)": biomarker.format_r(biomarker.PAPER_R["lrp"][0.0]) if g == "TP" and s.params.get("method") == "lrp"
                          else biomarker.format_r(biomarker.PAPER_R["guided_backprop"]) if g == "TP" else ""})
-    for s in lrp:
-        if biomarker.find_region_table(ws, s, ATLAS) is not None:
+    for s in stores:
+        if s.params.get("method") == "lrp" and biomarker.find_region_table(ws, s, ATLAS) is not None:
             ready_lrp.append(s)
     if rows:
         sec.tables.append((f"Correlation per outcome group ({PERMUTATIONS:,} permutations, two-sided; percentile "
@@ -350,7 +349,7 @@ def _biomarker_section(ws, run, stores, preds) -> tuple[Section, dict]:
                                                zip(bt["ci_low"], bt["ci_high"])],
                               "paper r": [biomarker.format_r(v) if pd.notna(v) else "—" for v in bt["paper_r"]]})
         sec.tables.append(("r across β (true positives)", shown))
-    if lrp0 is None and gb is None:
+    if not chosen:
         sec.missing.append(f"Needs LRP β=0 and guided backprop heatmaps: "
                            f"`{_cmd(ws, f'explain --run {run.id} --method lrp --beta 0')}`, "
                            f"`{_cmd(ws, f'explain --run {run.id} --method guided_backprop')}`.")
