@@ -29,6 +29,7 @@ from lib import jobs
 from lib.core import atomic
 from lib.data.workspace import Workspace
 from lib.jobs import Request, RequestError
+from lib.jobs.request import request_fields
 from lib.jobs.cluster import ClusterError, cluster_address, session
 
 # the order of the commands in --help; a kind not listed comes after them
@@ -48,7 +49,7 @@ def _scalar(hint) -> tuple[type, bool]:
 def add_options(parser: argparse.ArgumentParser, cls: type[Request]) -> None:
     """One option (or positional argument) per field of ``cls``."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in request_fields(cls):
         meta = f.metadata.get("cli", {})
         base, many = _scalar(hints[f.name])
         required = f.default is MISSING and f.default_factory is MISSING
@@ -76,7 +77,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Request]) -> None:
 def request_from_args(cls: type[Request], args: argparse.Namespace) -> Request:
     """The request the parsed options describe (a malformed value raises ValueError)."""
     values = {}
-    for f in dataclasses.fields(cls):
+    for f in request_fields(cls):
         meta = f.metadata.get("cli", {})
         value = getattr(args, f.name)
         if meta.get("parse"):
@@ -93,7 +94,7 @@ def command_line(request: Request, ws: Workspace | None = None) -> str:
     """The command that runs ``request`` from a terminal (fields at their defaults left out): what a page
     shows next to its button, the inverse of :func:`request_from_args`."""
     parts = ["python", "-m", "lib", *(["--workspace", str(ws.root)] if ws else []), request.kind]
-    for f in dataclasses.fields(request):
+    for f in request_fields(request):
         meta = f.metadata.get("cli", {})
         value = getattr(request, f.name)
         default = f.default if f.default is not MISSING else (

@@ -66,6 +66,13 @@ def register(cls: type[Request]) -> type[Request]:
     return cls
 
 
+def request_fields(request) -> tuple:
+    """A request's fields in the order a user reads them: its own first, then groups shared between kinds
+    (keyword-only dataclass mixins such as :class:`lib.jobs.kinds.cohort.TaskOptions`), whose fields a
+    dataclass would otherwise put first."""
+    return tuple(sorted(dataclasses.fields(request), key=lambda f: f.kw_only is True))
+
+
 def digest(payload: Any, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
@@ -93,7 +100,7 @@ class Request:
     def describe(self) -> str:
         """One line for the Jobs page: the kind and the fields that differ from their defaults."""
         parts = []
-        for f in dataclasses.fields(self):
+        for f in request_fields(self):
             value = getattr(self, f.name)
             default = f.default if f.default is not MISSING else (
                 f.default_factory() if f.default_factory is not MISSING else MISSING)

@@ -35,6 +35,30 @@ def task_classes(request):
     return Classes(**{**DEFAULT_CLASSES.to_json(), **given}) if given else DEFAULT_CLASSES
 
 
+@dataclass(frozen=True, kw_only=True)
+class TaskOptions:
+    """The task a new workspace declares (``init``, ``preprocess``): its classes, their table labels and
+    display names, and the Biomarkers page's default measure."""
+
+    positive: str | None = option(None, "the diagnosis the models detect (default AD)")
+    negative: str | None = option(None, "the control class (default HC)")
+    positive_labels: str | None = option(None, "table labels meaning the positive class, comma-separated "
+                                               "(default: its name and usual spellings)")
+    negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
+    positive_title: str | None = option(None, "long name of the positive class (e.g. 'multiple sclerosis')")
+    negative_title: str | None = option(None, "long name of the negative class")
+    biomarker_measure: str | None = option(None, "cohort column the Biomarkers page correlates relevance with by "
+                                                 "default (default hippocampal_volume for AD)")
+
+    def declared_task(self) -> tuple:
+        """(classes, what workspace.json stores of the task); TaskError for an unusable task."""
+        classes = task_classes(self)
+        task = {} if classes.is_default else {"task": classes.to_json()}
+        if self.biomarker_measure:
+            task["biomarker_measure"] = self.biomarker_measure
+        return classes, task
+
+
 @register
 @dataclass(frozen=True)
 class BuildDemo(Request):
@@ -238,7 +262,7 @@ class Validate(Request):
 
 @register
 @dataclass(frozen=True)
-class CreateWorkspace(Request):
+class CreateWorkspace(TaskOptions, Request):
     """Create a workspace; as a dashboard job its record lives in the workspace that asked, which may be
     another folder than the one created."""
 
@@ -251,15 +275,6 @@ class CreateWorkspace(Request):
     resolution: float = option(2.0)
     data_root: tuple[str, ...] = option((), "extra folder scans may live in (repeatable)", append=True)
     no_images: bool = option(False)
-    positive: str | None = option(None, "the diagnosis the models detect (default AD)")
-    negative: str | None = option(None, "the control class (default HC)")
-    positive_labels: str | None = option(None, "table labels meaning the positive class, comma-separated "
-                                               "(default: its name and usual spellings)")
-    negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
-    positive_title: str | None = option(None, "long name of the positive class (e.g. 'multiple sclerosis')")
-    negative_title: str | None = option(None, "long name of the negative class")
-    biomarker_measure: str | None = option(None, "cohort column the Biomarkers page correlates relevance with by "
-                                                 "default (default hippocampal_volume for AD)")
 
     def classes(self):
         return task_classes(self)
@@ -284,12 +299,9 @@ class CreateWorkspace(Request):
         table = Path(self.table).expanduser().resolve()
         root = self.target()
         try:
-            classes = self.classes()
+            classes, task = self.declared_task()
         except TaskError as exc:
             raise RequestError(f"not initialised: {exc}") from exc
-        task = {} if classes.is_default else {"task": classes.to_json()}
-        if self.biomarker_measure:
-            task["biomarker_measure"] = self.biomarker_measure
         # validated in memory first: a refused table leaves no workspace.json behind
         ws = Workspace(root=root, config={"kind": "study", "resolution": float(self.resolution),
                                           "data_roots": list(self.data_root), **task})

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.data.workspace import Workspace
+from lib.jobs.kinds.cohort import TaskOptions
 from lib.jobs.request import Request, RequestError, Task, option, register
 
 REGISTRATIONS = ("none", "linear", "nonlinear")
@@ -14,7 +15,7 @@ REGISTRATIONS = ("none", "linear", "nonlinear")
 
 @register
 @dataclass(frozen=True)
-class Preprocess(Request):
+class Preprocess(TaskOptions, Request):
     """Per scan: RAS, N4, registration to ICBM152 2009c (ANTsPy), brain extraction, normalisation, QC
     (:mod:`lib.data.preprocess`). Every scan is cached by its content and the settings, so running the same
     request again (after a cancel or a crash) redoes only what is missing."""
@@ -31,16 +32,6 @@ class Preprocess(Request):
     brain_extraction: bool = option(True, "keep the skull (no template brain mask)", flag="no-brain-extraction")
     workers: int = option(2, "scans at a time, each in its own process")
     threads: int = option(1, "ITK threads per process")
-    # the task, as for init: a cohort of another diagnosis becomes a workspace with its task
-    positive: str | None = option(None, "the diagnosis the models detect (default AD)")
-    negative: str | None = option(None, "the control class (default HC)")
-    positive_labels: str | None = option(None, "table labels meaning the positive class, comma-separated "
-                                               "(default: its name and usual spellings)")
-    negative_labels: str | None = option(None, "table labels meaning the negative class, comma-separated")
-    positive_title: str | None = option(None, "long name of the positive class (e.g. 'multiple sclerosis')")
-    negative_title: str | None = option(None, "long name of the negative class")
-    biomarker_measure: str | None = option(None, "cohort column the Biomarkers page correlates relevance with by "
-                                                 "default (default hippocampal_volume for AD)")
 
     def target(self) -> Path:
         return Path(self.out).expanduser().resolve()
@@ -60,16 +51,11 @@ class Preprocess(Request):
     def declared_task(self) -> tuple:
         """The classes and what the new workspace stores of them (as :class:`CreateWorkspace` does)."""
         from lib.data.classes import TaskError
-        from lib.jobs.kinds.cohort import task_classes
 
         try:
-            classes = task_classes(self)
+            return super().declared_task()
         except TaskError as exc:
             raise RequestError(f"not preprocessed: {exc}") from None
-        task = {} if classes.is_default else {"task": classes.to_json()}
-        if self.biomarker_measure:
-            task["biomarker_measure"] = self.biomarker_measure
-        return classes, task
 
     def prepare(self, ws: Workspace) -> Task:
         table = Path(self.table).expanduser().resolve()
