@@ -94,3 +94,34 @@ def test_cancel_while_the_process_is_still_starting_reads_cancelled(tmp_path):
     assert jobs.cancel(ws, job.id, who=ADMIN)  # at once: the child is still importing its libraries
     final = _wait(ws, job.id, timeout=30)
     assert final.state == "cancelled"
+
+
+def test_ctrl_c_that_breaks_an_import_on_its_way_reads_cancelled_not_failed(tmp_path, capsys):
+    """A C extension's import interrupted by Ctrl-C raises ImportError("initialization failed"), not
+    KeyboardInterrupt: the job still ends "cancelled" (exit 130), as the user asked."""
+    import json
+
+    from lib.jobs.runner import run_as_job
+
+    ws = Workspace.create(tmp_path / "ws", kind="demo")
+    job_id = "20990101-000000-ctrlc1"
+    (ws.jobs_dir / job_id).mkdir(parents=True)
+    (ws.jobs_dir / job_id / "status.json").write_text(json.dumps({"id": job_id, "state": "queued"}))
+
+    def work(progress):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    before = signal.getsignal(signal.SIGINT)
+    assert run_as_job(ws, job_id, work) == 130
+    assert jobs.get(ws, job_id).state == "cancelled"
+    assert "cancelled" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is before   # the caller's handler is back
+
+    def broken(progress):   # without Ctrl-C the same error is a failure
+        raise ImportError("initialization failed")
+
+    assert run_as_job(ws, job_id, broken) == 1

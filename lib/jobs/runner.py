@@ -102,10 +102,17 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], st
     reporter = JobReporter(ws, job_id) if job_id else None
     bar = JobProgress(desc, reporter)
 
+    interrupted = []
+
     def on_term(signum, frame):
         raise Cancelled()
 
+    def on_int(signum, frame):   # Ctrl-C: remembered, since inside a C extension's import it surfaces as an
+        interrupted.append(signum)   # ImportError ("initialization failed"), not as KeyboardInterrupt
+        raise KeyboardInterrupt
+
     previous = signal.signal(signal.SIGTERM, on_term)
+    previous_int = signal.signal(signal.SIGINT, on_int)
     if reporter:
         reporter.start()
     try:
@@ -124,9 +131,11 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], st
         else:
             traceback.print_exc()
         sys.stderr.flush()
-        if reporter and (reporter.path.parent / CANCEL_MARKER).exists():
+        if interrupted or (reporter and (reporter.path.parent / CANCEL_MARKER).exists()):
             # the stop was asked for; whatever it broke on the way out is not a failure
-            reporter.cancelled()
+            if reporter:
+                reporter.cancelled()
+            print("cancelled", file=sys.stderr)
             return 130
         if reporter:
             plain = isinstance(exc, (RequestError, ClusterError))
@@ -134,6 +143,7 @@ def run_as_job(ws: Workspace, job_id: str | None, fn: Callable[[JobProgress], st
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     bar.close()
     if reporter:
         reporter.finish(message or "done")
