@@ -21,9 +21,11 @@ ADMIN = auth.Identity("tester", "admin")
 SLOW_DEMO = jobs.BuildDemo(subjects=60, resolution=2.0, workers=2)
 
 
-def _cli(ws, *args) -> subprocess.Popen:
+def _cli(ws, *args, output=subprocess.PIPE) -> subprocess.Popen:
+    """The command line in a process. A test that does not read its output passes ``output=DEVNULL``: an
+    unread pipe fills up with the progress bar's updates (64 KB), and the process then blocks writing to it."""
     return subprocess.Popen([sys.executable, "-m", "lib", "--workspace", str(ws.root), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=output, stderr=output, text=True)
 
 
 def _wait(predicate, timeout=90):
@@ -54,7 +56,7 @@ def test_a_cli_explain_leaves_a_done_job_with_its_request(demo_ws, demo_run):
 
 def test_a_page_asking_for_the_key_of_a_running_cli_job_attaches_to_it_and_may_cancel_it(tmp_path):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    proc = _cli(ws, "demo", "--subjects", "60", "--resolution", "2", "--workers", "2")
+    proc = _cli(ws, "demo", "--subjects", "60", "--resolution", "2", "--workers", "2", output=subprocess.DEVNULL)
     try:
         job = _running_cli_job(ws)
         assert job.record["pid"] == proc.pid and job.active
@@ -71,7 +73,7 @@ def test_a_page_asking_for_the_key_of_a_running_cli_job_attaches_to_it_and_may_c
 @pytest.mark.parametrize("sig, state", [(signal.SIGKILL, "failed"), (signal.SIGINT, "cancelled")])
 def test_a_killed_cli_job_reads_failed_and_ctrl_c_cancelled(tmp_path, sig, state):
     ws = Workspace.create(tmp_path / "ws", kind="demo")
-    proc = _cli(ws, "demo", "--subjects", "60", "--resolution", "2", "--workers", "2")
+    proc = _cli(ws, "demo", "--subjects", "60", "--resolution", "2", "--workers", "2", output=subprocess.DEVNULL)
     try:
         job = _running_cli_job(ws)
         proc.send_signal(sig)
