@@ -68,7 +68,9 @@ def test_study_table_has_three_rows_and_the_thesis_columns(raw_ws):
         target = Workspace.open(study.study_dir(raw_ws) / registration)
         assert atomic.read_json(target.splits_json)["parts"] == demo_parts
         run = target.runs_dir / f"regstudy-{registration}-s1" / "config.json"
-        assert atomic.read_json(run)["train"]["resolution"] == 3.0
+        train = atomic.read_json(run)["train"]
+        assert train["resolution"] == 3.0
+        assert train["patience"] == settings.epochs   # no early stopping on the demo's few validation scans
     shown = view.study_table(table)
     assert list(shown["registration"]) == ["none (pad/crop)", "linear (affine)", "non-linear (affine + SyN)"]
     assert shown["thesis: bal. acc. %"][1] == "82.6 ± 0.9" and shown["thesis: gain"][2] == "7.1"
