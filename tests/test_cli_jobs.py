@@ -28,14 +28,15 @@ def _cli(ws, *args, output=subprocess.PIPE) -> subprocess.Popen:
                             stdout=output, stderr=output, text=True)
 
 
-def _wait(predicate, timeout=90):
+def _wait(predicate, timeout: float = 90, what: str = "the condition"):
+    """``predicate()``'s first true value, polled every 0.2 s; AssertionError after ``timeout`` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _running_cli_job(ws):

@@ -15,21 +15,12 @@ from lib import jobs
 from lib.data.preprocess.pipeline import Settings, load_cached, scan_key
 from lib.data.workspace import Workspace
 from lib.reviews import auth
+from test_cli_jobs import _wait as _until
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 pytestmark = pytest.mark.skipif(not COLIN.exists(), reason="Debian's mricron-data (Colin27) is not installed")
 ADMIN = auth.Identity("tester", "admin")
 SCANS = [f"colin{i}" for i in range(4)]
-
-
-def _until(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _group_gone(pgid: int) -> bool:
