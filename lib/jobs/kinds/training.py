@@ -128,6 +128,7 @@ class RegistrationStudy(Request):
                                             choices=("none", "linear", "nonlinear"))
     seeds: tuple[int, ...] = option((0, 1, 2), "one training per seed and registration type")
     epochs: int = option(80, "maximum epochs per training (the demo model's)")
+    batch_size: int = option(4, "scans per optimiser step")
     resolution: int = option(3, "grid in mm", choices=(1, 2, 3))
     workers: int = option(2, "preprocessing processes")
 
@@ -138,7 +139,8 @@ class RegistrationStudy(Request):
         from lib.learn.registration_study import StudySettings
 
         return StudySettings(registrations=tuple(self.registrations), seeds=tuple(self.seeds),
-                             resolution=self.resolution, epochs=self.epochs, workers=self.workers)
+                             resolution=self.resolution, epochs=self.epochs, batch_size=self.batch_size,
+                             workers=self.workers)
 
     def prepare(self, ws: Workspace) -> Task:
         from lib.learn import registration_study as study
