@@ -10,6 +10,7 @@ import streamlit as st
 
 from pages.workspace_sidebar import sidebar_workspace
 from pages.login import login_gate, sidebar_account
+from pages.loaders import preload_chart_bundle
 
 st.set_page_config(page_title="relevance-atlas", page_icon=":material/neurology:", layout="wide")
 
@@ -31,6 +32,7 @@ page = st.navigation(pages, position="hidden")
 with st.sidebar:
     for p in pages:
         st.page_link(p)
+preload_chart_bundle()
 ws = sidebar_workspace()
 sidebar_account(who)
 if ws.problem:

@@ -124,3 +124,17 @@ def test_a_changed_file_is_a_new_key(analysed, monkeypatch):
     time.sleep(0.01)
     rt.read_table(path)
     assert counter.calls["pandas.read_parquet"] == 1
+
+
+def test_plotly_bundle_is_requested_on_a_sessions_first_run_only(demo_ws, monkeypatch):
+    """The first run sends one hidden, empty chart (the browser then loads plotly while the first page is read);
+    a rerun sends none, so no page pays for it again."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RELEVANCE_ATLAS_WORKSPACE", str(demo_ws.root))
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.sidebar.get("plotly_chart")) == 1
+    at.run()
+    assert len(at.sidebar.get("plotly_chart")) == 0
