@@ -1,17 +1,20 @@
 """A lab on the team server: N concurrent Chromium users on the demo workspace, time per step.
 
-    .venv/bin/python bench/load.py [--users 1 3 10] [--rounds 2] [--workspace DIR] [--think S] [--baseline CHECKOUT]
+    .venv/bin/python bench/load.py [--users 1 3 10] [--rounds 2] [--workspace DIR] [--think S] [--arrivals S]
+        [--returning] [--busy] [--baseline CHECKOUT]
 
 Each level N starts ``streamlit run app.py`` afresh (loopback only) on a demo workspace whose heatmaps, region
 tables and predictions are cached, lets one user walk the scenario once to warm the server, then starts N
 headless Chromium users at once (one browser, a context each). Every user loads the app once ("App load": the
-browser fetches and starts Streamlit's bundle), then ``--rounds`` times: opens Heatmaps from the sidebar,
-switches to the Individual view, clicks "Next ▶" three times, then opens Atlas metrics, Biomarkers and the
+browser fetches and starts Streamlit's bundle; plotly's follows while the first page is shown), then
+``--rounds`` times: opens Heatmaps from the sidebar, switches to the Individual view, clicks "Next ▶" three
+times, then opens Atlas metrics, Biomarkers and the
 Dataset overview from the sidebar. A step ends when its content is drawn and the app is idle (no running
 script, no stale element) for 150 ms; its time is from the click to the moment it became ready. An exception
 shown on the page or a step past ``--timeout`` counts as an error. ``--think S``: a user reads each page for
 0.5–1.5 × S seconds before the next click (default 0: every user clicks as soon as a step is ready, a stress
-test no lab reaches).
+test no lab reaches). ``--arrivals S``: the users open the app one after another over S seconds, as a lab's
+members do over a morning (default: 0.25 s apart).
 
 Prints p50/p95/max per step kind for each N side by side, also over "revisits" (the steps of every round
 after the first: pages the browser has opened before, with their script bundles such as plotly's loaded), the
@@ -202,7 +205,7 @@ async def _user(browser, url: str, rounds: int, delay: float, times: dict, error
 
 
 async def _level(server: Server, users: int, rounds: int, timeout_s: float, think: float = 0.0,
-                 returning: bool = False) -> tuple[dict, list, float, float]:
+                 returning: bool = False, arrivals: float = 0.0) -> tuple[dict, list, float, float]:
     """(times per step, errors, server CPU seconds, wall seconds) of the measured part (after the warm-up)."""
     from playwright.async_api import async_playwright
 
@@ -232,7 +235,8 @@ async def _level(server: Server, users: int, rounds: int, timeout_s: float, thin
                 await _user(profile(i), url, 1, 0.0, {}, warm_errors, max(timeout_s, 300))
         times, errors = {}, []
         cpu0, wall0 = server.cpu_s(), time.perf_counter()
-        await asyncio.gather(*(_user(profile(i) if returning else fresh, url, rounds, 0.25 * i, times, errors,
+        gap = max(0.25, arrivals / users)   # users open the app one after another, `gap` seconds apart
+        await asyncio.gather(*(_user(profile(i) if returning else fresh, url, rounds, gap * i, times, errors,
                                      timeout_s, think, seed=i) for i in range(users)))
         cpu, wall = server.cpu_s() - cpu0, time.perf_counter() - wall0
         await browser.close()
@@ -277,13 +281,14 @@ class BusyTraining:
 
 
 def measure(checkout: Path, ws: Path, levels, rounds: int, timeout_s: float, think: float = 0.0,
-            busy: bool = False, returning: bool = False) -> dict:
+            busy: bool = False, returning: bool = False, arrivals: float = 0.0) -> dict:
     out = {}
     for n in levels:
         server = Server(checkout, ws)
         try:
             with BusyTraining(ws, checkout) if busy else contextlib.nullcontext():
-                times, errors, cpu, wall = asyncio.run(_level(server, n, rounds, timeout_s, think, returning))
+                times, errors, cpu, wall = asyncio.run(_level(server, n, rounds, timeout_s, think, returning,
+                                                                   arrivals))
             steps = sum(len(v) for v in times.values())
             out[n] = {"times": times, "errors": errors, "peak_mb": server.peak_mb(),
                       "server_cpu_per_step": cpu / max(steps, 1), "server_cpu_share": cpu / wall / (os.cpu_count() or 1)}
@@ -344,6 +349,9 @@ def main() -> int:
                          "default: a first visit, every cache empty")
     ap.add_argument("--busy", action="store_true",
                     help="a training job of the workspace runs in the background while the users walk")
+    ap.add_argument("--arrivals", type=float, default=0.0,
+                    help="seconds over which the users open the app, one after another (default: all within "
+                         "0.25 s each, a stress test)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a step counts as an error")
     args = ap.parse_args()
     if not shutil.which("chromium"):
@@ -352,9 +360,10 @@ def main() -> int:
     ws = args.workspace.resolve()
     ws.mkdir(parents=True, exist_ok=True)
     prepare(ws)
-    results = {"this checkout": measure(ROOT, ws, args.users, args.rounds, args.timeout, args.think, args.busy, args.returning)}
+    how = dict(think=args.think, busy=args.busy, returning=args.returning, arrivals=args.arrivals)
+    results = {"this checkout": measure(ROOT, ws, args.users, args.rounds, args.timeout, **how)}
     if args.baseline:
-        results["baseline"] = measure(args.baseline.resolve(), ws, args.users, args.rounds, args.timeout, args.think, args.busy, args.returning)
+        results["baseline"] = measure(args.baseline.resolve(), ws, args.users, args.rounds, args.timeout, **how)
     for name, res in results.items():
         report(f"{name} ({ROOT if name == 'this checkout' else args.baseline})", res)
     if args.baseline:
