@@ -23,9 +23,10 @@ def demo(tmp_path_factory) -> Workspace:
 
 # corr_alignment: the raw scan through the pipeline's transforms against it through the true transform (the
 # issue's correlation >= 0.95). SyN aims at the template's anatomy, not at the scan's own (it undoes part of an AD
-# scan's atrophy), so against the truth it stays under the affine. Measured at 3 mm: linear 0.96 (Dice 0.69, 0.82),
-# nonlinear 0.93-0.94 (Dice 0.83, 0.87)
-@pytest.mark.parametrize("registration, min_dice, min_alignment", [("linear", 0.65, 0.95), ("nonlinear", 0.80, 0.9)])
+# scan's atrophy), so against the truth it can stay a little under the affine; dice_atlas is what it aims at.
+# Measured at 3 mm: linear alignment 0.96 (Dice 0.69, 0.82); nonlinear 0.948, 0.957 (Dice vs truth 0.84, 0.87,
+# vs the atlas 0.83, 0.86). At 2 mm (bench/registration_accuracy.py) every nonlinear scan aligns at >= 0.95.
+@pytest.mark.parametrize("registration, min_dice, min_alignment", [("linear", 0.65, 0.95), ("nonlinear", 0.80, 0.94)])
 def test_registration_brings_the_raw_demo_back_to_its_truth(demo, tmp_path, registration, min_dice, min_alignment):
     out = preprocess.preprocess_table(demo.root / "raw" / "participants.csv",
                                       preprocess.Settings(registration=registration, resolution=3),
@@ -38,3 +39,5 @@ def test_registration_brings_the_raw_demo_back_to_its_truth(demo, tmp_path, regi
     assert (scores["corr_truth"] >= 0.85).all(), scores.to_string()
     assert (scores["corr_truth"] <= scores["corr_ceiling"] + 0.01).all(), scores.to_string()
     assert (scores["corr_alignment"] >= min_alignment).all(), scores.to_string()
+    if registration == "nonlinear":   # the scan's hippocampus lands on the template's
+        assert (scores["dice_atlas"] >= 0.80).all(), scores.to_string()
