@@ -20,4 +20,6 @@ def panel(ws) -> None:
             f"Demo: test balanced accuracy (gain: points over none), mean ± sd over seeds "
             f"{', '.join(str(x) for x in settings.get('seeds', [])) or '?'}, model "
             f"{settings.get('model', '?')} on the {settings.get('resolution', '?')} mm grid, the same split for every "
-            f"registration type. Thesis: {THESIS_SOURCE}. Rerun: `python -m lib registration-study`.")
+            f"registration type. Hippocampus probe: ROC AUC of one number per scan, its mean intensity in the "
+            f"template atlas's hippocampus over the brain's, with no training (0.5: the atrophy is not where the "
+            f"template's hippocampus is). Thesis: {THESIS_SOURCE}. Rerun: `python -m lib registration-study`.")

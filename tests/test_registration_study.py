@@ -62,6 +62,7 @@ def test_study_table_has_three_rows_and_the_thesis_columns(raw_ws):
     assert table["balanced_accuracy"].between(0, 100).all() and table["balanced_accuracy_sd"].notna().all()
     assert list(table["thesis_balanced_accuracy"]) == [76.2, 82.6, 83.3]
     assert list(table["thesis_auc"]) == [0.850, 0.904, 0.910]
+    assert table["probe_auc"].between(0.5, 1).all()
     # the same split in every preprocessed workspace: the demo's
     demo_parts = atomic.read_json(raw_ws.splits_json)["parts"]
     for registration in study.REGISTRATIONS:
@@ -75,6 +76,21 @@ def test_study_table_has_three_rows_and_the_thesis_columns(raw_ws):
     assert list(shown["registration"]) == ["none (pad/crop)", "linear (affine)", "non-linear (affine + SyN)"]
     assert shown["thesis: bal. acc. %"][1] == "82.6 ± 0.9" and shown["thesis: gain"][2] == "7.1"
     assert " ± " in shown["demo: bal. acc. %"][0]
+    assert shown["demo: hippocampus probe AUC"].str.fullmatch(r"0\.\d{3}|1\.000").all()
+
+
+def test_hippocampus_probe_separates_a_darker_hippocampus_and_not_identical_scans():
+    from lib.data.templates import atlas, template
+
+    volume = np.asarray(template(3).dataobj, dtype=np.float32)
+    hippocampus = np.isin(np.asarray(atlas("neuromorphometrics", 3)[0].dataobj), (47, 48))
+    rng = np.random.default_rng(0)
+    positive = [True, False] * 4
+    darker = [volume * np.where(hippocampus, 1 - (0.2 if p else 0.0) - 0.01 * rng.random(), 1) for p in positive]
+    assert study.hippocampus_probe(darker, positive, 3) == 1.0
+    brighter = [volume * np.where(hippocampus, 1.2 if p else 1.0, 1) for p in positive]   # either direction
+    assert study.hippocampus_probe(brighter, positive, 3) == 1.0
+    assert study.hippocampus_probe([volume] * 8, positive, 3) == 0.5
 
 
 def test_a_rerun_reuses_finished_trainings(raw_ws):

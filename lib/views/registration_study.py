@@ -19,7 +19,7 @@ def _pm(mean: float, spread: float, digits: int) -> str:
 
 def study_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per registration type: the demo's balanced accuracy and AUC (mean ± sd over seeds), the
-    gain in balanced accuracy over no registration (points), and the thesis's numbers (mean ± standard
+    gain in balanced accuracy over no registration (points), the untrained hippocampus probe, and the thesis's numbers (mean ± standard
     error) beside them."""
     base = frame.set_index("registration")["balanced_accuracy"].get("none", np.nan)
     thesis_base = study.THESIS["none"]["balanced_accuracy"]
@@ -32,6 +32,7 @@ def study_table(frame: pd.DataFrame) -> pd.DataFrame:
             "demo: gain": _pm(r["balanced_accuracy"] - base, np.nan, 1)
             if r["registration"] != "none" else "",
             "demo: AUC": _pm(r["auc"], r["auc_sd"], 3),
+            "demo: hippocampus probe AUC": _pm(r.get("probe_auc", np.nan), np.nan, 3),
             "thesis: bal. acc. %": _pm(r["thesis_balanced_accuracy"], r["thesis_balanced_accuracy_se"], 1),
             "thesis: gain": f"{r['thesis_balanced_accuracy'] - thesis_base:.1f}"
             if r["registration"] != "none" else "",
