@@ -274,7 +274,7 @@ def test_training_page_runs_a_short_training_with_live_curves(browser, app_url, 
     assert len(new) == 1
     # live: the new run's curve is drawn while its job is still running
     page.get_by_text(new[0].id).first.wait_for(timeout=180_000)
-    page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
+    page.locator('[data-testid="stMain"] .js-plotly-plot').first.wait_for(timeout=180_000)
     _shot(page, "training_live")
     page.get_by_text("Confusion matrix").first.wait_for(timeout=240_000)
     _settle(page)

@@ -60,7 +60,7 @@ _page = functools.partial(new_page, height=2400, timeout_ms=60_000)
 def _settle(page) -> None:
     """Wait until the script has finished, nothing of the previous run is left and plotly has drawn."""
     settle_script(page)
-    page.wait_for_function("() => [...document.querySelectorAll('.stPlotlyChart')]"
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stMain] .stPlotlyChart')]"
                            ".every(e => e.querySelector('.main-svg'))", timeout=30_000)
 
 
@@ -80,7 +80,7 @@ def _tab(page, name: str) -> None:
 
 def _plots(page) -> int:
     """Plotly charts drawn on the page."""
-    return page.locator(".stPlotlyChart:has(.main-svg)").count()
+    return page.locator('[data-testid="stMain"] .stPlotlyChart:has(.main-svg)').count()
 
 
 # --------------------------------------------------------------------------- the test

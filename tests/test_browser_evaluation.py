@@ -69,7 +69,7 @@ def test_evaluation_page_runs_a_small_evaluation_and_shows_every_view(browser, a
         page.get_by_text(expected).first.wait_for()
         _settle(page)
         _no_exception(page)
-        assert page.locator(".js-plotly-plot").count() >= 1
+        assert page.locator('[data-testid="stMain"] .js-plotly-plot').count() >= 1
         _shot(page, "evaluation_" + tab.split()[0].lower())
     # the verdicts follow the threshold without recomputing anything
     page.get_by_role("tab", name="Sanity check").click()
