@@ -115,3 +115,9 @@ def test_an_arm_the_pipeline_refuses_is_named(raw_ws):
 
     with pytest.raises(study.StudyError, match="preprocessing with none registration: no scan of .* reached"):
         study.run_study(raw_ws, study.StudySettings(seeds=(0,), epochs=1), preprocess=refusing)
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"epochs": 0}, {"workers": 0}, {"patience": 0}])
+def test_impossible_settings_are_refused_before_any_preprocessing(bad):
+    with pytest.raises(study.StudyError, match="must be at least 1"):
+        study.StudySettings(**bad)

@@ -244,3 +244,13 @@ def test_one_process_trains_a_run_at_a_time(demo_ws):
         with pytest.raises(TrainingError, match="being trained by another process"):
             train_run(demo_ws, run)
     assert run.status == "created"
+
+
+@pytest.mark.parametrize("bad, message", [({"batch_size": 0}, "batch size must be at least 1"),
+                                          ({"max_epochs": 0}, "max epochs must be at least 1"),
+                                          ({"lr": 0.0}, "learning rate must be positive")])
+def test_an_impossible_training_config_is_one_clear_error(bad, message):
+    from lib.learn.runs import TrainConfig, TrainingError
+
+    with pytest.raises(TrainingError, match=message):
+        TrainConfig(**bad)

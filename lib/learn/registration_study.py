@@ -65,6 +65,13 @@ class StudySettings:
     batch_size: int = 4
     workers: int = 2
 
+    def __post_init__(self):   # before hours of preprocessing, not at the first training
+        for name in ("epochs", "batch_size", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise StudyError(f"{name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise StudyError(f"patience must be at least 1, not {self.patience}")
+
 
 def study_dir(ws: Workspace) -> Path:
     return ws.root / "registration_study"

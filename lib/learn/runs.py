@@ -66,6 +66,13 @@ class TrainConfig:
     init_from: str | None = None         # a run, run folder, shipped model or checkpoint to start from
     freeze: int = 0                      # convolution blocks (from the input) not trained after --init-from
 
+    def __post_init__(self):
+        for name in ("max_epochs", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise TrainingError(f"{name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}")
+        if not float(self.lr) > 0:
+            raise TrainingError(f"the learning rate must be positive, not {self.lr}")
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
