@@ -131,11 +131,12 @@ def hippocampus_probe(volumes, positive, resolution: float) -> float:
     It tells a CNN at chance on a preprocessing (too few scans, too few epochs) from a preprocessing that
     lost the signal: the demo's atrophy sits in the hippocampus only after the scans are aligned to the
     template."""
-    from lib.data.preprocess.pipeline import HIPPOCAMPUS
+    from lib.data.atlases import DEFAULT_ATLAS
+    from lib.data.raw_demo import hippocampus_labels
     from lib.data.templates import atlas, brain_mask
     from lib.learn.metrics import roc_auc
 
-    hippocampus = np.isin(np.asarray(atlas("neuromorphometrics", resolution)[0].dataobj), HIPPOCAMPUS)
+    hippocampus = np.isin(np.asarray(atlas(DEFAULT_ATLAS, resolution)[0].dataobj), hippocampus_labels())
     brain = brain_mask(resolution)
     ratios = []
     for volume in volumes:
